@@ -1,0 +1,26 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+"""Glue shared by the modules: turn the known error types into clean ``fail_json`` messages."""
+
+from __future__ import annotations
+
+from .statefile import StateFileError
+from .wgtypes import WireGuardError
+
+# Errors whose message is written for the user; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, StateFileError, WireGuardError, RuntimeError, OSError)
+
+
+def expected_errors():
+    from .engine import ReconcileError
+    from .netlink import NetlinkError
+    return EXPECTED_ERRORS + (ReconcileError, NetlinkError)
+
+
+def run_guarded(module, work):
+    """Run ``work()`` and return its result dict; known errors become ``module.fail_json(msg=...)``."""
+    try:
+        return work()
+    except expected_errors() as exc:
+        module.fail_json(msg=str(exc))

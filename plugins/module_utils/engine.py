@@ -1,0 +1,338 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+"""Host-side reconcile steps shared by the Ansible modules and the node agent.
+
+These functions do I/O through the adapters (netlink, WireGuard transports, state files) and call the
+pure planners. They never return or log the private key or the cluster secret.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+from .addressing import first_physical_link, node_address
+from .identity import Identity, load_identity, new_identity, save_identity
+from .netlink import Netlink, endpoint_candidates
+from .peers import build_peer_set
+from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
+from .statefile import StateFileError, ensure_dir, read_json, write_json
+from .wgtypes import WireGuardError, format_endpoint
+
+DEFAULT_STATE_DIR = "/var/lib/kubespan"
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
+MIN_MTU = 1280
+
+
+class ReconcileError(Exception):
+    """The node cannot be brought to the desired state; the message says why and what to do."""
+
+
+@dataclass
+class Settings:
+    interface: str = "kubespan"
+    mtu: int = 1420
+    listen_port: int = 51820
+    fwmark: int = 0x20
+    persistent_keepalive: int = 25
+    implementation: str = "auto"
+    state_dir: str = DEFAULT_STATE_DIR
+    address_source: str = "auto"
+
+    def validate(self) -> None:
+        if not self.interface or len(self.interface) > 15 or "/" in self.interface or " " in self.interface:
+            raise ReconcileError("interface name %r is invalid: 1-15 characters, no '/' or spaces" % self.interface)
+        if not MIN_MTU <= int(self.mtu) <= 65535:
+            raise ReconcileError("kubespan_mtu %s is out of range: WireGuard over IPv6 needs at least %d "
+                                 "(use underlay MTU - 80, e.g. 1420 for a 1500 underlay)" % (self.mtu, MIN_MTU))
+        if not 1 <= int(self.listen_port) <= 65535:
+            raise ReconcileError("kubespan_listen_port %s must be 1-65535" % self.listen_port)
+        if not 0 <= int(self.fwmark) <= 0xFFFFFFFF:
+            raise ReconcileError("kubespan_fwmark %s must be a 32-bit value" % self.fwmark)
+        if not 0 <= int(self.persistent_keepalive) <= 65535:
+            raise ReconcileError("kubespan_persistent_keepalive %s must be 0-65535 seconds" % self.persistent_keepalive)
+        if self.implementation not in ("auto", "kernel", "userspace"):
+            raise ReconcileError("kubespan_wireguard_implementation %r must be auto, kernel or userspace" % self.implementation)
+
+
+# ----------------------------------------------------------------------------------------------- identity
+
+def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto", check_mode: bool = False,
+                    listen_port: int = 51820, interface: str = "kubespan"):
+    """Load or create this node's identity and compute its address and endpoints.
+
+    Returns (identity, facts, changed). ``facts`` never contains the private key. In check mode a
+    missing identity is reported as ``would_create`` with no key material invented.
+    """
+    ident = load_identity(state_dir)
+    created = ident is None
+    with Netlink() as nl:
+        physical = first_physical_link(nl.links())
+        host_addrs = nl.host_addresses(exclude_ifname=interface)
+    if created:
+        if check_mode:
+            return None, {"would_create": True, "state_dir": state_dir}, True
+        ident = new_identity()
+    address, subnet, source = node_address(cluster_id, ident.node_id, physical, address_source)
+    addr = str(address)
+    # The address is established once: keep the stored one while it is in the cluster's subnet (a NIC
+    # swap or a reordering of links must not move the node); recompute when the cluster ID changed.
+    if ident.subnet == str(subnet) and ident.address:
+        stored = ident.address.split("/")[0]
+        if stored != addr:
+            source = "stored"
+        addr = stored
+    changed = created
+    if ident.address.split("/")[0] != addr or ident.subnet != str(subnet):
+        changed = True
+        ident.address = "%s/128" % addr
+        ident.subnet = str(subnet)
+    if changed and not check_mode:
+        save_identity(state_dir, ident, node_file=created)
+    endpoints = [format_endpoint(ip, listen_port) for ip in endpoint_candidates(host_addrs, [str(subnet)])]
+    facts = {
+        "public_key": ident.public_key,
+        "node_id": ident.node_id,
+        "address": addr,
+        "subnet": str(subnet),
+        "address_source": source,
+        "endpoints": endpoints,
+        "created": created,
+        "state_dir": state_dir,
+    }
+    return ident, facts, changed
+
+
+# ----------------------------------------------------------------------------------------------- device
+
+def kernel_available() -> bool:
+    from .wg_kernel import kernel_wireguard_available
+    return kernel_wireguard_available()
+
+
+def resolve_implementation(setting: str) -> str:
+    if setting in ("kernel", "userspace"):
+        return setting
+    if kernel_available():
+        return "kernel"
+    if shutil.which("wireguard-go") or os.path.exists("/usr/bin/wireguard-go"):
+        return "userspace"
+    raise ReconcileError("this kernel has no WireGuard module and wireguard-go is not installed: install the "
+                         "wireguard-go package or a kernel with WireGuard (set kubespan_wireguard_implementation)")
+
+
+def open_device(impl: str, ifname: str):
+    if impl == "kernel":
+        from .wg_kernel import KernelWireGuard
+        return KernelWireGuard(ifname)
+    from .wg_uapi import UapiWireGuard
+    return UapiWireGuard(ifname)
+
+
+def _systemctl(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=60, check=False)
+
+
+def ensure_userspace_device(ifname: str, timeout: float = 15.0) -> bool:
+    """Start wireguard-go (through its systemd unit) and wait for the UAPI socket. True if started."""
+    from .wg_uapi import UapiWireGuard
+    dev = UapiWireGuard(ifname)
+    if dev.exists():
+        try:
+            dev.read()
+            return False
+        except WireGuardError:
+            pass  # stale socket: restart below
+    res = _systemctl("restart", WIREGUARD_GO_UNIT)
+    if res.returncode != 0:
+        raise ReconcileError("cannot start %s: %s" % (WIREGUARD_GO_UNIT, res.stdout.strip()[-500:]))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if dev.exists():
+            try:
+                dev.read()
+                return True
+            except WireGuardError:
+                pass
+        time.sleep(0.1)
+    raise ReconcileError("wireguard-go did not create %s within %.0f s (journalctl -u %s)" % (dev.path, timeout, WIREGUARD_GO_UNIT))
+
+
+# ----------------------------------------------------------------------------------------------- mesh
+
+@dataclass
+class MeshResult:
+    changed: bool = False
+    changes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    implementation: str = ""
+    peers: List[dict] = field(default_factory=list)
+    before: str = ""
+    after: str = ""
+
+
+def state_path(state_dir: str) -> str:
+    return os.path.join(state_dir, STATE_FILE)
+
+
+def load_state(state_dir: str) -> Optional[dict]:
+    data = read_json(state_path(state_dir))
+    if data is None:
+        return None
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        raise StateFileError("%s has an unknown format (version %r): re-run the playbook to rewrite it"
+                             % (state_path(state_dir), data.get("version") if isinstance(data, dict) else None))
+    return data
+
+
+def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None):
+    """Peer specs for this node from fresh affiliates, the member list and the last-known state."""
+    import ipaddress
+    subnet = ipaddress.IPv6Network(ident.subnet)
+    last = None
+    try:
+        last = load_state(state_dir)
+    except StateFileError:
+        last = None  # a corrupt state file only loses the --limit memory; it is rewritten below
+    last_known = (last or {}).get("peers", [])
+    return build_peer_set(ident.public_key, ident.address, subnet, affiliates, members, last_known, local_name)
+
+
+def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster_secret: str, peers: List[dict],
+                   members: Optional[List[str]] = None, check_mode: bool = False, persist: bool = True,
+                   now: Optional[float] = None) -> MeshResult:
+    """Bring the WireGuard interface, its address and MTU and its peers to the desired state."""
+    settings.validate()
+    now = time.time() if now is None else now
+    result = MeshResult()
+    impl = resolve_implementation(settings.implementation)
+    result.implementation = impl
+    ifname = settings.interface
+    address = "%s/64" % ident.address.split("/")[0]
+    labels = {p["public_key"]: p["name"] for p in peers}
+
+    desired = DesiredDevice(
+        private_key=ident.private_key,
+        listen_port=int(settings.listen_port),
+        fwmark=int(settings.fwmark),
+        peers=[DesiredPeer(public_key=p["public_key"], allowed_ips=p["allowed_ips"], endpoints=p["endpoints"],
+                           persistent_keepalive=int(settings.persistent_keepalive), preshared_key=cluster_secret,
+                           label=p["name"]) for p in peers],
+    )
+
+    with Netlink() as nl:
+        link = nl.link(ifname)
+        if link is not None and impl == "kernel" and link.get("kind") not in (None, "wireguard"):
+            raise ReconcileError("interface %s exists but is a %s link, not WireGuard: rename or remove it, or set "
+                                 "kubespan_interface" % (ifname, link.get("kind")))
+        current = None
+        device_exists = link is not None
+        if device_exists and impl == "userspace":
+            from .wg_uapi import UapiWireGuard
+            device_exists = UapiWireGuard(ifname).exists()
+        if device_exists:
+            dev = open_device(impl, ifname)
+            try:
+                current = dev.read()
+            except WireGuardError:
+                if impl == "kernel":
+                    raise
+                current = None  # wireguard-go died: restart below
+                device_exists = False
+            finally:
+                dev.close()
+
+        before_link = {"addresses": link["addresses"], "mtu": link["mtu"], "up": link["up"]} if link else {}
+        after_link = {"addresses": [address], "mtu": int(settings.mtu), "up": True}
+        result.before = render_device(ifname, before_link, current, labels)
+        result.after = render_device(ifname, after_link, expected_device(desired, current, ident.public_key, now), labels)
+
+        if not device_exists:
+            result.changes.append("create %s WireGuard interface %s" % (impl, ifname))
+        update, changes = plan_device(desired, current, now)
+        result.changes.extend(changes)
+        link_changes = []
+        if link is None or link["mtu"] != int(settings.mtu):
+            link_changes.append(("mtu", None))
+        stale = [a for a in (link["addresses"] if link else []) if a != address]
+        if link is None or address not in link["addresses"]:
+            link_changes.append(("add", address))
+        for a in stale:
+            link_changes.append(("del", a))
+        if link is None or not link["up"]:
+            link_changes.append(("up", None))
+        for op, arg in link_changes:
+            result.changes.append({"mtu": "MTU -> %s" % settings.mtu, "add": "add address %s" % arg,
+                                   "del": "remove address %s" % arg, "up": "set %s up" % ifname}[op])
+
+        if not check_mode and result.changes:
+            if not device_exists:
+                if impl == "kernel":
+                    from .wg_kernel import create_link
+                    create_link(ifname)
+                else:
+                    ensure_userspace_device(ifname)
+                update, _ = plan_device(desired, None, now)
+            dev = open_device(impl, ifname)
+            try:
+                dev.apply(update)
+            finally:
+                dev.close()
+            idx = nl.link_index(ifname)
+            if idx is None:
+                raise ReconcileError("interface %s vanished while it was being configured" % ifname)
+            for op, arg in link_changes:
+                if op == "mtu":
+                    nl.set_mtu(idx, int(settings.mtu))
+                elif op == "add":
+                    nl.add_address(idx, arg)
+                elif op == "del":
+                    nl.del_address(idx, arg)
+                elif op == "up":
+                    nl.set_up(idx)
+
+    result.peers = [{k: p[k] for k in ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips")} for p in peers]
+    if persist:
+        state = {
+            "version": STATE_VERSION,
+            "settings": asdict(settings),
+            "cluster_id": cluster_id,
+            "cluster_secret": cluster_secret,
+            "address": ident.address,
+            "subnet": ident.subnet,
+            "members": list(members) if members is not None else None,
+            "peers": result.peers,
+        }
+        try:
+            old = load_state(settings.state_dir)
+        except StateFileError:
+            old = None
+        if old != state:
+            result.changes.append("update desired state in %s" % state_path(settings.state_dir))
+            if not check_mode:
+                ensure_dir(settings.state_dir)
+                write_json(state_path(settings.state_dir), state)
+    result.changed = bool(result.changes)
+    return result
+
+
+def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False) -> MeshResult:
+    """Re-apply the desired state the last playbook run persisted (node agent, boot)."""
+    state = load_state(state_dir)
+    if state is None:
+        raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
+    ident = load_identity(state_dir)
+    if ident is None:
+        raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
+    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    peers = [dict(p) for p in state.get("peers", [])]
+    return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
+                          state.get("members"), check_mode=check_mode, persist=False)

@@ -1,0 +1,129 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+"""Node identity: WireGuard key pair and node ID, persisted in Talos's file format.
+
+``kubespan-identity.yaml`` holds address, subnet, privateKey, publicKey; ``node-identity.yaml`` holds
+nodeId. Both are written atomically with mode 0600 inside a 0700 directory. An existing identity is
+never replaced: a corrupt file is an error that names the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Optional
+
+from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, parse_flat_yaml, read_text
+from .wgtypes import key_to_bytes
+
+KUBESPAN_IDENTITY_FILE = "kubespan-identity.yaml"
+NODE_IDENTITY_FILE = "node-identity.yaml"
+BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def clamp_private_key(raw: bytes) -> bytes:
+    """Curve25519 clamping, as ``wg genkey`` does."""
+    if len(raw) != 32:
+        raise ValueError("a Curve25519 private key is 32 bytes")
+    b = bytearray(raw)
+    b[0] &= 248
+    b[31] = (b[31] & 127) | 64
+    return bytes(b)
+
+
+def public_key_for(private_key_b64: str) -> str:
+    """Derive the base64 public key of a base64 private key (needs PyNaCl, python3-nacl on Debian)."""
+    try:
+        from nacl.bindings import crypto_scalarmult_base
+    except ImportError:
+        raise RuntimeError("PyNaCl is required on the node: install the python3-nacl package (Debian/Ubuntu) or python3-pynacl")
+    return base64.b64encode(crypto_scalarmult_base(key_to_bytes(private_key_b64))).decode("ascii")
+
+
+def generate_private_key() -> str:
+    return base64.b64encode(clamp_private_key(secrets.token_bytes(32))).decode("ascii")
+
+
+def base62_encode(raw: bytes) -> str:
+    """Big-endian base62 of a byte string (alphabet 0-9A-Za-z), leading zero bytes kept as '0'."""
+    number = int.from_bytes(raw, "big")
+    out = []
+    while number:
+        number, rem = divmod(number, 62)
+        out.append(BASE62_ALPHABET[rem])
+    pad = len(raw) - len(raw.lstrip(b"\0"))
+    return "0" * pad + "".join(reversed(out))
+
+
+def generate_node_id() -> str:
+    return base62_encode(secrets.token_bytes(32))
+
+
+def valid_node_id(node_id: str) -> bool:
+    return bool(node_id) and len(node_id) <= 256 and all(c in BASE62_ALPHABET for c in node_id)
+
+
+@dataclass
+class Identity:
+    private_key: str
+    public_key: str
+    node_id: str
+    address: str = ""
+    subnet: str = ""
+
+    def __repr__(self):
+        # never print the private key by accident (tracebacks, debug logs)
+        return "Identity(public_key=%r, node_id=%r, address=%r, subnet=%r)" % (self.public_key, self.node_id, self.address, self.subnet)
+
+
+def identity_paths(state_dir: str):
+    return os.path.join(state_dir, KUBESPAN_IDENTITY_FILE), os.path.join(state_dir, NODE_IDENTITY_FILE)
+
+
+def load_identity(state_dir: str) -> Optional[Identity]:
+    """Load the identity, None when neither file exists; StateFileError naming the file if corrupt."""
+    kpath, npath = identity_paths(state_dir)
+    ktext = read_text(kpath)
+    ntext = read_text(npath)
+    if ktext is None and ntext is None:
+        return None
+    if ktext is None:
+        raise StateFileError("%s is missing but %s exists: restore the key file from backup, or remove both to create a new identity" % (kpath, npath))
+    if ntext is None:
+        raise StateFileError("%s is missing but %s exists: restore it from backup, or remove both to create a new identity" % (npath, kpath))
+    kvals = parse_flat_yaml(ktext, kpath)
+    nvals = parse_flat_yaml(ntext, npath)
+    priv = kvals.get("privateKey", "")
+    try:
+        key_to_bytes(priv)
+    except ValueError as exc:
+        raise StateFileError("%s: privateKey is invalid (%s): the identity file is corrupt" % (kpath, exc))
+    pub = public_key_for(priv)
+    stored_pub = kvals.get("publicKey", "")
+    if stored_pub and stored_pub != pub:
+        raise StateFileError("%s: publicKey does not belong to privateKey: the identity file is corrupt" % kpath)
+    node_id = nvals.get("nodeId", "")
+    if not valid_node_id(node_id):
+        raise StateFileError("%s: nodeId %r is not a base62 node ID: the file is corrupt" % (npath, node_id[:60]))
+    return Identity(priv, pub, node_id, kvals.get("address", ""), kvals.get("subnet", ""))
+
+
+def save_identity(state_dir: str, ident: Identity, node_file: bool = True) -> None:
+    ensure_dir(state_dir)
+    kpath, npath = identity_paths(state_dir)
+    if node_file:
+        atomic_write(npath, dump_flat_yaml({"nodeId": ident.node_id}))
+    atomic_write(kpath, dump_flat_yaml({
+        "address": ident.address,
+        "subnet": ident.subnet,
+        "privateKey": ident.private_key,
+        "publicKey": ident.public_key,
+    }))
+
+
+def new_identity() -> Identity:
+    priv = generate_private_key()
+    return Identity(priv, public_key_for(priv), generate_node_id())

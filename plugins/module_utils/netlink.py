@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+"""Links and addresses over rtnetlink (pyroute2's IPRoute; works with Debian's 0.7.2 and PyPI 0.9.x)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import List, Optional, Tuple
+
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_HOST = 254
+RT_SCOPE_LINK = 253
+
+
+class NetlinkError(Exception):
+    """A netlink operation failed; the message names the interface and the operation."""
+
+
+def _iproute():
+    try:
+        from pyroute2 import IPRoute
+    except ImportError:
+        raise NetlinkError("pyroute2 is required on the node: install the python3-pyroute2 package")
+    return IPRoute()
+
+
+def _attr(msg, name, default=None):
+    value = msg.get_attr(name)
+    return default if value is None else value
+
+
+def _kind(msg) -> Optional[str]:
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is None:
+        return None
+    return info.get_attr("IFLA_INFO_KIND")
+
+
+class Netlink:
+    """A thin, replaceable adapter; one IPRoute socket per instance."""
+
+    def __init__(self):
+        self.ipr = _iproute()
+
+    def close(self):
+        self.ipr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def link_index(self, ifname: str) -> Optional[int]:
+        found = self.ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+    def link(self, ifname: str) -> Optional[dict]:
+        """Return {index, mtu, up, kind, addresses} of a link, or None when it does not exist."""
+        idx = self.link_index(ifname)
+        if idx is None:
+            return None
+        msg = self.ipr.get_links(idx)[0]
+        return {
+            "index": idx,
+            "mtu": _attr(msg, "IFLA_MTU", 0),
+            "up": bool(msg["flags"] & IFF_UP),
+            "kind": _kind(msg),
+            "addresses": self.addresses(idx),
+        }
+
+    def addresses(self, index: int, family: int = socket.AF_INET6) -> List[str]:
+        """Global-scope addresses of a link as 'addr/prefixlen'."""
+        result = []
+        for msg in self.ipr.get_addr(family=family, index=index):
+            if msg["index"] != index or msg["scope"] != RT_SCOPE_UNIVERSE:
+                continue
+            addr = _attr(msg, "IFA_ADDRESS") or _attr(msg, "IFA_LOCAL")
+            if addr:
+                result.append("%s/%d" % (ipaddress.ip_address(addr).compressed, msg["prefixlen"]))
+        return sorted(result)
+
+    def set_mtu(self, index: int, mtu: int) -> None:
+        self._do("set MTU %d" % mtu, index, lambda: self.ipr.link("set", index=index, mtu=mtu))
+
+    def set_up(self, index: int) -> None:
+        self._do("set up", index, lambda: self.ipr.link("set", index=index, state="up"))
+
+    def add_address(self, index: int, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        self._do("add address %s" % cidr, index, lambda: self.ipr.addr(
+            "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, flags=IFA_F_NODAD))
+
+    def del_address(self, index: int, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        self._do("delete address %s" % cidr, index, lambda: self.ipr.addr(
+            "del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen))
+
+    def _do(self, what, index, func):
+        try:
+            func()
+        except Exception as exc:  # pyroute2 raises NetlinkError subclasses of OSError with varying shapes
+            raise NetlinkError("link %s: cannot %s: %s" % (index, what, exc))
+
+    def links(self) -> List[Tuple[str, int, Optional[str], Optional[str]]]:
+        """(name, hardware type, kind, MAC) of every link, for the physical-NIC choice."""
+        result = []
+        for msg in self.ipr.get_links():
+            result.append((_attr(msg, "IFLA_IFNAME", ""), msg["ifi_type"], _kind(msg), _attr(msg, "IFLA_ADDRESS")))
+        return result
+
+    def host_addresses(self, exclude_ifname: Optional[str] = None) -> List[Tuple[str, str]]:
+        """(interface name, address) of every address on the host, in kernel order."""
+        names = {}
+        for msg in self.ipr.get_links():
+            names[msg["index"]] = _attr(msg, "IFLA_IFNAME", "")
+        result = []
+        for msg in self.ipr.get_addr():
+            name = names.get(msg["index"], "")
+            if exclude_ifname and name == exclude_ifname:
+                continue
+            addr = _attr(msg, "IFA_ADDRESS") or _attr(msg, "IFA_LOCAL")
+            if addr:
+                result.append((name, addr))
+        return result
+
+
+def endpoint_candidates(addresses, exclude_networks=()) -> List[str]:
+    """Addresses usable as WireGuard endpoints: no loopback, link-local, multicast or unspecified, no
+    address inside ``exclude_networks`` (the cluster's own KubeSpan ULA); de-duplicated, IPv4 first,
+    each family in input order."""
+    excluded = [ipaddress.ip_network(n) for n in exclude_networks]
+    v4, v6 = [], []
+    seen = set()
+    for _name, addr in addresses:
+        try:
+            ip = ipaddress.ip_address(str(addr).split("%")[0])
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            continue
+        if any(ip.version == net.version and ip in net for net in excluded):
+            continue
+        if ip in seen:
+            continue
+        seen.add(ip)
+        (v4 if ip.version == 4 else v6).append(ip.compressed)
+    return v4 + v6

@@ -1,0 +1,146 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+"""Crash-safe state files: write to a temporary file, fsync, rename, fsync the directory.
+
+A reader therefore sees either the previous complete file or the new complete file. Also a minimal
+reader and writer for the flat ``key: value`` YAML documents Talos uses for its identity files, so the
+node side needs no YAML library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from typing import Dict
+
+STATE_DIR_MODE = 0o700
+STATE_FILE_MODE = 0o600
+
+
+class StateFileError(Exception):
+    """A state file is unreadable or corrupt; the message names the file."""
+
+
+def ensure_dir(path: str, mode: int = STATE_DIR_MODE) -> bool:
+    """Create ``path`` with ``mode`` (and tighten an existing one). Returns True if anything changed."""
+    changed = False
+    if not os.path.isdir(path):
+        os.makedirs(path, mode)
+        changed = True
+    st = os.stat(path)
+    if (st.st_mode & 0o7777) != mode:
+        os.chmod(path, mode)
+        changed = True
+    return changed
+
+
+def atomic_write(path: str, data: bytes, mode: int = STATE_FILE_MODE) -> None:
+    """Atomically replace ``path`` with ``data`` (mode ``mode``), durable across power loss."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = -1, None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+        tmp = None
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise StateFileError("cannot write %s: %s (the previous version, if any, is unchanged)" % (path, exc.strerror or exc))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SAFE_PLAIN_RE = re.compile(r"^[A-Za-z0-9+/=_.:\-]+$")
+
+
+def dump_flat_yaml(values: Dict[str, str]) -> bytes:
+    """Serialize a flat mapping of strings; values are double-quoted unless plainly safe."""
+    lines = []
+    for key, value in values.items():
+        if not _KEY_RE.match(key):
+            raise ValueError("invalid key %r" % key)
+        value = "" if value is None else str(value)
+        if _SAFE_PLAIN_RE.match(value) and not value[0] in "-:" and value not in ("null", "true", "false", "~"):
+            lines.append("%s: %s" % (key, value))
+        else:
+            lines.append("%s: %s" % (key, json.dumps(value)))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def parse_flat_yaml(text: str, path: str = "<string>") -> Dict[str, str]:
+    """Parse the flat ``key: value`` YAML subset written by :func:`dump_flat_yaml` (and by Talos)."""
+    result = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#") or line == "---":
+            continue
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if not sep or not _KEY_RE.match(key):
+            raise StateFileError("%s line %d: expected 'key: value', got %r" % (path, lineno, raw[:80]))
+        value = value.strip()
+        if value.startswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise StateFileError("%s line %d: bad double-quoted string" % (path, lineno))
+        elif value.startswith("'"):
+            if len(value) < 2 or not value.endswith("'"):
+                raise StateFileError("%s line %d: bad single-quoted string" % (path, lineno))
+            value = value[1:-1].replace("''", "'")
+        elif value in ("", "~", "null"):
+            value = ""
+        if key in result:
+            raise StateFileError("%s line %d: duplicate key %r" % (path, lineno, key))
+        result[key] = value
+    return result
+
+
+def read_text(path: str):
+    """Return the file's text, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError("cannot read %s: %s" % (path, exc.strerror or exc))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StateFileError("%s is not UTF-8 text: the file is corrupt; restore it from backup or remove it" % path)
+
+
+def read_json(path: str):
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (path, exc))
+
+
+def write_json(path: str, value) -> None:
+    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+"""WireGuard device model shared by the kernel (netlink) and userspace (UAPI) transports.
+
+Plain data, no I/O, no Ansible imports. Keys are standard base64 strings (44 characters) everywhere
+in this model; transports convert to their wire format. Endpoints are strings ``ip:port`` or
+``[ipv6]:port``; allowed IPs are normalized CIDR strings (``ipaddress`` form).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+class WireGuardError(Exception):
+    """A WireGuard device could not be read or configured."""
+
+
+def key_to_bytes(key: str) -> bytes:
+    """Decode a base64 WireGuard key, refusing anything that is not exactly 32 bytes."""
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError("not a base64 WireGuard key: %r" % (key if len(str(key)) < 60 else "<long value>"))
+    if len(raw) != 32:
+        raise ValueError("a WireGuard key is 32 bytes in base64 (44 characters), got %d bytes" % len(raw))
+    return raw
+
+
+def key_to_b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def normalize_cidr(value: str) -> str:
+    """Return the canonical network form of an address or prefix (host bits must be zero)."""
+    return str(ipaddress.ip_network(value, strict=False))
+
+
+def format_endpoint(host: str, port: int) -> str:
+    ip = ipaddress.ip_address(host)
+    if ip.version == 6:
+        return "[%s]:%d" % (ip.compressed, port)
+    return "%s:%d" % (ip, port)
+
+
+def parse_endpoint(value: str):
+    """Split ``ip:port`` or ``[ipv6]:port`` into (ip string, port int); raise ValueError if malformed."""
+    text = str(value).strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("endpoint %r: an IPv6 endpoint is written [address]:port" % value)
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError("endpoint %r: expected address:port or [ipv6]:port" % value)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("endpoint %r: %r is not an IP address" % (value, host))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("endpoint %r: port must be 1-65535" % value)
+    return ip.compressed, int(port)
+
+
+def normalize_endpoint(value: str) -> str:
+    host, port = parse_endpoint(value)
+    return format_endpoint(host, port)
+
+
+@dataclass
+class PeerState:
+    """A peer as the device reports it."""
+
+    public_key: str
+    endpoint: Optional[str] = None
+    allowed_ips: List[str] = field(default_factory=list)
+    persistent_keepalive: int = 0
+    preshared_key: Optional[str] = None  # base64; None when unset (all zero)
+    last_handshake: float = 0.0  # unix time in seconds, 0 = never
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass
+class DeviceState:
+    """A device as the transport reports it. ``private_key`` is kept only in memory, never returned."""
+
+    private_key: Optional[str] = None
+    public_key: Optional[str] = None
+    listen_port: int = 0
+    fwmark: int = 0
+    peers: Dict[str, PeerState] = field(default_factory=dict)
+
+
+@dataclass
+class PeerUpdate:
+    """One peer change. Fields left None are not touched on the device.
+
+    ``allowed_ips`` replaces the peer's whole list when given. ``remove`` deletes the peer.
+    ``update_only`` never creates the peer (used when only an existing peer's endpoint changes).
+    """
+
+    public_key: str
+    remove: bool = False
+    endpoint: Optional[str] = None
+    allowed_ips: Optional[List[str]] = None
+    persistent_keepalive: Optional[int] = None
+    preshared_key: Optional[str] = None
+    update_only: bool = False
+
+
+@dataclass
+class DeviceUpdate:
+    """A batch of changes for one device; fields left None are not touched."""
+
+    private_key: Optional[str] = None
+    listen_port: Optional[int] = None
+    fwmark: Optional[int] = None
+    peers: List[PeerUpdate] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return self.private_key is None and self.listen_port is None and self.fwmark is None and not self.peers

@@ -1,0 +1,112 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cluster_secrets
+short_description: Generate a KubeSpan cluster ID and cluster secret into a vars file
+version_added: "0.1.0"
+description:
+  - Generates the cluster ID (URL-safe base64 of 32 random bytes) and the 32-byte cluster secret (standard
+    base64), like C(talosctl gen secrets), and writes them as the variables C(kubespan_cluster_id) and
+    C(kubespan_cluster_secret) into a YAML vars file (mode 0600, written atomically).
+  - Run it once, on the controller (usually through the C(kubespan.mesh.gen_secrets) playbook), then
+    encrypt the file with C(ansible-vault encrypt). An existing file is validated and never overwritten
+    unless O(force=true).
+author:
+  - kubespan.mesh contributors
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  path:
+    description: The vars file to write, for example C(group_vars/kubespan/secrets.yml).
+    type: path
+    required: true
+  force:
+    description:
+      - Replace an existing file with new secrets. This re-keys the cluster; every node must then be re-run.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Generate the cluster secrets once
+  kubespan.mesh.cluster_secrets:
+    path: "{{ inventory_dir }}/group_vars/kubespan/secrets.yml"
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+path:
+  description: The vars file.
+  returned: success
+  type: str
+  sample: group_vars/kubespan/secrets.yml
+cluster_id:
+  description: The cluster ID (not secret; it names the cluster and its ULA prefix).
+  returned: success
+  type: str
+  sample: 8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo=
+encrypted:
+  description: Whether the existing file is ansible-vault encrypted (then it is left as it is).
+  returned: success
+  type: bool
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import (
+    generate_cluster_id,
+    generate_cluster_secret,
+    secrets_document,
+    validate_cluster_id,
+    validate_cluster_secret,
+)
+from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import atomic_write, parse_flat_yaml, read_text
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            force=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+
+    def work():
+        text = read_text(path)
+        if text is not None and not module.params["force"]:
+            if text.startswith("$ANSIBLE_VAULT"):
+                return dict(changed=False, path=path, encrypted=True, cluster_id="")
+            values = parse_flat_yaml(text, path)
+            validate_cluster_id(values.get("kubespan_cluster_id"))
+            validate_cluster_secret(values.get("kubespan_cluster_secret"))
+            return dict(changed=False, path=path, encrypted=False, cluster_id=values["kubespan_cluster_id"])
+        cluster_id = generate_cluster_id()
+        if not module.check_mode:
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o700)
+            atomic_write(path, secrets_document(cluster_id, generate_cluster_secret()).encode("ascii"), 0o600)
+        return dict(changed=True, path=path, encrypted=False, cluster_id=cluster_id)
+
+    module.exit_json(**run_guarded(module, work))
+
+
+if __name__ == "__main__":
+    main()

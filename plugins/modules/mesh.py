@@ -1,0 +1,237 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mesh
+short_description: Reconcile a node's KubeSpan WireGuard interface and peers
+version_added: "0.1.0"
+description:
+  - Brings the node's KubeSpan WireGuard interface to the desired state, the way Talos's KubeSpan
+    controllers do, from the cluster's affiliates (usually collected from the inventory by the
+    C(kubespan.mesh.kubespan) role).
+  - Creates the interface with kernel WireGuard over netlink when the kernel has it, else runs userspace
+    C(wireguard-go) through the C(kubespan-wireguard-go.service) unit; sets the private key (read from
+    the node's identity file, never passed in), listen port, fwmark, the node's ULA as /64, the MTU, and one
+    peer per affiliate with the cluster secret as preshared key, persistent keepalive and AllowedIPs set to
+    the peer's KubeSpan address.
+  - Only differences are applied, peer by peer, so unchanged peers keep their handshakes and endpoints; an
+    endpoint WireGuard learned from authenticated traffic is not overwritten while the peer is up.
+  - With O(members), hosts of the cluster group that are not in O(peers) (for example outside a
+    C(--limit)) keep their last known configuration, and peers whose host left the group are removed.
+  - Persists the desired state in O(state_dir)/state.json (mode 0600) for the node agent, which
+    re-applies it at boot and after drift.
+author:
+  - kubespan.mesh contributors
+requirements:
+  - python3-pyroute2 and python3-nacl on the node
+  - the wireguard-go package when the kernel has no WireGuard module
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: Shows the interface and peers without private or preshared keys.
+  platform:
+    platforms: posix
+options:
+  cluster_id:
+    description: The cluster ID, the same on every node.
+    type: str
+    required: true
+  cluster_secret:
+    description: The 32-byte cluster secret (standard base64), used as the WireGuard preshared key of every peer.
+    type: str
+    required: true
+  peers:
+    description:
+      - The cluster's affiliates as returned by M(kubespan.mesh.identity) (one entry per host); this node's
+        own entry is skipped.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Inventory name of the host; the peer's label.
+        type: str
+        required: true
+      public_key:
+        description: The host's WireGuard public key.
+        type: str
+        required: true
+      address:
+        description: The host's KubeSpan IPv6 address.
+        type: str
+        required: true
+      node_id:
+        description: The host's node ID.
+        type: str
+      endpoints:
+        description: Endpoint candidates, C(ip:port) or C([ipv6]:port), in order of preference.
+        type: list
+        elements: str
+        default: []
+  members:
+    description:
+      - Every host name of the cluster group. Members missing from O(peers) keep their last known entry;
+        last known peers that are no longer members are removed. Omit to treat O(peers) as the whole cluster.
+    type: list
+    elements: str
+  local_name:
+    description: This host's inventory name (so its own entry is recognized).
+    type: str
+  interface:
+    description: Name of the WireGuard interface.
+    type: str
+    default: kubespan
+  mtu:
+    description: MTU of the interface; at least 1280 (underlay MTU minus 80).
+    type: int
+    default: 1420
+  listen_port:
+    description: UDP port WireGuard listens on.
+    type: int
+    default: 51820
+  fwmark:
+    description: Firewall mark WireGuard puts on its own packets (Talos uses 0x20).
+    type: int
+    default: 32
+  persistent_keepalive:
+    description: Persistent keepalive interval in seconds for every peer.
+    type: int
+    default: 25
+  implementation:
+    description:
+      - V(kernel) for the kernel module over netlink, V(userspace) for wireguard-go, V(auto) to pick kernel when available.
+    type: str
+    choices: [auto, kernel, userspace]
+    default: auto
+  state_dir:
+    description: Directory with the identity and the persisted desired state.
+    type: path
+    default: /var/lib/kubespan
+"""
+
+EXAMPLES = r"""
+- name: Build the mesh from every host of the kubespan group
+  kubespan.mesh.mesh:
+    cluster_id: "{{ kubespan_cluster_id }}"
+    cluster_secret: "{{ kubespan_cluster_secret }}"
+    peers: "{{ groups['kubespan'] | map('extract', hostvars, 'kubespan_affiliate') | select('defined') | list }}"
+    members: "{{ groups['kubespan'] }}"
+    local_name: "{{ inventory_hostname }}"
+
+- name: Same, with a smaller MTU for a 1400-byte underlay and userspace WireGuard
+  kubespan.mesh.mesh:
+    cluster_id: "{{ kubespan_cluster_id }}"
+    cluster_secret: "{{ kubespan_cluster_secret }}"
+    peers: "{{ my_affiliates }}"
+    mtu: 1320
+    implementation: userspace
+"""
+
+RETURN = r"""
+implementation:
+  description: The WireGuard data path in use.
+  returned: success
+  type: str
+  sample: userspace
+changes:
+  description: What was (or in check mode would be) changed, one line each.
+  returned: success
+  type: list
+  elements: str
+  sample: ["add peer node2 THtfKtfNnzJs1nMQKs5IXqK0DFXmM//0WMY+NnaZrhU=", "set kubespan up"]
+peers:
+  description: The desired peers of this node (no key material but public keys).
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Inventory name (label).
+      type: str
+    public_key:
+      description: WireGuard public key (the peer ID).
+      type: str
+    address:
+      description: KubeSpan address.
+      type: str
+    endpoints:
+      description: Endpoint candidates.
+      type: list
+      elements: str
+    allowed_ips:
+      description: AllowedIPs of the peer.
+      type: list
+      elements: str
+    node_id:
+      description: Node ID.
+      type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
+from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ReconcileError, Settings, compute_peers, reconcile_mesh
+from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cluster_id=dict(type="str", required=True),
+            cluster_secret=dict(type="str", required=True, no_log=True),
+            peers=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                public_key=dict(type="str", required=True),
+                address=dict(type="str", required=True),
+                node_id=dict(type="str"),
+                endpoints=dict(type="list", elements="str", default=[]),
+            )),
+            members=dict(type="list", elements="str"),
+            local_name=dict(type="str"),
+            interface=dict(type="str", default="kubespan"),
+            mtu=dict(type="int", default=1420),
+            listen_port=dict(type="int", default=51820),
+            fwmark=dict(type="int", default=0x20),
+            persistent_keepalive=dict(type="int", default=25, no_log=False),
+            implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
+            state_dir=dict(type="path", default="/var/lib/kubespan"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def work():
+        cluster_id = validate_cluster_id(p["cluster_id"])
+        secret = validate_cluster_secret(p["cluster_secret"])
+        settings = Settings(interface=p["interface"], mtu=p["mtu"], listen_port=p["listen_port"], fwmark=p["fwmark"],
+                            persistent_keepalive=p["persistent_keepalive"], implementation=p["implementation"],
+                            state_dir=p["state_dir"])
+        settings.validate()
+        ident = load_identity(p["state_dir"])
+        if ident is None:
+            if module.check_mode:
+                return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
+            raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
+        peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
+        res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode)
+        for w in warnings:
+            module.warn(w)
+        out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation)
+        if module._diff and res.changed:
+            out["diff"] = dict(before=res.before, after=res.after,
+                               before_header="%s (before)" % p["interface"], after_header="%s (after)" % p["interface"])
+        return out
+
+    module.exit_json(**run_guarded(module, work))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Atomic writes and the flat YAML reader/writer."""
+
+import os
+import stat
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ansible_collections.kubespan.mesh.plugins.module_utils import statefile as sf
+
+
+def test_atomic_write_replaces_and_sets_mode(tmp_path):
+    path = str(tmp_path / "f")
+    sf.atomic_write(path, b"one")
+    sf.atomic_write(path, b"two")
+    assert open(path, "rb").read() == b"two"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.listdir(str(tmp_path)) == ["f"]  # no temp files left
+
+
+def test_atomic_write_failure_keeps_previous(tmp_path):
+    path = str(tmp_path / "f")
+    sf.atomic_write(path, b"old")
+    with pytest.raises(sf.StateFileError, match="unchanged"):
+        sf.atomic_write(str(tmp_path / "missing-dir" / "f"), b"new")
+    assert open(path, "rb").read() == b"old"
+
+
+def test_ensure_dir_tightens_mode(tmp_path):
+    d = str(tmp_path / "d")
+    os.mkdir(d, 0o755)
+    assert sf.ensure_dir(d) is True
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    assert sf.ensure_dir(d) is False
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), st.text(max_size=40), max_size=6))
+def test_flat_yaml_roundtrip(values):
+    assert sf.parse_flat_yaml(sf.dump_flat_yaml(values).decode("utf-8")) == {k: v for k, v in values.items()}
+
+
+@given(st.text(max_size=200))
+def test_flat_yaml_parser_never_crashes(text):
+    try:
+        sf.parse_flat_yaml(text, "x.yaml")
+    except sf.StateFileError as exc:
+        assert "x.yaml" in str(exc)
+
+
+def test_flat_yaml_accepts_talos_quoting():
+    assert sf.parse_flat_yaml("---\naddress: \"\"\nsubnet: 'a''b'\n# c\nx: ~\n") == {"address": "", "subnet": "a'b", "x": ""}
+
+
+def test_flat_yaml_duplicate_key():
+    with pytest.raises(sf.StateFileError, match="duplicate"):
+        sf.parse_flat_yaml("a: 1\na: 2\n", "f")
+
+
+def test_read_json_corrupt(tmp_path):
+    p = tmp_path / "s.json"
+    p.write_text("{not json")
+    with pytest.raises(sf.StateFileError, match="s.json"):
+        sf.read_json(str(p))

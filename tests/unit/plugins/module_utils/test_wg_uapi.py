@@ -1,0 +1,60 @@
+"""UAPI encoding and parsing (wireguard-go's configuration protocol)."""
+
+import base64
+import binascii
+
+import pytest
+
+from ansible_collections.kubespan.mesh.plugins.module_utils.wg_uapi import build_set_request, parse_get_response
+from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceUpdate, PeerUpdate, WireGuardError
+
+
+def key(n):
+    return base64.b64encode(bytes([n]) * 32).decode()
+
+
+def hexkey(n):
+    return binascii.hexlify(bytes([n]) * 32).decode()
+
+
+def test_build_set_request_all_cases():
+    req = build_set_request(DeviceUpdate(private_key=key(1), listen_port=51820, fwmark=32, peers=[
+        PeerUpdate(public_key=key(2), endpoint="[2001:DB8::2]:51820", allowed_ips=["fd00::2/128"], persistent_keepalive=25, preshared_key=key(9)),
+        PeerUpdate(public_key=key(3), remove=True),
+        PeerUpdate(public_key=key(4), update_only=True, endpoint="10.0.0.4:51820"),
+    ]))
+    assert req == (
+        "set=1\nprivate_key=%s\nlisten_port=51820\nfwmark=32\n"
+        "public_key=%s\npreshared_key=%s\nendpoint=[2001:db8::2]:51820\npersistent_keepalive_interval=25\n"
+        "replace_allowed_ips=true\nallowed_ip=fd00::2/128\n"
+        "public_key=%s\nremove=true\n"
+        "public_key=%s\nupdate_only=true\nendpoint=10.0.0.4:51820\n\n" % (hexkey(1), hexkey(2), hexkey(9), hexkey(3), hexkey(4)))
+
+
+def test_parse_get_response():
+    text = (
+        "private_key=%s\nlisten_port=51820\nfwmark=32\n"
+        "public_key=%s\npreshared_key=%s\nprotocol_version=1\nendpoint=10.0.0.2:51820\n"
+        "last_handshake_time_sec=1700000000\nlast_handshake_time_nsec=500000000\ntx_bytes=10\nrx_bytes=20\n"
+        "persistent_keepalive_interval=25\nallowed_ip=fd00::2/128\nallowed_ip=10.244.0.0/24\n"
+        "public_key=%s\npreshared_key=%s\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\n"
+        "errno=0\n\n" % (hexkey(8), hexkey(2), hexkey(9), hexkey(3), "0" * 64))
+    dev = parse_get_response(text)
+    assert dev.private_key == key(8) and dev.listen_port == 51820 and dev.fwmark == 32 and dev.public_key
+    p2 = dev.peers[key(2)]
+    assert (p2.preshared_key, p2.endpoint, p2.last_handshake, p2.rx_bytes, p2.tx_bytes, p2.persistent_keepalive) == (
+        key(9), "10.0.0.2:51820", 1700000000.5, 20, 10, 25)
+    assert p2.allowed_ips == ["10.244.0.0/24", "fd00::2/128"]
+    p3 = dev.peers[key(3)]
+    assert p3.preshared_key is None and p3.last_handshake == 0 and p3.endpoint is None
+
+
+@pytest.mark.parametrize("text,match", [
+    ("listen_port=1\n", "no errno"),
+    ("errno=2\n\n", "errno 2"),
+    ("garbage\nerrno=0\n", "malformed"),
+    ("public_key=abcd\nerrno=0\n", "key"),
+])
+def test_parse_errors(text, match):
+    with pytest.raises(WireGuardError, match=match):
+        parse_get_response(text)
