@@ -301,9 +301,11 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
 
     result.peers = [{k: p[k] for k in ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips")} for p in peers]
     if persist:
+        persisted = asdict(settings)
+        persisted["implementation"] = impl  # the agent keeps the data path the run chose
         state = {
             "version": STATE_VERSION,
-            "settings": asdict(settings),
+            "settings": persisted,
             "cluster_id": cluster_id,
             "cluster_secret": cluster_secret,
             "address": ident.address,
