@@ -138,7 +138,7 @@ def open_device(impl: str, ifname: str):
 
 def _systemctl(*args) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False)
 
 
 def ensure_userspace_device(ifname: str, timeout: float = 15.0) -> bool:

@@ -81,7 +81,7 @@ def dump_flat_yaml(values: Dict[str, str]) -> bytes:
         if not _KEY_RE.match(key):
             raise ValueError("invalid key %r" % key)
         value = "" if value is None else str(value)
-        if _SAFE_PLAIN_RE.match(value) and not value[0] in "-:" and value not in ("null", "true", "false", "~"):
+        if _SAFE_PLAIN_RE.match(value) and value[0] not in "-:" and value not in ("null", "true", "false", "~"):
             lines.append("%s: %s" % (key, value))
         else:
             lines.append("%s: %s" % (key, json.dumps(value)))

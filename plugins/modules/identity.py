@@ -96,7 +96,9 @@ identity:
       type: str
       sample: fd7f:175a:b97c:5602::/64
     address_source:
-      description: C(mac:<link>) for EUI-64 of that physical NIC, C(node-id) for the container fallback, C(stored) when a previously established address was kept.
+      description: >-
+        C(mac:<link>) for EUI-64 of that physical NIC, C(node-id) for the container fallback,
+        C(stored) when a previously established address was kept.
       type: str
       sample: mac:eth0
     endpoints:
