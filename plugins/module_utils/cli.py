@@ -15,6 +15,7 @@ import time
 
 from .engine import DEFAULT_STATE_DIR, ReconcileError, Settings, load_state, open_device, reapply_from_state, resolve_implementation
 from .identity import load_identity
+from .netlink import NetlinkError
 from .statefile import StateFileError
 from .wgtypes import WireGuardError
 
@@ -86,6 +87,9 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "agent":
+            if load_state(args.state_dir) is None:
+                out.write("no desired state in %s: nothing to do until the playbook has run\n" % args.state_dir)
+                return 0
             res = reapply_from_state(args.state_dir, check_mode=args.check)
             for change in res.changes:
                 out.write("%s: %s\n" % ("drift" if args.check else "repaired", change))
@@ -109,6 +113,6 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
             return 0
         parser.print_help(out)
         return 2
-    except (ReconcileError, StateFileError, WireGuardError, ValueError, OSError) as exc:
+    except (ReconcileError, StateFileError, WireGuardError, NetlinkError, ValueError, OSError) as exc:
         sys.stderr.write("kubespan: %s\n" % exc)
         return 1

@@ -280,7 +280,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
                     create_link(ifname)
                 else:
                     ensure_userspace_device(ifname)
-                update, _ = plan_device(desired, None, now)
+                update = plan_device(desired, None, now)[0]
             dev = open_device(impl, ifname)
             try:
                 dev.apply(update)
@@ -322,6 +322,30 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
             if not check_mode:
                 ensure_dir(settings.state_dir)
                 write_json(state_path(settings.state_dir), state)
+    result.changed = bool(result.changes)
+    return result
+
+
+def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
+    """Remove the interface and the desired state; keep the identity (as Talos does when disabled)."""
+    result = MeshResult()
+    ifname = settings.interface
+    with Netlink() as nl:
+        link = nl.link(ifname)
+        if link is not None:
+            result.changes.append("remove interface %s" % ifname)
+            if not check_mode:
+                if link.get("kind") == "wireguard":
+                    nl.delete_link(link["index"])
+                else:
+                    _systemctl("stop", WIREGUARD_GO_UNIT)
+                    if nl.link_index(ifname) is not None:
+                        nl.delete_link(link["index"])
+    path = state_path(settings.state_dir)
+    if os.path.exists(path):
+        result.changes.append("remove desired state %s (the identity is kept)" % path)
+        if not check_mode:
+            os.unlink(path)
     result.changed = bool(result.changes)
     return result
 

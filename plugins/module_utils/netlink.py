@@ -100,6 +100,9 @@ class Netlink:
         self._do("delete address %s" % cidr, index, lambda: self.ipr.addr(
             "del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen))
 
+    def delete_link(self, index: int) -> None:
+        self._do("delete link", index, lambda: self.ipr.link("del", index=index))
+
     def _do(self, what, index, func):
         try:
             func()
@@ -138,7 +141,7 @@ def endpoint_candidates(addresses, exclude_networks=()) -> List[str]:
     seen = set()
     for _name, addr in addresses:
         try:
-            ip = ipaddress.ip_address(str(addr).split("%")[0])
+            ip = ipaddress.ip_address(str(addr).split("%", 1)[0])
         except ValueError:
             continue
         if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:

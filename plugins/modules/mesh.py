@@ -26,7 +26,7 @@ description:
   - Persists the desired state in O(state_dir)/state.json (mode 0600) for the node agent, which
     re-applies it at boot and after drift.
 author:
-  - kubespan.mesh contributors
+  - kubespan.mesh contributors (!UNKNOWN)
 requirements:
   - python3-pyroute2 and python3-nacl on the node
   - the wireguard-go package when the kernel has no WireGuard module
@@ -38,15 +38,25 @@ attributes:
     details: Shows the interface and peers without private or preshared keys.
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
+  state:
+    description:
+      - V(present) builds or reconciles the mesh.
+      - V(absent) removes the interface (stopping wireguard-go) and the persisted desired state, so the node
+        agent stops re-applying it; the identity is kept, as Talos keeps it when KubeSpan is disabled.
+    type: str
+    choices: [present, absent]
+    default: present
   cluster_id:
-    description: The cluster ID, the same on every node.
+    description: The cluster ID, the same on every node. Required with O(state=present).
     type: str
-    required: true
   cluster_secret:
-    description: The 32-byte cluster secret (standard base64), used as the WireGuard preshared key of every peer.
+    description:
+      - The 32-byte cluster secret (standard base64), used as the WireGuard preshared key of every peer.
+      - Required with O(state=present).
     type: str
-    required: true
   peers:
     description:
       - The cluster's affiliates as returned by M(kubespan.mesh.identity) (one entry per host); this node's
@@ -178,15 +188,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ReconcileError, Settings, compute_peers, reconcile_mesh
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ReconcileError, Settings, compute_peers, reconcile_mesh, teardown_mesh
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            cluster_id=dict(type="str", required=True),
-            cluster_secret=dict(type="str", required=True, no_log=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            cluster_id=dict(type="str"),
+            cluster_secret=dict(type="str", no_log=True),
             peers=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True),
                 public_key=dict(type="str", required=True),
@@ -204,11 +215,15 @@ def main():
             implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
             state_dir=dict(type="path", default="/var/lib/kubespan"),
         ),
+        required_if=[("state", "present", ("cluster_id", "cluster_secret"))],
         supports_check_mode=True,
     )
     p = module.params
 
     def work():
+        if p["state"] == "absent":
+            res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"]), check_mode=module.check_mode)
+            return dict(changed=res.changed, changes=res.changes, peers=[], implementation="")
         cluster_id = validate_cluster_id(p["cluster_id"])
         secret = validate_cluster_secret(p["cluster_secret"])
         settings = Settings(interface=p["interface"], mtu=p["mtu"], listen_port=p["listen_port"], fwmark=p["fwmark"],

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Bundle the collection's module_utils as one zipapp for the node agent (runs on the controller).
 
 The archive is deterministic (sorted entries, fixed timestamps and modes), so the copy to the nodes is
