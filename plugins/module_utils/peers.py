@@ -35,7 +35,7 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
     if node_id and not valid_node_id(node_id):
         raise PeerError("%s: node_id %r is not a base62 node ID" % (where, node_id[:60]))
     try:
-        address = ipaddress.IPv6Address(str(aff.get("address", "")).split("/")[0])
+        address = ipaddress.IPv6Address(str(aff.get("address", "")).split("/", 1)[0])
     except ValueError:
         raise PeerError("%s: address %r is not an IPv6 address" % (where, aff.get("address")))
     if address not in subnet:

@@ -18,7 +18,7 @@ description:
     encrypt the file with C(ansible-vault encrypt). An existing file is validated and never overwritten
     unless O(force=true).
 author:
-  - kubespan.mesh contributors
+  - kubespan.mesh contributors (!UNKNOWN)
 attributes:
   check_mode:
     support: full
@@ -26,6 +26,8 @@ attributes:
     support: none
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   path:
     description: The vars file to write, for example C(group_vars/kubespan/secrets.yml).

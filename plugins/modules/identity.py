@@ -21,7 +21,7 @@ description:
   - Returns the public data (public key, address, subnet, node ID, endpoint candidates). The private key
     never leaves the node.
 author:
-  - kubespan.mesh contributors
+  - kubespan.mesh contributors (!UNKNOWN)
 requirements:
   - python3-nacl (PyNaCl) and python3-pyroute2 on the node
 attributes:
@@ -32,6 +32,8 @@ attributes:
     support: none
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   cluster_id:
     description:

@@ -7,7 +7,7 @@ import os
 import sys
 
 try:
-    import ansible_collections.kubespan.mesh  # noqa: F401
+    import ansible_collections.kubespan.mesh  # noqa: F401  # pylint: disable=unused-import
 except ImportError:
     _root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     _base = os.path.join(_root, "build", "unit-path")

@@ -72,7 +72,7 @@ def test_node_address_sources():
     phys = ("eth0", "2e:1a:b6:53:81:69")
     addr, subnet, src = a.node_address(CLUSTER, "nid", phys)
     assert (str(addr), str(subnet), src) == ("fd7f:175a:b97c:5602:2c1a:b6ff:fe53:8169", "fd7f:175a:b97c:5602::/64", "mac:eth0")
-    addr, _, src = a.node_address(CLUSTER, "nid", None)
+    addr, _subnet, src = a.node_address(CLUSTER, "nid", None)
     assert src == "node-id" and addr == a.node_id_address(ipaddress.IPv6Network("fd7f:175a:b97c:5602::/64"), "nid")
     assert a.node_address(CLUSTER, "nid", phys, "node-id")[2] == "node-id"
     with pytest.raises(ValueError, match="no physical Ethernet"):

@@ -20,7 +20,7 @@ def test_public_key_matches_rfc7748_vector():
 
 
 def test_generated_keys_are_clamped_like_wg_genkey():
-    for _ in range(50):
+    for _i in range(50):
         raw = base64.b64decode(ident_mod.generate_private_key())
         assert len(raw) == 32 and raw[0] & 7 == 0 and raw[31] & 0x80 == 0 and raw[31] & 0x40
 

@@ -42,7 +42,7 @@ def test_limit_keeps_last_known_members():
 
 def test_host_removed_from_group_is_dropped():
     last = [aff("n2", 2), aff("n3", 3)]
-    peers, _ = build_peer_set(affiliates=[aff("n1", 1), aff("n2", 2)], members=["n1", "n2"], last_known=last, local_name="n1", **LOCAL)
+    peers, _warnings = build_peer_set(affiliates=[aff("n1", 1), aff("n2", 2)], members=["n1", "n2"], last_known=last, local_name="n1", **LOCAL)
     assert names(peers) == ["n2"]
 
 
@@ -53,13 +53,13 @@ def test_unknown_member_warns():
 
 def test_fresh_data_wins_over_last_known():
     new = aff("n2", 2, endpoints=("192.0.2.2:51820",))
-    peers, _ = build_peer_set(affiliates=[new], members=["n2"], last_known=[aff("n2", 2)], **LOCAL)
+    peers, _warnings = build_peer_set(affiliates=[new], members=["n2"], last_known=[aff("n2", 2)], **LOCAL)
     assert peers[0]["endpoints"] == ["192.0.2.2:51820"]
 
 
 def test_endpoints_normalized_and_deduplicated():
     a = aff("n2", 2, endpoints=("10.0.0.2:51820", "[2001:DB8::0002]:51820", "10.0.0.2:51820"))
-    peers, _ = build_peer_set(affiliates=[a], **LOCAL)
+    peers, _warnings = build_peer_set(affiliates=[a], **LOCAL)
     assert peers[0]["endpoints"] == ["10.0.0.2:51820", "[2001:db8::2]:51820"]
 
 
