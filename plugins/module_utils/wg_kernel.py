@@ -462,7 +462,7 @@ def create_link(ifname: str) -> bool:
         ipr.close()
 
 
-class KernelWireGuard(object):
+class KernelWireGuard:
     """One kernel WireGuard device, configured over generic netlink."""
 
     def __init__(self, ifname: str, max_message_bytes: int = MAX_MESSAGE_BYTES):
@@ -479,7 +479,7 @@ class KernelWireGuard(object):
             finally:
                 self._sock = None
 
-    def __enter__(self) -> "KernelWireGuard":
+    def __enter__(self) -> KernelWireGuard:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -43,7 +43,7 @@ ZERO = base64.b64encode(bytes(32)).decode()
 
 
 def attrs_dict(attrs):
-    return {name: value for name, value in attrs}
+    return dict(attrs)
 
 
 def only_chunk(peer):
@@ -190,7 +190,7 @@ def test_size_estimate_matches_encoding():
     ])
     # a budget exactly the encoded size keeps one message; one byte less splits it
     (attrs,) = set_device_batches("kubespan", update)
-    data, _ = roundtrip(WG_CMD_SET_DEVICE, attrs)
+    data = roundtrip(WG_CMD_SET_DEVICE, attrs)[0]
     assert len(set_device_batches("kubespan", update, len(data))) == 1
     assert len(set_device_batches("kubespan", update, len(data) - 1)) == 2
 
@@ -252,7 +252,7 @@ def test_get_message():
 
 def dump_msg(attrs, flags=0):
     """A dump message as the kernel sends it, decoded by pyroute2 as read() receives it."""
-    _, back = roundtrip(WG_CMD_GET_DEVICE, attrs)
+    back = roundtrip(WG_CMD_GET_DEVICE, attrs)[1]
     back["header"]["flags"] = flags
     return back
 
@@ -349,7 +349,7 @@ def test_parse_plain_dicts():
 # --- KernelWireGuard with a fake socket ----------------------------------------------------------------
 
 
-class FakeSock(object):
+class FakeSock:
     prid = 42
 
     def __init__(self, answers):
@@ -391,7 +391,7 @@ def test_apply_sends_each_batch_with_ack():
     dev.max_message_bytes = 150
     dev.apply(DeviceUpdate(listen_port=1, peers=[PeerUpdate(public_key=K1, allowed_ips=["10.0.0.0/8"]), PeerUpdate(public_key=K2, remove=True)]))
     assert len(sock.sent) == 2
-    assert all(t == 42 and f == 0x5 for _, t, f in sock.sent)
+    assert all(t == 42 and f == 0x5 for _msg, t, f in sock.sent)
     dev.close()
     assert sock.closed and dev._sock is None
 
