@@ -72,7 +72,35 @@ pid_b=$!
 wait $pid_a; rc_a=$?
 wait $pid_b; rc_b=$?
 say "nodes finished: a rc=$rc_a b rc=$rc_b"
-if [ "$rc_a" = 0 ] && [ "$rc_b" = 0 ] && [ -f /run/ktest/a.ok ] && [ -f /run/ktest/b.ok ]; then
+if ! { [ "$rc_a" = 0 ] && [ "$rc_b" = 0 ] && [ -f /run/ktest/a.ok ] && [ -f /run/ktest/b.ok ]; }; then
+    exit 1
+fi
+
+# engine phase: the module's and the agent's own reconcile (engine.py) on the kernel data path,
+# in two more namespaces c and d
+ip -batch - <<'EOF2' || exit 1
+netns add c
+netns add d
+link add veth-c netns c type veth peer name veth-d netns d
+EOF2
+ip -n c -batch - <<'EOF2' || exit 1
+addr add 192.168.78.1/24 dev veth-c
+link set lo up
+link set veth-c up
+EOF2
+ip -n d -batch - <<'EOF2' || exit 1
+addr add 192.168.78.2/24 dev veth-d
+link set lo up
+link set veth-d up
+EOF2
+ip netns exec c "$PY" "$HERE/engine_node.py" c 2>&1 &
+pid_c=$!
+ip netns exec d "$PY" "$HERE/engine_node.py" d 2>&1 &
+pid_d=$!
+wait $pid_c; rc_c=$?
+wait $pid_d; rc_d=$?
+say "engine nodes finished: c rc=$rc_c d rc=$rc_d"
+if [ "$rc_c" = 0 ] && [ "$rc_d" = 0 ] && [ -f /run/ktest/c.ok ] && [ -f /run/ktest/d.ok ]; then
     trap - EXIT
     finish PASS
 fi
