@@ -1,0 +1,108 @@
+"""Controller-side integration tests: real ansible-playbook runs that touch no node.
+
+The role validates its input before it changes anything, so bad input is tested against hosts with a
+local connection: the play must fail with a message naming the bad value and the fix, before any task
+that would change the machine. The gen_secrets playbook runs for real into a temporary directory.
+"""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.dirname(sys.executable)
+CID = "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="
+SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="
+OTHER_SECRET = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
+def collections_path(tmp_path):
+    base = tmp_path / "collections"
+    link = base / "ansible_collections" / "kubespan" / "mesh"
+    if not link.exists():
+        link.parent.mkdir(parents=True)
+        link.symlink_to(ROOT)
+    return str(base)
+
+
+def playbook(tmp_path, *args, inventory=None):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(tmp_path), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
+    cmd = [os.path.join(VENV_BIN, "ansible-playbook")]
+    if inventory is not None:
+        inv = tmp_path / "inventory.yml"
+        inv.write_text(inventory)
+        cmd += ["-i", str(inv)]
+    proc = subprocess.run(cmd + list(args), cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=300, check=False)
+    return proc.returncode, proc.stdout
+
+
+def inventory(host_vars, group_vars=""):
+    hosts = "".join("    %s:\n%s" % (name, "".join("      %s\n" % v for v in hv)) for name, hv in host_vars.items())
+    return ("kubespan:\n  hosts:\n%s  vars:\n    ansible_connection: local\n    ansible_python_interpreter: %s\n%s"
+            % (hosts, sys.executable, group_vars))
+
+
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+
+
+def test_missing_secrets_fail_with_the_generation_command(tmp_path):
+    rc, out = playbook(tmp_path, SITE, inventory=inventory({"a": [], "b": []}))
+    assert rc != 0
+    assert "kubespan_cluster_id and kubespan_cluster_secret" in out and "kubespan.mesh.gen_secrets" in out
+    assert "Ensure the node identity" not in out  # failed before touching the host
+
+
+def test_disagreeing_hosts_are_named_and_secret_not_printed(tmp_path):
+    inv = inventory({"a": [], "b": ["kubespan_cluster_secret: %s" % OTHER_SECRET]},
+                    "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0
+    assert "do not share one cluster ID and secret" in out and "['b']" in out
+    assert SECRET not in out and OTHER_SECRET not in out
+    assert "Ensure the node identity" not in out
+
+
+def test_mtu_below_1280_is_refused(tmp_path):
+    inv = inventory({"a": ["kubespan_mtu: 1200"]},
+                    "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0 and "kubespan_mtu=1200" in out and "1280" in out
+    assert SECRET not in out
+
+
+def test_bad_choice_is_refused_by_the_argument_spec(tmp_path):
+    inv = inventory({"a": ["kubespan_wireguard_implementation: magic"]},
+                    "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0 and "kubespan_wireguard_implementation" in out and "magic" in out
+
+
+def test_gen_secrets_writes_once_with_0600(tmp_path):
+    target = tmp_path / "group_vars" / "kubespan" / "secrets.yml"
+    rc, out = playbook(tmp_path, "kubespan.mesh.gen_secrets", "-e", "kubespan_secrets_file=%s" % target)
+    assert rc == 0, out
+    assert stat.S_IMODE(os.stat(str(target)).st_mode) == 0o600
+    first = target.read_text()
+    assert "kubespan_cluster_id:" in first and "kubespan_cluster_secret:" in first and "ansible-vault encrypt" in out
+    secret = [line.split(": ", 1)[1] for line in first.splitlines() if line.startswith("kubespan_cluster_secret")][0]
+    assert secret not in out  # the secret is written to the file only
+    rc, out = playbook(tmp_path, "kubespan.mesh.gen_secrets", "-e", "kubespan_secrets_file=%s" % target)
+    assert rc == 0 and "changed=0" in out and target.read_text() == first  # never overwritten
+
+
+def test_gen_secrets_refuses_a_corrupt_file(tmp_path):
+    target = tmp_path / "secrets.yml"
+    target.write_text("kubespan_cluster_id: x\nkubespan_cluster_secret: short\n")
+    rc, out = playbook(tmp_path, "kubespan.mesh.gen_secrets", "-e", "kubespan_secrets_file=%s" % target)
+    assert rc != 0 and "kubespan_cluster_secret is not valid base64" in out
+
+
+@pytest.mark.parametrize("path", ["playbooks/site.yml", "playbooks/gen_secrets.yml"])
+def test_playbooks_pass_syntax_check(tmp_path, path):
+    rc, out = playbook(tmp_path, "--syntax-check", os.path.join(ROOT, path), inventory=inventory({"a": []}))
+    assert rc == 0, out
