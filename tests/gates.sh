@@ -4,7 +4,8 @@
 #   ruff        ruff check (ruff.toml: py38 target for the node-side code, line length 160)
 #   lint        ansible-lint, production profile, offline (.ansible-lint): roles/, playbooks/,
 #               molecule/, galaxy.yml, meta/
-#   sanity      ansible-test sanity --python 3.11 (every test that applies), in a copy of the tree
+#   sanity      ansible-test sanity --python 3.11 (every test that applies; shellcheck is
+#               apt-installed when missing), in a copy of the tree
 #   units       ansible-test units --python 3.11, in the same copy (tests/unit/requirements.txt)
 #   build       ansible-galaxy collection build + install of the tarball into a temporary
 #               collections path, then ansible-doc of the modules and the role from there
@@ -13,7 +14,7 @@
 # exit status is non-zero if any gate failed. Run `scripts/setup.sh` once before (it makes .venv and
 # tests/testbed/env.sh); everything else this script needs it makes itself:
 #   - ansible-test wants the collection at .../ansible_collections/kubespan/mesh: the working tree
-#     (tracked and untracked files, without .git, .venv, build, caches) is copied into a temporary
+#     (tracked and untracked files that .gitignore does not exclude) is copied into a temporary
 #     directory; a symlink is not enough for ansible-test units.
 #   - ansible-test bootstraps pip in its virtual environments with get-pip.py from
 #     ci-files.testing.ansible.com, which is not reachable here: a stand-in saved as
@@ -91,15 +92,27 @@ EOF
     fi
 }
 
-# Copy the working tree (what would be committed, plus untracked work in progress) to $COPY.
+# Copy the working tree to $COPY: the files git tracks or would track (untracked work in progress
+# included, .gitignore'd files such as .venv/, build/ and generated files left out).
 make_copy() {
     [[ -d "$COPY" ]] && return 0
     mkdir -p "$COPY"
-    tar -C "$REPO_ROOT" -cf - \
-        --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./tests/output \
-        --exclude=./.cache --exclude=./.ruff_cache --exclude=./.pytest_cache --exclude=./.hypothesis \
-        --exclude=__pycache__ --exclude='*.pyc' --exclude='./*.tar.gz' . |
-        tar -C "$COPY" -xf -
+    if git -C "$REPO_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        local path
+        git -C "$REPO_ROOT" ls-files -z --cached --others --exclude-standard |
+            while IFS= read -r -d '' path; do
+                # Skip tracked files deleted in the work tree.
+                if [[ -e "$REPO_ROOT/$path" ]]; then printf '%s\0' "$path"; fi
+            done |
+            tar -C "$REPO_ROOT" --null -T - -cf - |
+            tar -C "$COPY" -xf -
+    else
+        tar -C "$REPO_ROOT" -cf - \
+            --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./tests/output \
+            --exclude=./.cache --exclude=./.ruff_cache --exclude=./.pytest_cache --exclude=./.hypothesis \
+            --exclude=__pycache__ --exclude='*.pyc' --exclude='./*.tar.gz' . |
+            tar -C "$COPY" -xf -
+    fi
 }
 
 # --- gates ---------------------------------------------------------------------------------------
@@ -117,6 +130,13 @@ gate_lint() {
 }
 
 gate_sanity() {
+    # Without shellcheck, ansible-test skips its shellcheck test with only a warning: install it so
+    # the gate checks the same on every machine.
+    if ! command -v shellcheck >/dev/null; then
+        echo "installing shellcheck (Debian package) for the shellcheck sanity test"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null; }
+    fi
     ensure_get_pip_stand_in
     make_copy
     cd "$COPY"
