@@ -2,13 +2,13 @@
 # scripts/test.sh: every test of kubespan.mesh, in order, from a bare Debian 12 machine (CI: .ci/run).
 #
 # Sections (each with a banner, its duration and a log under build/test-logs/):
-#   unit        .venv/bin/python -m pytest tests/unit -q        (skipped while tests/unit has no tests)
-#   gates       tests/gates.sh: sanity, lint, ruff              (skipped if the script is absent)
-#   kernel      tests/kernel/run.sh: kernel WireGuard in QEMU   (skipped if the script is absent)
+#   unit        pytest tests/unit tests/integration (pure logic with Talos's vectors; controller-side runs)
+#   gates       tests/gates.sh: ruff, ansible-lint, ansible-test sanity + units, build/install/ansible-doc
+#   kernel      tests/kernel/run.sh: kernel WireGuard in a QEMU guest (transport and engine)
 #   image       tests/testbed/build-image.sh: the node image    (reused when unchanged)
 #   molecule    molecule test: 3 systemd containers, converge, idempotence, verify
 # A failing section does not stop the others; the exit status is non-zero if any section failed.
-# The last line is the summary: "N passed, M failed" (plus skipped ones).
+# The last line is the summary: "N passed, M failed". No section is ever skipped.
 #
 # Containers and networks of the test bed's names are removed before the run (an interrupted
 # earlier run) and by an EXIT trap (podman containers would otherwise outlive this script).
@@ -49,7 +49,7 @@ trap 'exit 143' TERM
 cleanup_testbed
 
 mkdir -p "$LOG_DIR"
-passed=() failed=() skipped=()
+passed=() failed=()
 
 # section NAME COMMAND...: run one section with a banner, tee its output into build/test-logs/NAME.log,
 # record the result and its duration. Never exits: later sections still run.
@@ -71,31 +71,15 @@ section() {
         printf -- '-------------------- %s: FAILED (rc %d) in %d s, log: %s\n' "$name" "$rc" "$took" "$LOG_DIR/$name.log"
     fi
 }
-skip() {
-    skipped+=("$1")
-    printf '\n==================== %s: skipped (%s)\n' "$1" "$2"
-}
 
-# --- unit ----------------------------------------------------------------------------------------
-if [[ -n "$(find tests/unit -name 'test_*.py' -print -quit 2>/dev/null)" ]]; then
-    section unit .venv/bin/python -m pytest tests/unit -q
-else
-    skip unit "no test_*.py under tests/unit yet"
-fi
+# --- unit and controller integration tests ------------------------------------------------------
+section unit .venv/bin/python -m pytest tests/unit tests/integration -q -p no:cacheprovider
 
 # --- quality gates -------------------------------------------------------------------------------
-if [[ -f tests/gates.sh ]]; then
-    section gates bash tests/gates.sh
-else
-    skip gates "tests/gates.sh not present"
-fi
+section gates bash tests/gates.sh
 
 # --- kernel WireGuard in a QEMU guest ------------------------------------------------------------
-if [[ -f tests/kernel/run.sh ]]; then
-    section kernel bash tests/kernel/run.sh
-else
-    skip kernel "tests/kernel/run.sh not present"
-fi
+section kernel bash tests/kernel/run.sh
 
 # --- node image ----------------------------------------------------------------------------------
 section image bash tests/testbed/build-image.sh
@@ -126,8 +110,5 @@ fi
 printf '\n==================== summary (%d s)\n' "$((SECONDS - run_start))"
 for s in "${passed[@]}"; do printf '  passed   %s\n' "$s"; done
 for s in "${failed[@]}"; do printf '  FAILED   %s\n' "$s"; done
-for s in "${skipped[@]}"; do printf '  skipped  %s\n' "$s"; done
-printf '%d passed, %d failed' "${#passed[@]}" "${#failed[@]}"
-((${#skipped[@]} == 0)) || printf ', %d skipped' "${#skipped[@]}"
-printf '\n'
+printf '%d passed, %d failed\n' "${#passed[@]}" "${#failed[@]}"
 ((${#failed[@]} == 0))
