@@ -37,7 +37,7 @@ def playbook(tmp_path, *args, inventory=None):
         inv.write_text(inventory)
         cmd += ["-i", str(inv)]
     proc = subprocess.run(cmd + list(args), cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=300, check=False)
+                          text=True, timeout=300, check=False)
     return proc.returncode, proc.stdout
 
 

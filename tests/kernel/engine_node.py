@@ -60,7 +60,7 @@ def wait_for(name, timeout=180.0):
 
 def ping(addr):
     r = subprocess.run(["ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-w", "30", "-I", "kubespan", addr],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     return r.returncode == 0, r.stdout.strip().splitlines()[-2:] if r.stdout else ""
 
 
@@ -72,7 +72,7 @@ def main():
     check(changed and facts["created"], "identity created")
     check(facts["address_source"] == "node-id", "no physical NIC in a netns: node-id address source", facts["address_source"])
     check(ident.private_key not in json.dumps(facts), "identity facts carry no private key")
-    _, facts2, changed2 = ensure_identity(STATE, CLUSTER_ID, "auto", False, 51820, "kubespan")
+    _ident2, facts2, changed2 = ensure_identity(STATE, CLUSTER_ID, "auto", False, 51820, "kubespan")
     check(not changed2 and facts2["public_key"] == facts["public_key"] and facts2["address"] == facts["address"],
           "second ensure_identity keeps the identity")
     me = {"name": ME, "node_id": facts["node_id"], "public_key": facts["public_key"], "address": facts["address"],

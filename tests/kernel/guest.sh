@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Runs as PID 1 in the QEMU guest (host's / read-only over 9p + tmpfs overlay, Debian kernel).
 # Two network namespaces joined by a veth pair; in each, node.py configures kernel WireGuard through
 # the collection's wg_kernel module. Prints PASS/FAIL lines and a final KTEST-RESULT marker.
@@ -7,6 +7,8 @@ export HOME=/root LANG=C.UTF-8 WG_COLOR_MODE=never PYTHONDONTWRITEBYTECODE=1
 REPO=${ktest_repo:?ktest_repo= missing on the kernel command line}
 MODDIR=${ktest_moddir:?}
 PY=${ktest_python:-/usr/bin/python3}
+# ktest_* come from the kernel command line (init passes them on as environment variables)
+# shellcheck disable=SC2154
 HERE=$(dirname "$ktest_script")
 
 finish() {

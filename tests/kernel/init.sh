@@ -1,4 +1,6 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
+# shellcheck disable=SC2154  # ktest_* are set by the kernel from its command line
 # /init of the test initramfs: load the 9p/overlay modules, mount the host's / read-only over 9p with
 # a tmpfs overlay on top, and switch_root into the guest script named by ktest_script= on the kernel
 # command line (the kernel passes such parameters to init as environment variables).

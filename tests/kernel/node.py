@@ -84,7 +84,7 @@ def barrier(name):
 def ping(addr, count=3):
     t = time.monotonic()
     r = subprocess.run(["ping", "-6", "-n", "-q", "-c", str(count), "-i", "0.2", "-w", "30", addr], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, universal_newlines=True)
+                       stderr=subprocess.STDOUT, text=True, check=False)
     say("ping %s: rc=%d in %.1fs: %s" % (addr, r.returncode, time.monotonic() - t, " / ".join(r.stdout.strip().splitlines()[-2:])))
     return r.returncode == 0
 

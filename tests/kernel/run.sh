@@ -59,7 +59,7 @@ if [ -z "$KPKG" ]; then
 fi
 if [ -z "$KPKG" ]; then
     # offline and no package lists: fall back to whatever was unpacked before
-    KPKG=$(ls -1d "$CACHE"/linux-image-*/ 2>/dev/null | sed 's|.*/\(linux-image-[^/]*\)/$|\1|' | sort -V | tail -n1)
+    KPKG=$(find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-*' -printf '%f\n' 2>/dev/null | sort -V | tail -n1)
     [ -n "$KPKG" ] || die "cannot find the kernel package that linux-image-amd64 depends on (apt-get update?)"
 fi
 KVER=${KPKG#linux-image-}
@@ -82,7 +82,9 @@ fetch_unpack busybox-static "$BBROOT"
 
 VMLINUZ=$KROOT/boot/vmlinuz-$KVER
 MODDIR=$KROOT/lib/modules/$KVER
-[ -f "$VMLINUZ" ] && [ -d "$MODDIR" ] || die "unexpected layout of $KPKG in $KROOT"
+if [ ! -f "$VMLINUZ" ] || [ ! -d "$MODDIR" ]; then
+    die "unexpected layout of $KPKG in $KROOT"
+fi
 if [ ! -f "$MODDIR/modules.dep" ]; then
     log "depmod $KVER"
     depmod -b "$KROOT" "$KVER"
@@ -94,6 +96,7 @@ TMPD=$(mktemp -d "$CACHE/run.XXXXXX") # per run: concurrent runs do not share fi
 WORK=$TMPD/initramfs
 INITRD=$TMPD/initramfs.cpio.gz
 SERIAL_LOG=$TMPD/serial.log
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() { if [ "${KTEST_KEEP_LOG:-0}" = 1 ]; then rm -rf "$WORK"; else rm -rf "$TMPD"; fi; }
 trap cleanup EXIT
 
