@@ -27,7 +27,6 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
 ln -sf /proc/self/fd /dev/fd
 echo 1 >/proc/sys/kernel/sysrq
 say "guest script running on $(uname -r)"
