@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Cluster-derived IPv6 ULA addressing, as Talos derives it. Pure functions, no I/O."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """The ``kubespan`` command on the node: the agent tick and talosctl-like listings.
 
 Installed by the role as /usr/local/sbin/kubespan with this package at /usr/lib/kubespan/kubespan_mesh.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Cluster secrets: the cluster ID and the 32-byte cluster secret shared by every node.
 
 As in Talos, the cluster ID is URL-safe base64 of 32 random bytes and the secret is standard base64 of

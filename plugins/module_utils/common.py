@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Glue shared by the modules: turn the known error types into clean ``fail_json`` messages."""
 
 from __future__ import annotations

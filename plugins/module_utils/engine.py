@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Host-side reconcile steps shared by the Ansible modules and the node agent.
 
 These functions do I/O through the adapters (netlink, WireGuard transports, state files) and call the

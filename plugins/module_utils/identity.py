@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Node identity: WireGuard key pair and node ID, persisted in Talos's file format.
 
 ``kubespan-identity.yaml`` holds address, subnet, privateKey, publicKey; ``node-identity.yaml`` holds

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Links and addresses over rtnetlink (pyroute2's IPRoute; works with Debian's 0.7.2 and PyPI 0.9.x)."""
 
 from __future__ import annotations

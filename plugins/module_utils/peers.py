@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Peer set from affiliates: validation, merging with last-known state, peer specs. Pure logic."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Plan WireGuard device changes: desired peers vs. what the device reports. Pure logic.
 
 Only what differs is sent to the device, one peer at a time, so unchanged peers keep their handshake,

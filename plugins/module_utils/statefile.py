@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Crash-safe state files: write to a temporary file, fsync, rename, fsync the directory.
 
 A reader therefore sees either the previous complete file or the new complete file. Also a minimal

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Kernel WireGuard transport: generic netlink (family ``wireguard``) through pyroute2.
 
 No Ansible imports. pyroute2 is imported lazily so that this file can be imported (and its pure

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """Userspace WireGuard transport: the cross-platform UAPI over wireguard-go's unix socket.
 
 Protocol (wireguard.com/xplatform): ``get=1`` or ``set=1`` followed by ``key=value`` lines and an empty

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
-# Apache License 2.0 (see LICENSE)
+# SPDX-License-Identifier: Apache-2.0
 """WireGuard device model shared by the kernel (netlink) and userspace (UAPI) transports.
 
 Plain data, no I/O, no Ansible imports. Keys are standard base64 strings (44 characters) everywhere
