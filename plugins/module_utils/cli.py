@@ -16,7 +16,7 @@ import time
 from .engine import DEFAULT_STATE_DIR, ReconcileError, Settings, load_state, open_device, reapply_from_state, resolve_implementation
 from .identity import load_identity
 from .netlink import NetlinkError
-from .statefile import StateFileError
+from .statefile import LockBusy, StateFileError, state_lock
 from .wgtypes import WireGuardError
 
 
@@ -81,6 +81,7 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     sub = parser.add_subparsers(dest="command")
     p_agent = sub.add_parser("agent", help="one agent tick: re-apply the persisted desired state")
     p_agent.add_argument("--check", action="store_true", help="report drift without repairing it")
+    p_agent.add_argument("--lock-timeout", type=float, default=20.0, help="seconds to wait for a running playbook (default 20)")
     p_get = sub.add_parser("get", help="list KubeSpan resources")
     p_get.add_argument("resource", choices=["peerstatuses", "peerspecs", "identities"])
     p_get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
@@ -90,7 +91,12 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
             if load_state(args.state_dir) is None:
                 out.write("no desired state in %s: nothing to do until the playbook has run\n" % args.state_dir)
                 return 0
-            res = reapply_from_state(args.state_dir, check_mode=args.check)
+            try:
+                with state_lock(args.state_dir, timeout=args.lock_timeout):
+                    res = reapply_from_state(args.state_dir, check_mode=args.check)
+            except LockBusy as exc:
+                out.write("skipped this tick: %s\n" % exc)
+                return 0
             for change in res.changes:
                 out.write("%s: %s\n" % ("drift" if args.check else "repaired", change))
             return 0

@@ -10,18 +10,60 @@ node side needs no YAML library.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import re
 import tempfile
+import time
 from typing import Dict
 
 STATE_DIR_MODE = 0o700
 STATE_FILE_MODE = 0o600
 
 
+LOCK_FILE = ".lock"
+
+
 class StateFileError(Exception):
     """A state file is unreadable or corrupt; the message names the file."""
+
+
+class LockBusy(StateFileError):
+    """Another reconcile (a playbook run or an agent tick) holds the node's lock."""
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: str, timeout: float = 60.0):
+    """Hold the node's exclusive reconcile lock (flock on <state_dir>/.lock).
+
+    The playbook's modules and the node agent both take it, so they never change the node at the same
+    time. Waits up to ``timeout`` seconds (0: do not wait) and raises LockBusy naming the lock file.
+    The kernel releases a flock when its holder dies, so a crash never leaves a stale lock.
+    """
+    path = os.path.join(state_dir, LOCK_FILE)
+    if not os.path.isdir(state_dir):
+        yield None  # nothing on this node yet (and check mode must not create the directory)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, STATE_FILE_MODE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise StateFileError("cannot lock %s: %s" % (path, exc.strerror or exc))
+                if time.monotonic() >= deadline:
+                    raise LockBusy("%s is held by another kubespan reconcile (a playbook run or the node agent) for more than %.0f s"
+                                   % (path, timeout))
+                time.sleep(0.05)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def ensure_dir(path: str, mode: int = STATE_DIR_MODE) -> bool:

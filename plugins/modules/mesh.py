@@ -190,6 +190,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import valid
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ReconcileError, Settings, compute_peers, reconcile_mesh, teardown_mesh
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import state_lock
 
 
 def main():
@@ -222,7 +223,8 @@ def main():
 
     def work():
         if p["state"] == "absent":
-            res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"]), check_mode=module.check_mode)
+            with state_lock(p["state_dir"]):
+                res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"]), check_mode=module.check_mode)
             return dict(changed=res.changed, changes=res.changes, peers=[], implementation="")
         cluster_id = validate_cluster_id(p["cluster_id"])
         secret = validate_cluster_secret(p["cluster_secret"])
@@ -235,8 +237,9 @@ def main():
             if module.check_mode:
                 return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
-        peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
-        res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode)
+        with state_lock(p["state_dir"]):
+            peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
+            res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode)
         for w in warnings:
             module.warn(w)
         out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation)

@@ -62,3 +62,32 @@ def test_read_json_corrupt(tmp_path):
     p.write_text("{not json")
     with pytest.raises(sf.StateFileError, match="s.json"):
         sf.read_json(str(p))
+
+
+def test_state_lock_excludes_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    state = str(tmp_path / "state")
+    sf.ensure_dir(state)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)\n", os.path.join(state, sf.LOCK_FILE)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(sf.LockBusy, match="held by another kubespan reconcile"):
+            with sf.state_lock(state, timeout=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with sf.state_lock(state, timeout=5) as path:  # released when its holder died
+        assert path.endswith(sf.LOCK_FILE)
+
+
+def test_state_lock_creates_nothing_when_the_directory_is_missing(tmp_path):
+    missing = str(tmp_path / "missing")
+    with sf.state_lock(missing) as path:
+        assert path is None
+    assert not os.path.exists(missing)
