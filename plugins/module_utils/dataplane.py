@@ -1,0 +1,443 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The KubeSpan data plane as data: policy routing and the nftables table, and diffs against the host. Pure logic.
+
+Talos's design: WireGuard marks its own packets 0x20; packets to the routed set (the peers' AllowedIPs
+except the KubeSpan ULA) get mark 0x40 (within mask 0x60) in prerouting and output, a rule
+``fwmark 0x40/0x60 lookup 180`` at priority 32500 sends them to table 180, whose only routes are the
+defaults through the ``kubespan`` link (metric 1, route MTU = link MTU). Packets already carrying the
+WireGuard mark are accepted untouched, so the tunnel's own UDP never loops. TCP SYNs to the set get their
+MSS clamped to MTU-52 (IPv4) or MTU-72 (IPv6). Here the nftables table is ``inet kubespan``.
+
+Routes and rules are plain dicts, the same shape the netlink adapter reads back:
+  route {"family": 4|6, "dst": "0.0.0.0/0", "table": 180, "oif": "kubespan", "metric": 1, "mtu": 1420}
+  rule  {"family": 4|6, "priority": 32500, "fwmark": 0x40, "fwmask": 0x60, "table": 180}
+The nftables table is the ``{"nftables": [...]}`` document of ``nft -j list table inet kubespan`` (handles
+and metainfo are ignored); ``nft_batch`` turns it into the input of ``nft -j -f -``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from .ipset import IPSet, range_to_prefixes
+
+LINK_NAME = "kubespan"
+NFT_FAMILY = "inet"
+NFT_TABLE = "kubespan"
+PREROUTING_CHAIN = "kubespan_prerouting"
+OUTPUT_CHAIN = "kubespan_outgoing"
+ROUTE_TABLE = 180
+ROUTE_METRIC = 1
+RULE_PRIORITY = 32500
+WIREGUARD_MARK = 0x20
+FORCE_MARK = 0x40
+MARK_MASK = 0x60
+DEFAULT_MTU = 1420
+MIN_MTU = 1280
+MAX_MTU = 65535
+# IP header + TCP header + 12 bytes of TCP options (Talos: 1368 and 1348 at MTU 1420).
+MSS_OVERHEAD = {4: 20 + 20 + 12, 6: 40 + 20 + 12}
+U32 = 0xFFFFFFFF
+_RESERVED_TABLES = (0, 253, 254, 255)
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
+
+
+def _int(value, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError("%s %r must be an integer from %d to %d" % (what, value, low, high))
+    return value
+
+
+@dataclass
+class DataPlaneConfig:
+    """Every number of the data plane, with Talos's defaults. ``validate`` raises ValueError naming the value."""
+
+    mtu: int = DEFAULT_MTU
+    link: str = LINK_NAME
+    route_table: int = ROUTE_TABLE
+    route_metric: int = ROUTE_METRIC
+    rule_priority: int = RULE_PRIORITY
+    wireguard_mark: int = WIREGUARD_MARK
+    force_mark: int = FORCE_MARK
+    mark_mask: int = MARK_MASK
+    nft_table: str = NFT_TABLE
+
+    def validate(self) -> DataPlaneConfig:
+        _int(self.mtu, "KubeSpan MTU", MIN_MTU, MAX_MTU)
+        _int(self.route_table, "KubeSpan routing table", 1, U32)
+        if self.route_table in _RESERVED_TABLES:
+            raise ValueError("KubeSpan routing table %d is reserved (253 default, 254 main, 255 local)" % self.route_table)
+        _int(self.route_metric, "KubeSpan route metric", 0, U32)
+        # Below 32766 (main) so that marked packets are routed through KubeSpan before the main table.
+        _int(self.rule_priority, "KubeSpan rule priority", 1, 32765)
+        _int(self.mark_mask, "KubeSpan firewall mark mask", 1, U32)
+        for what, mark in (("WireGuard firewall mark", self.wireguard_mark), ("KubeSpan force firewall mark", self.force_mark)):
+            _int(mark, what, 1, U32)
+            if mark & ~self.mark_mask & U32:
+                raise ValueError("%s %#x has bits outside the mark mask %#x" % (what, mark, self.mark_mask))
+        if self.wireguard_mark == self.force_mark:
+            raise ValueError("the WireGuard firewall mark and the force mark must differ, both are %#x" % self.force_mark)
+        if not isinstance(self.link, str) or not _IFNAME.match(self.link):
+            raise ValueError("KubeSpan link name %r is not a valid interface name (1-15 characters, no space, '/' or ':')" % (self.link,))
+        if not isinstance(self.nft_table, str) or not _NAME.match(self.nft_table):
+            raise ValueError("nftables table name %r is not a valid name (a letter, then letters, digits, '_', '.', '-')" % (self.nft_table,))
+        return self
+
+    def mss(self, family: int) -> int:
+        return self.mtu - MSS_OVERHEAD[family]
+
+
+# --- routes and rules ------------------------------------------------------------------------------
+
+
+def desired_routes(cfg: DataPlaneConfig) -> List[dict]:
+    """Table ``route_table``: a default route through the link for IPv4 and IPv6, metric and MTU as configured."""
+    return [{"family": fam, "dst": dst, "table": cfg.route_table, "oif": cfg.link, "metric": cfg.route_metric, "mtu": cfg.mtu}
+            for fam, dst in ((4, "0.0.0.0/0"), (6, "::/0"))]
+
+
+def desired_rules(cfg: DataPlaneConfig) -> List[dict]:
+    """``fwmark force/mask lookup route_table priority rule_priority`` for IPv4 and IPv6."""
+    return [{"family": fam, "priority": cfg.rule_priority, "fwmark": cfg.force_mark, "fwmask": cfg.mark_mask, "table": cfg.route_table}
+            for fam in (4, 6)]
+
+
+def _num(value, default: int = 0) -> int:
+    if value is None or value == "":
+        return default
+    return int(value, 0) if isinstance(value, str) else int(value)
+
+
+def _route_key(route: dict) -> tuple:
+    dst = route.get("dst")
+    family = _num(route.get("family"))
+    if dst in (None, "", "default"):
+        dst = "::/0" if family == 6 else "0.0.0.0/0"
+    net = ipaddress.ip_network(str(dst), strict=False)
+    metric = route.get("metric", route.get("priority"))
+    return (net.version, str(net), _num(route.get("table"), 254), route.get("oif") or "", _num(metric), _num(route.get("mtu")))
+
+
+def _rule_key(rule: dict) -> tuple:
+    fwmark = _num(rule.get("fwmark"))
+    fwmask = _num(rule.get("fwmask"), U32 if fwmark else 0)
+    return (_num(rule.get("family")), _num(rule.get("priority")), fwmark, fwmask, _num(rule.get("table"), 254))
+
+
+def _diff(desired: List[dict], current: List[dict], key) -> Tuple[List[dict], List[dict]]:
+    have = {key(item) for item in current}
+    want = {key(item) for item in desired}
+    return [d for d in desired if key(d) not in have], [c for c in current if key(c) not in want]
+
+
+def diff_routes(desired: List[dict], current: List[dict]) -> Tuple[List[dict], List[dict]]:
+    """(routes to add, routes to remove). ``current``: the routes read from the KubeSpan table (and a former
+    one when the table number changed); any of them that is not desired is to be removed."""
+    return _diff(desired, current, _route_key)
+
+
+def diff_rules(desired: List[dict], current: List[dict]) -> Tuple[List[dict], List[dict]]:
+    """(rules to add, rules to remove). ``current``: the rules read from the host that belong to KubeSpan
+    (those that look up its table, or a former one)."""
+    return _diff(desired, current, _rule_key)
+
+
+def render_route(route: dict) -> str:
+    family, dst, table, oif, metric, mtu = _route_key(route)
+    return "%s%s dev %s table %d metric %d%s" % ("-6 " if family == 6 else "", "default" if dst.endswith("/0") else dst,
+                                                 oif, table, metric, " mtu %d" % mtu if mtu else "")
+
+
+def render_rule(rule: dict) -> str:
+    family, priority, fwmark, fwmask, table = _rule_key(rule)
+    return "%spriority %d fwmark %#x/%#x lookup %d" % ("-6 " if family == 6 else "", priority, fwmark, fwmask, table)
+
+
+# --- nftables --------------------------------------------------------------------------------------
+
+_MARK = {"meta": {"key": "mark"}}
+_PROTOCOL = {4: "ip", 6: "ip6"}
+
+
+def _mark() -> dict:
+    return {"meta": {"key": "mark"}}
+
+
+def _accept() -> dict:
+    return {"accept": None}
+
+
+def _maxseg() -> dict:
+    return {"tcp option": {"name": "maxseg", "field": "size"}}
+
+
+def _set_value(ipset: IPSet, family: int):
+    """The right-hand side of ``daddr`` for one family, written as nft lists it: an address, a prefix, a
+    range, or an anonymous interval set of those (one element per maximal interval)."""
+    address = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    elements = []
+    for _family, first, last in ipset.intervals(family):
+        cover = range_to_prefixes(family, first, last)
+        if first == last:
+            elements.append(address(first).compressed)
+        elif len(cover) == 1:
+            addr, length = cover[0].split("/")
+            elements.append({"prefix": {"addr": addr, "len": int(length)}})
+        else:
+            elements.append({"range": [address(first).compressed, address(last).compressed]})
+    return elements[0] if len(elements) == 1 else {"set": elements}
+
+
+def _daddr_in(family: int, ipset: IPSet) -> dict:
+    return {"match": {"op": "==", "left": {"payload": {"protocol": _PROTOCOL[family], "field": "daddr"}}, "right": _set_value(ipset, family)}}
+
+
+def _mark_is(cfg: DataPlaneConfig) -> dict:
+    return {"match": {"op": "==", "left": {"&": [_mark(), cfg.mark_mask]}, "right": cfg.wireguard_mark}}
+
+
+def _set_force_mark(cfg: DataPlaneConfig) -> dict:
+    # mark = (mark & ~mask) ^ force, as Talos writes it; nft lists the same function as
+    # (mark & (~mask | force)) | force, which the comparison below treats as equal.
+    return {"mangle": {"key": _mark(), "value": {"^": [{"&": [_mark(), ~cfg.mark_mask & U32]}, cfg.force_mark]}}}
+
+
+def _clamp_mss(mss: int) -> List[dict]:
+    return [
+        {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "rst"]]}, "right": "syn"}},
+        {"match": {"op": ">", "left": _maxseg(), "right": mss}},
+        {"mangle": {"key": _maxseg(), "value": mss}},
+    ]
+
+
+def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
+    """The KubeSpan table in the shape of ``nft -j list table`` output (without handles); a new document each call.
+
+    kubespan_prerouting (filter, prerouting, priority 0, policy accept):
+        meta mark & mask == wireguard_mark accept
+        ip daddr <set> meta mark set (mark & ~mask) ^ force accept             (then ip6)
+    kubespan_outgoing (route, output, priority 0, policy accept):
+        meta mark & mask == wireguard_mark accept
+        oifname "lo" accept
+        ip daddr <set> tcp flags syn / syn,rst maxseg > MTU-52 set MTU-52       (ip6: MTU-72)
+        ip daddr <set> meta mark set (mark & ~mask) ^ force accept             (then ip6)
+    A family whose part of the set is empty gets no set rules.
+    """
+    base = {"family": NFT_FAMILY, "table": cfg.nft_table}
+    families = [fam for fam in (4, 6) if routed.interval_count(fam)]
+    items = [{"table": {"family": NFT_FAMILY, "name": cfg.nft_table}}]
+    for name, ctype, hook in ((PREROUTING_CHAIN, "filter", "prerouting"), (OUTPUT_CHAIN, "route", "output")):
+        items.append({"chain": dict(base, name=name, type=ctype, hook=hook, prio=0, policy="accept")})
+
+    def rule(chain, expr):
+        items.append({"rule": dict(base, chain=chain, expr=expr)})
+
+    rule(PREROUTING_CHAIN, [_mark_is(cfg), _accept()])
+    for fam in families:
+        rule(PREROUTING_CHAIN, [_daddr_in(fam, routed), _set_force_mark(cfg), _accept()])
+    rule(OUTPUT_CHAIN, [_mark_is(cfg), _accept()])
+    rule(OUTPUT_CHAIN, [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "lo"}}, _accept()])
+    for fam in families:
+        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed)] + _clamp_mss(cfg.mss(fam)))
+    for fam in families:
+        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed), _set_force_mark(cfg), _accept()])
+    return {"nftables": items}
+
+
+def nft_batch(desired: dict) -> dict:
+    """``nft -j -f -`` input that replaces the table atomically (add, delete, then create it whole)."""
+    table = [i["table"] for i in desired["nftables"] if "table" in i][0]
+    ref = {"table": {"family": table["family"], "name": table["name"]}}
+    return {"nftables": [{"add": ref}, {"delete": ref}] + [{"add": item} for item in desired["nftables"]]}
+
+
+def nft_delete_batch(table: str = NFT_TABLE) -> dict:
+    """``nft -j -f -`` input that removes the table if it exists (teardown)."""
+    ref = {"table": {"family": NFT_FAMILY, "name": table}}
+    return {"nftables": [{"add": ref}, {"delete": ref}]}
+
+
+# --- comparing with the host -----------------------------------------------------------------------
+
+
+def _address_operand(value) -> Optional[List[str]]:
+    """Prefixes of an nft address operand (address, prefix, range or set of them), or None if it is not one."""
+    elements = value["set"] if isinstance(value, dict) and "set" in value else [value]
+    ipset = IPSet()
+    try:
+        for element in elements:
+            if isinstance(element, str):
+                ipset.add(element)
+            elif isinstance(element, dict) and "prefix" in element:
+                ipset.add("%s/%s" % (element["prefix"]["addr"], element["prefix"]["len"]))
+            elif isinstance(element, dict) and "range" in element:
+                first, last = (ipaddress.ip_address(a) for a in element["range"])
+                ipset.add_range(first.version, int(first), int(last))
+            else:
+                return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return ipset.prefixes()
+
+
+def _canon(expr):
+    """A comparable form of one nft JSON expression: address sets as minimal prefixes, flag lists sorted, and
+    the mark update (m & a) ^ x or | x written as the function it computes."""
+    if isinstance(expr, list):
+        return sorted(expr) if expr and all(isinstance(e, str) for e in expr) else [_canon(e) for e in expr]  # flag lists
+    if not isinstance(expr, dict):
+        return expr
+    if "match" in expr and isinstance(expr["match"], dict):
+        match = expr["match"]
+        left = match.get("left")
+        if isinstance(left, dict) and "payload" in left and left["payload"].get("field") in ("daddr", "saddr"):
+            prefixes = _address_operand(match.get("right"))
+            if prefixes is not None:
+                return {"match": {"op": match.get("op"), "left": _canon(left), "right": {"prefixes": prefixes}}}
+    if "|" in expr and isinstance(expr["|"], list) and all(isinstance(e, str) for e in expr["|"]):
+        return sorted(expr["|"])
+    if "mangle" in expr and isinstance(expr["mangle"], dict) and expr["mangle"].get("key") == _MARK:
+        value = expr["mangle"].get("value")
+        op = next(iter(value), None) if isinstance(value, dict) and len(value) == 1 else None
+        if op in ("|", "^"):
+            inner, xor = value[op]
+            if isinstance(inner, dict) and list(inner) == ["&"] and inner["&"][0] == _MARK and isinstance(xor, int):
+                mask = inner["&"][1]
+                if isinstance(mask, int) and (op == "|" or not mask & xor):
+                    return {"mark set": [(mask | xor) & U32, xor]}
+    return {k: v if k == "range" else _canon(v) for k, v in expr.items()}
+
+
+_CHAIN_KEYS = ("family", "table", "name", "type", "hook", "prio", "policy", "dev")
+
+
+def _canonical_table(doc: Optional[dict]) -> Tuple[Optional[str], dict, dict]:
+    """(table name, {chain: properties}, {chain: [canonical rule JSON strings in order]}) of a listing."""
+    name, chains, rules = None, {}, {}
+    for item in (doc or {}).get("nftables", []):
+        if "table" in item:
+            name = item["table"].get("name")
+        elif "chain" in item:
+            chain = item["chain"]
+            chains[chain.get("name")] = {k: chain[k] for k in _CHAIN_KEYS if k in chain}
+            rules.setdefault(chain.get("name"), [])
+        elif "rule" in item:
+            rule = item["rule"]
+            body = {k: v for k, v in rule.items() if k not in ("handle", "family", "table", "chain", "expr")}
+            body["expr"] = _canon(rule.get("expr", []))
+            rules.setdefault(rule.get("chain"), []).append(json.dumps(body, sort_keys=True))
+        elif "set" in item or "map" in item or "flowtable" in item or "ct helper" in item:
+            kind = next(iter(item))
+            chains["%s %s" % (kind, item[kind].get("name"))] = {"object": kind}
+    return name, chains, rules
+
+
+@dataclass
+class NftDiff:
+    """What differs between the desired table and the one on the host; ``lines`` are for --diff and reports."""
+
+    changed: bool = False
+    lines: List[str] = field(default_factory=list)
+
+
+def diff_nft(desired: dict, current: Optional[dict]) -> NftDiff:
+    """Compare the desired table with ``nft -j list table`` output (None when the table does not exist).
+
+    Equal tables (after canonicalization) mean nothing to do; otherwise ``nft_batch(desired)`` replaces it.
+    """
+    want_name, want_chains, want_rules = _canonical_table(desired)
+    have_name, have_chains, have_rules = _canonical_table(current)
+    result = NftDiff()
+    if have_name is None:
+        result.lines.append("+ table %s %s" % (NFT_FAMILY, want_name))
+    for chain in sorted(set(have_chains) - set(want_chains)):
+        result.lines.append("- chain %s" % chain)
+    for chain, props in want_chains.items():
+        if chain not in have_chains:
+            result.lines.append("+ chain %s" % render_chain(props))
+        elif have_chains[chain] != props:
+            result.lines.append("- chain %s" % render_chain(have_chains[chain]))
+            result.lines.append("+ chain %s" % render_chain(props))
+    for chain in list(want_rules) + [c for c in have_rules if c not in want_rules]:
+        want, have = want_rules.get(chain, []), have_rules.get(chain, [])
+        if want == have:
+            continue
+        removed = [r for r in have if r not in want]
+        added = [r for r in want if r not in have]
+        result.lines.extend("- %s: %s" % (chain, render_rule_expr(json.loads(r)["expr"])) for r in removed)
+        result.lines.extend("+ %s: %s" % (chain, render_rule_expr(json.loads(r)["expr"])) for r in added)
+        if not removed and not added:
+            result.lines.append("~ %s: rule order" % chain)
+    result.changed = bool(result.lines)
+    return result
+
+
+# --- text for --diff -------------------------------------------------------------------------------
+
+
+def render_chain(props: dict) -> str:
+    if "object" in props:
+        return "(%s)" % props["object"]
+    return "%s { type %s hook %s priority %s; policy %s; }" % (
+        props.get("name"), props.get("type"), props.get("hook"), props.get("prio"), props.get("policy"))
+
+
+def _text(value, hexa: bool = False) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return "%#x" % value if hexa else str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(_text(v, hexa) for v in value)
+    if isinstance(value, dict) and len(value) == 1:
+        key, arg = next(iter(value.items()))
+        if arg is None:
+            return key  # a verdict
+        if key == "meta":
+            return "meta %s" % arg.get("key")
+        if key == "payload":
+            return "%s %s" % (arg.get("protocol"), arg.get("field"))
+        if key == "tcp option":
+            return "tcp option %s %s" % (arg.get("name"), arg.get("field"))
+        if key in ("&", "|", "^") and isinstance(arg, list):
+            return "(%s)" % (" %s " % key).join(_text(v, hexa) for v in arg)
+        if key == "prefix":
+            return "%s/%s" % (arg.get("addr"), arg.get("len"))
+        if key == "range":
+            return "-".join(_text(v) for v in arg)
+        if key in ("set", "prefixes"):
+            return "{ %s }" % ", ".join(_text(v) for v in arg)
+        if key == "match":
+            hexa = '{"meta": {"key": "mark"}}' in json.dumps(arg.get("left"), sort_keys=True)
+            return "%s %s %s" % (_text(arg.get("left"), hexa), arg.get("op"), _text(arg.get("right"), hexa))
+        if key == "mangle":
+            hexa = arg.get("key") == _MARK
+            return "%s set %s" % (_text(arg.get("key")), _text(arg.get("value"), hexa))
+        if key == "mark set":
+            return "meta mark set (meta mark & %#x) | %#x" % tuple(arg)
+    return json.dumps(value, sort_keys=True)
+
+
+def render_rule_expr(expr: list) -> str:
+    return " ".join(_text(e) for e in expr)
+
+
+def render_nft(doc: Optional[dict]) -> str:
+    """nft-like text of a table listing (or of ``desired_nft``), for --diff before/after."""
+    name, chains, rules = _canonical_table(doc)
+    if name is None:
+        return ""
+    lines = ["table %s %s" % (NFT_FAMILY, name)]
+    for chain, props in chains.items():
+        lines.append("  chain %s" % render_chain(props))
+        lines.extend("    %s" % render_rule_expr(json.loads(r)["expr"]) for r in rules.get(chain, []))
+    return "\n".join(lines) + "\n"

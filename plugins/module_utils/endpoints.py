@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The endpoints a node announces to its peers, with Talos's selection and filter semantics. Pure logic.
+
+Talos (LocalAffiliateController): the node's current addresses minus its own KubeSpan address (and the
+SideroLink ULA), then the public IPs the discovery service observed (appended unless already present),
+then the endpoint filters (siderolabs/net FilterIPs), then port 51820 on each, then the extra announced
+endpoints (any port) unless already in the list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+from .wgtypes import format_endpoint, normalize_endpoint
+
+DEFAULT_PORT = 51820
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+def parse_filter(text: str) -> Tuple[bool, Network]:
+    """(positive, network) of one filter: ``cidr``, ``ip`` (a host), ``!cidr`` or ``!ip``. Raises ValueError naming it."""
+    if not isinstance(text, str):
+        raise ValueError("endpoint filter %r is not a string: write a CIDR such as 10.0.0.0/8 or !192.168.0.0/16" % (text,))
+    value = text.strip()
+    positive = not value.startswith("!")
+    if not positive:
+        value = value[1:].strip()
+    try:
+        # Go's netip.ParsePrefix keeps host bits and Prefix.Contains ignores them: the same as strict=False.
+        return positive, ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("endpoint filter %r is not a CIDR or an IP address (optionally prefixed with '!')" % (text,))
+
+
+def _parse_ip(value, what: str) -> Address:
+    """An address; an interface form (``10.0.0.5/24``) counts as its address. Raises ValueError naming ``what``."""
+    text = str(value).strip()
+    try:
+        return ipaddress.ip_interface(text).ip
+    except ValueError:
+        raise ValueError("%s %r is not an IP address" % (what, value))
+
+
+def filter_ips(ips: Iterable, filters: Sequence[str]) -> List[str]:
+    """Talos's FilterIPs: filters apply in list order over the input.
+
+    A positive filter appends each matching address not yet in the result (input order); ``!cidr`` (or a
+    bare ``!ip``, a host) removes matching addresses from the result so far, and a later positive filter may
+    add them again. Addresses that no positive filter matches are dropped.
+    """
+    parsed = [parse_filter(f) for f in filters]
+    addrs = [_parse_ip(ip, "address") for ip in ips]
+    result: List[Address] = []
+    for positive, net in parsed:
+        for ip in addrs:
+            if ip.version != net.version or ip not in net:
+                continue
+            if positive and ip not in result:
+                result.append(ip)
+            elif not positive and ip in result:
+                result.remove(ip)
+    return [ip.compressed for ip in result]
+
+
+def announced_endpoints(
+    addresses: Iterable,
+    exclude: Iterable = (),
+    discovered_public_ips: Iterable = (),
+    filters: Optional[Sequence[str]] = None,
+    port: int = DEFAULT_PORT,
+    extra_endpoints: Iterable[str] = (),
+) -> List[str]:
+    """The endpoints this node announces, in Talos's order.
+
+    ``addresses``: the node's addresses in host order (``ip`` or ``ip/len``); loopback, link-local,
+    multicast and unspecified ones are skipped, duplicates keep their first position. ``exclude``:
+    addresses or prefixes never announced (the node's own KubeSpan address or the cluster's KubeSpan
+    prefix; Talos also drops its SideroLink ULA). ``discovered_public_ips``: the addresses the discovery
+    service saw this node come from, appended when absent. ``filters``: endpoint filters in Talos syntax;
+    None or empty means no filtering. ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after,
+    skipping exact duplicates. Raises ValueError naming a bad value.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("KubeSpan port %r must be an integer from 1 to 65535" % (port,))
+    excluded = []
+    for item in exclude:
+        try:
+            excluded.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ValueError("excluded network %r is not an IP address or prefix" % (item,))
+    ips: List[Address] = []
+    for value in addresses:
+        ip = _parse_ip(value, "node address")
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            continue
+        if any(ip.version == net.version and ip in net for net in excluded):
+            continue
+        if ip not in ips:
+            ips.append(ip)
+    for value in discovered_public_ips:
+        ip = _parse_ip(value, "discovered public IP")
+        if ip not in ips:
+            ips.append(ip)
+    selected = [ip.compressed for ip in ips]
+    if filters:
+        selected = filter_ips(selected, filters)
+    result = [format_endpoint(ip, port) for ip in selected]
+    for value in extra_endpoints:
+        try:
+            endpoint = normalize_endpoint(value)
+        except ValueError as exc:
+            raise ValueError("extra announced endpoint: %s" % exc)
+        if endpoint not in result:
+            result.append(endpoint)
+    return result

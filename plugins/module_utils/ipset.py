@@ -1,0 +1,229 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""A set of IPv4 and IPv6 addresses built from prefixes, as Go's netipx.IPSetBuilder (which Talos uses). Pure logic.
+
+Each family is a sorted list of disjoint, non-adjacent inclusive integer intervals. Adding or removing one
+prefix is a binary search plus one slice assignment, so sets of thousands of prefixes stay fast; set
+operations walk the smaller operand and search in the larger one. IPv4 and IPv6 never mix (an IPv4-mapped
+IPv6 address is IPv6, as in Go's netip). ``prefixes()`` emits the minimal prefixes covering the set, sorted,
+IPv4 before IPv6, like netipx's ``IPSet.Prefixes()``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import bisect_left, bisect_right
+from typing import Dict, Iterable, List, Optional, Tuple
+
+BITS = {4: 32, 6: 128}
+_ADDRESS = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
+
+
+def parse_range(value) -> Tuple[int, int, int]:
+    """(family, first, last) of an address or prefix; host bits of a prefix are ignored (10.244.3.1/24 is 10.244.3.0/24).
+
+    Accepts strings and ipaddress objects; raises ValueError naming the value.
+    """
+    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        net = value.network
+    elif isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        net = value
+    elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        net = ipaddress.ip_network(value)
+    elif isinstance(value, str):
+        try:
+            net = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError("%r is not an IP address or prefix" % (value,))
+    else:
+        raise ValueError("%r is not an IP address or prefix" % (value,))
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
+def range_to_prefixes(family: int, first: int, last: int) -> List[str]:
+    """The minimal list of prefixes covering first..last (inclusive), in address order."""
+    bits = BITS[family]
+    result = []
+    while first <= last:
+        align = first & -first if first else 1 << bits
+        size = min(align, 1 << ((last - first + 1).bit_length() - 1))
+        result.append("%s/%d" % (_ADDRESS[family](first).compressed, bits - size.bit_length() + 1))
+        first += size
+    return result
+
+
+class IPSet:
+    """A mutable set of IP addresses. ``add``/``remove`` take addresses or prefixes and return the set itself."""
+
+    __slots__ = ("_starts", "_ends")
+
+    def __init__(self, items: Iterable = ()):
+        self._starts: Dict[int, List[int]] = {4: [], 6: []}
+        self._ends: Dict[int, List[int]] = {4: [], 6: []}
+        for item in items:
+            self.add(item)
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def add(self, item) -> IPSet:
+        self.add_range(*parse_range(item))
+        return self
+
+    def remove(self, item) -> IPSet:
+        self.remove_range(*parse_range(item))
+        return self
+
+    def add_range(self, family: int, first: int, last: int) -> None:
+        starts, ends = self._starts[family], self._ends[family]
+        i = bisect_left(ends, first - 1)  # first interval that ends at or after first-1 (touches or overlaps)
+        j = bisect_right(starts, last + 1)  # past the last interval that starts at or before last+1
+        if i < j:
+            first = min(first, starts[i])
+            last = max(last, ends[j - 1])
+        starts[i:j] = [first]
+        ends[i:j] = [last]
+
+    def remove_range(self, family: int, first: int, last: int) -> None:
+        starts, ends = self._starts[family], self._ends[family]
+        i = bisect_left(ends, first)
+        j = bisect_right(starts, last)
+        if i >= j:
+            return
+        new_starts, new_ends = [], []
+        if starts[i] < first:
+            new_starts.append(starts[i])
+            new_ends.append(first - 1)
+        if ends[j - 1] > last:
+            new_starts.append(last + 1)
+            new_ends.append(ends[j - 1])
+        starts[i:j] = new_starts
+        ends[i:j] = new_ends
+
+    def update(self, other: IPSet) -> IPSet:
+        """In-place union."""
+        for family, first, last in other.intervals():
+            self.add_range(family, first, last)
+        return self
+
+    def difference_update(self, other: IPSet) -> IPSet:
+        """In-place difference."""
+        if other.interval_count() > self.interval_count():
+            diff = self.difference(other)
+            self._starts, self._ends = diff._starts, diff._ends
+            return self
+        for family, first, last in other.intervals():
+            self.remove_range(family, first, last)
+        return self
+
+    def copy(self) -> IPSet:
+        new = IPSet()
+        new._starts = {f: list(v) for f, v in self._starts.items()}
+        new._ends = {f: list(v) for f, v in self._ends.items()}
+        return new
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    def intervals(self, family: Optional[int] = None):
+        """(family, first, last) integer intervals, sorted, IPv4 first."""
+        for fam in (4, 6) if family is None else (family,):
+            for first, last in zip(self._starts[fam], self._ends[fam]):
+                yield fam, first, last
+
+    def interval_count(self, family: Optional[int] = None) -> int:
+        return sum(len(self._starts[fam]) for fam in ((4, 6) if family is None else (family,)))
+
+    def _overlapping(self, family: int, first: int, last: int) -> Tuple[int, int]:
+        """Index range [i, j) of this set's intervals that overlap first..last."""
+        return bisect_left(self._ends[family], first), bisect_right(self._starts[family], last)
+
+    def contains(self, item) -> bool:
+        """True when the whole address or prefix is in the set."""
+        family, first, last = parse_range(item)
+        i, j = self._overlapping(family, first, last)
+        return j - i == 1 and self._starts[family][i] <= first and self._ends[family][i] >= last
+
+    def __contains__(self, item) -> bool:
+        return self.contains(item)
+
+    def overlaps(self, other) -> bool:
+        """True when this set shares at least one address with ``other`` (an IPSet, address or prefix)."""
+        if not isinstance(other, IPSet):
+            other = IPSet([other])
+        small, big = (self, other) if self.interval_count() <= other.interval_count() else (other, self)
+        for family, first, last in small.intervals():
+            i, j = big._overlapping(family, first, last)
+            if i < j:
+                return True
+        return False
+
+    def intersection(self, other: IPSet) -> IPSet:
+        small, big = (self, other) if self.interval_count() <= other.interval_count() else (other, self)
+        result = IPSet()
+        for family, first, last in small.intervals():
+            i, j = big._overlapping(family, first, last)
+            for k in range(i, j):
+                result._append(family, max(first, big._starts[family][k]), min(last, big._ends[family][k]))
+        return result
+
+    def difference(self, other: IPSet) -> IPSet:
+        result = IPSet()
+        for family, first, last in self.intervals():
+            i, j = other._overlapping(family, first, last)
+            for k in range(i, j):
+                if other._starts[family][k] > first:
+                    result._append(family, first, other._starts[family][k] - 1)
+                first = other._ends[family][k] + 1
+            if first <= last:
+                result._append(family, first, last)
+        return result
+
+    def union(self, other: IPSet) -> IPSet:
+        small, big = (self, other) if self.interval_count() <= other.interval_count() else (other, self)
+        return big.copy().update(small)
+
+    def _append(self, family: int, first: int, last: int) -> None:
+        """Append an interval known to lie after (and not touch) the last one; used by the set operations."""
+        starts, ends = self._starts[family], self._ends[family]
+        if ends and ends[-1] + 1 >= first:
+            ends[-1] = max(ends[-1], last)
+        else:
+            starts.append(first)
+            ends.append(last)
+
+    __or__ = union
+    __and__ = intersection
+    __sub__ = difference
+
+    def is_empty(self) -> bool:
+        return not self._starts[4] and not self._starts[6]
+
+    def __bool__(self) -> bool:
+        return not self.is_empty()
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, IPSet):
+            return NotImplemented
+        return self._starts == other._starts and self._ends == other._ends
+
+    def __ne__(self, other) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None  # mutable
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def prefixes(self, family: Optional[int] = None) -> List[str]:
+        """Minimal prefixes covering the set: sorted, IPv4 before IPv6 (netipx IPSet.Prefixes())."""
+        result = []
+        for fam, first, last in self.intervals(family):
+            result.extend(range_to_prefixes(fam, first, last))
+        return result
+
+    def ranges(self, family: Optional[int] = None) -> List[Tuple[str, str]]:
+        """(first, last) address strings of each maximal interval, sorted, IPv4 first."""
+        return [(_ADDRESS[fam](first).compressed, _ADDRESS[fam](last).compressed) for fam, first, last in self.intervals(family)]
+
+    def __repr__(self) -> str:
+        return "IPSet(%r)" % (self.prefixes(),)

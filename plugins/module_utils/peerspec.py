@@ -1,0 +1,173 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""AllowedIPs of each peer and the set of networks routed through KubeSpan, as Talos builds them. Pure logic.
+
+Talos (PeerSpecController): per peer, an IP set of its additional addresses (pod CIDRs when it advertises
+Kubernetes networks), plus each of its node addresses as a host, minus the networks it excludes, plus its
+KubeSpan address; minus whatever a peer processed earlier already holds (an overlap is a warning and the
+earlier peer keeps the addresses); emitted as minimal prefixes, IPv4 first. Here peers are processed in
+public-key order, and a peer never gets an address or network of the local node (a warning names it).
+
+Peer dicts use the keys of peers.build_peer_set plus optional lists: ``addresses`` (node addresses),
+``additional_addresses`` (pod CIDRs) and ``exclude_advertised_networks``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import bisect_left, bisect_right
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from .ipset import IPSet
+
+MAX_LISTED = 8
+
+
+def _label(peer: dict) -> str:
+    name = peer.get("name") or peer.get("label") or ""
+    return "%s (%s)" % (name, peer["public_key"]) if name else str(peer["public_key"])
+
+
+def _summary(ipset: IPSet) -> str:
+    prefixes = ipset.prefixes()
+    more = " and %d more" % (len(prefixes) - MAX_LISTED) if len(prefixes) > MAX_LISTED else ""
+    return ", ".join(prefixes[:MAX_LISTED]) + more
+
+
+def _items(peer: dict, key: str) -> list:
+    value = peer.get(key) or []
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError("peer %s: %s must be a list, got %r" % (_label(peer), key, value))
+    return list(value)
+
+
+class _Owners:
+    """Which peer holds which interval: peers' sets are disjoint, so one sorted interval list per family."""
+
+    def __init__(self):
+        self.starts: Dict[int, List[int]] = {4: [], 6: []}
+        self.ends: Dict[int, List[Tuple[int, int]]] = {4: [], 6: []}  # (end, owner index), sorted like starts
+
+    def add(self, ipset: IPSet, owner: int) -> None:
+        for family, first, last in ipset.intervals():
+            i = bisect_left(self.starts[family], first)
+            self.starts[family].insert(i, first)
+            self.ends[family].insert(i, (last, owner))
+
+    def find(self, ipset: IPSet) -> List[int]:
+        """Owner indexes of the intervals that overlap ``ipset``, in order of first appearance."""
+        found = {}
+        for family, first, last in ipset.intervals():
+            i = bisect_left(self.ends[family], (first, -1))
+            j = bisect_right(self.starts[family], last)
+            for _end, owner in self.ends[family][i:j]:
+                found.setdefault(owner, None)
+        return sorted(found)
+
+
+def peer_ipset(peer: dict) -> IPSet:
+    """The IP set a peer claims before conflicts are resolved. Raises ValueError naming the peer and the value."""
+    ipset = IPSet()
+    where = "peer %s" % _label(peer)
+    for prefix in _items(peer, "additional_addresses"):
+        try:
+            ipset.add(prefix)  # host bits ignored: 10.244.3.1/24 is 10.244.3.0/24
+        except ValueError:
+            raise ValueError("%s: additional address %r is not an IP prefix" % (where, prefix))
+    for addr in _items(peer, "addresses"):
+        try:
+            ipset.add(ipaddress.ip_interface(str(addr).strip()).ip)  # a node address counts as a host
+        except ValueError:
+            raise ValueError("%s: node address %r is not an IP address" % (where, addr))
+    for prefix in _items(peer, "exclude_advertised_networks"):
+        try:
+            ipset.remove(prefix)
+        except ValueError:
+            raise ValueError("%s: excluded network %r is not an IP prefix" % (where, prefix))
+    address = str(peer.get("address") or "").split("/", 1)[0]
+    try:
+        ipset.add(ipaddress.ip_address(address))
+    except ValueError:
+        raise ValueError("%s: KubeSpan address %r is not an IP address" % (where, peer.get("address")))
+    return ipset
+
+
+def local_ipset(addresses: Iterable = (), networks: Iterable = ()) -> IPSet:
+    """The local node's own set: ``addresses`` as hosts (``10.0.0.5/24`` counts as 10.0.0.5), ``networks`` as written."""
+    ipset = IPSet()
+    for addr in addresses:
+        try:
+            ipset.add(ipaddress.ip_interface(str(addr).strip()).ip)
+        except ValueError:
+            raise ValueError("local address %r is not an IP address" % (addr,))
+    for net in networks:
+        try:
+            ipset.add(net)
+        except ValueError:
+            raise ValueError("local network %r is not an IP prefix" % (net,))
+    return ipset
+
+
+def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), local_networks: Iterable = ()) -> Tuple[List[dict], List[str]]:
+    """Return (copies of the peers in public-key order, each with ``allowed_ips``, warnings).
+
+    ``local_addresses`` (hosts: this node's KubeSpan and node addresses) and ``local_networks`` (its pod
+    CIDRs) are this node's own: no peer is given any of them. A peer whose claim overlaps a peer earlier in
+    public-key order loses the overlapping part (Talos's rule); both cases are warnings naming the peers.
+    """
+    local_set = local_ipset(local_addresses, local_networks)
+    ordered = sorted(peers, key=lambda p: p["public_key"])
+    claimed = IPSet()
+    owners = _Owners()
+    done: List[Tuple[dict, IPSet]] = []
+    result, warnings = [], []
+    for peer in ordered:
+        ipset = peer_ipset(peer)
+        refused = ipset & local_set
+        if refused:
+            warnings.append("peer %s claims this node's own addresses %s: they are not routed to it" % (_label(peer), _summary(refused)))
+            ipset.difference_update(refused)
+        if ipset.overlaps(claimed):
+            holders = owners.find(ipset & claimed)
+            for index in holders[:MAX_LISTED]:
+                other, other_set = done[index]
+                warnings.append("peer address overlap: %s claims %s, already held by peer %s, which keeps it"
+                                % (_label(peer), _summary(ipset & other_set), _label(other)))
+            if len(holders) > MAX_LISTED:
+                warnings.append("peer address overlap: %s also claims addresses of %d more peers, which keep them"
+                                % (_label(peer), len(holders) - MAX_LISTED))
+            ipset.difference_update(claimed)
+            if ipset.is_empty():
+                warnings.append("peer %s has no address left after resolving overlaps: no traffic is routed to it" % _label(peer))
+        claimed.update(ipset)
+        owners.add(ipset, len(done))
+        done.append((peer, ipset))
+        spec = dict(peer)
+        spec["allowed_ips"] = ipset.prefixes()
+        result.append(spec)
+    return result, warnings
+
+
+def routed_set(
+    peers: Iterable[dict],
+    kubespan_prefix,
+    allow_down_peer_bypass: bool = False,
+    up_peers: Optional[Iterable[str]] = None,
+) -> IPSet:
+    """Networks the node forces into KubeSpan (the nftables set): the union of the peers' ``allowed_ips``
+    minus the cluster's KubeSpan prefix (routed on the interface itself).
+
+    Without bypass (Talos's default, ForceRouting) every peer counts, so traffic to a down peer is dropped
+    by WireGuard rather than sent in the clear. With ``allow_down_peer_bypass`` only the peers whose public
+    key is in ``up_peers`` count, and traffic to the others takes the normal routes while they are down.
+    """
+    up = set(up_peers or ()) if allow_down_peer_bypass else None
+    result = IPSet()
+    for peer in peers:
+        if up is not None and peer["public_key"] not in up:
+            continue
+        for prefix in peer.get("allowed_ips") or []:
+            result.add(prefix)
+    result.remove(kubespan_prefix)
+    return result
