@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The ``kubespan`` command on the node: the agent tick and talosctl-like listings.
 
-Installed by the role as /usr/local/sbin/kubespan with this package at /usr/lib/kubespan/kubespan_mesh.
+Installed by the role as /usr/local/sbin/kubespan; its code is this package, bundled in
+/usr/lib/kubespan/kubespan-agent.pyz.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-from .engine import DEFAULT_STATE_DIR, ReconcileError, Settings, load_state, open_device, reapply_from_state, resolve_implementation
+from .agent import run_tick, status_records
+from .engine import DEFAULT_STATE_DIR, ReconcileError, load_state, reapply_from_state
 from .identity import load_identity
 from .netlink import NetlinkError
+from .peerstatus import StatusSettings
 from .statefile import LockBusy, StateFileError, state_lock
 from .wgtypes import WireGuardError
+
+RESOURCES = ("peerstatuses", "peerspecs", "identities", "endpoints")
 
 
 def _table(headers, rows):
@@ -43,35 +47,32 @@ def _emit(records, headers, row_of, output, out):
         out.write(_table(headers, [row_of(r) for r in records]) + "\n")
 
 
-def peer_statuses(state_dir: str, now: float = None):
-    """Peer status records from the live device and the persisted peer specs."""
-    state = load_state(state_dir)
-    if state is None:
-        raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_dir)
-    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
-    impl = resolve_implementation(settings.implementation)
-    dev = open_device(impl, settings.interface)
-    try:
-        device = dev.read()
-    finally:
-        dev.close()
-    now = time.time() if now is None else now
-    labels = {p["public_key"]: p["name"] for p in state.get("peers", [])}
-    records = []
-    for key in sorted(device.peers):
-        peer = device.peers[key]
-        hs = peer.last_handshake
-        records.append({
-            "id": key,
-            "label": labels.get(key, ""),
-            "endpoint": peer.endpoint or "",
-            "state": "up" if hs and now - hs < 275 else ("down" if peer.endpoint else "unknown"),
-            "receiveBytes": peer.rx_bytes,
-            "transmitBytes": peer.tx_bytes,
-            "lastHandshakeTime": hs,
-            "secondsSinceHandshake": round(now - hs, 1) if hs else None,
-        })
-    return records
+def list_resource(resource: str, state_dir: str, include_private_key: bool = False):
+    """Records and table columns of one resource, like ``talosctl get``."""
+    if resource == "peerstatuses":
+        return status_records(state_dir), ["ID", "LABEL", "ENDPOINT", "STATE", "RX", "TX"], \
+            lambda r: [r["id"], r["label"], r["endpoint"], r["state"], r["receiveBytes"], r["transmitBytes"]]
+    if resource == "peerspecs":
+        state = load_state(state_dir) or {}
+        recs = [{"id": p["public_key"], "label": p["name"], "address": p["address"], "endpoints": p["endpoints"],
+                 "allowedIPs": p["allowed_ips"], "affiliateID": p.get("node_id", "")}
+                for p in sorted(state.get("peers", []), key=lambda p: p["public_key"])]
+        return recs, ["ID", "LABEL", "ENDPOINTS"], lambda r: [r["id"], r["label"], json.dumps(r["endpoints"])]
+    if resource == "endpoints":
+        # as Talos: the endpoints of up peers that WireGuard is using (what harvesting would publish)
+        state = load_state(state_dir) or {}
+        node_ids = {p["public_key"]: p.get("node_id", "") for p in state.get("peers", [])}
+        recs = [{"id": r["id"], "endpoint": r["endpoint"], "affiliateID": node_ids.get(r["id"], "")}
+                for r in status_records(state_dir) if r["state"] == "up" and r["endpoint"]]
+        return recs, ["ID", "ENDPOINT", "AFFILIATE ID"], lambda r: [r["id"], r["endpoint"], r["affiliateID"]]
+    ident = load_identity(state_dir)
+    recs = []
+    if ident is not None:
+        rec = {"id": "local", "address": ident.address, "subnet": ident.subnet, "publicKey": ident.public_key, "nodeId": ident.node_id}
+        if include_private_key:
+            rec["privateKey"] = ident.private_key
+        recs.append(rec)
+    return recs, ["ID", "ADDRESS", "SUBNET", "PUBLICKEY"], lambda r: [r["id"], r["address"], r["subnet"], r["publicKey"]]
 
 
 def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
@@ -79,46 +80,47 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     parser = argparse.ArgumentParser(prog="kubespan", description="KubeSpan node agent and listings")
     parser.add_argument("--state-dir", default=state_dir)
     sub = parser.add_subparsers(dest="command")
-    p_agent = sub.add_parser("agent", help="one agent tick: re-apply the persisted desired state")
-    p_agent.add_argument("--check", action="store_true", help="report drift without repairing it")
+    p_agent = sub.add_parser("agent", help="one agent tick: repair drift, watch peers, cycle endpoints, write statuses and metrics")
+    p_agent.add_argument("--check", action="store_true", help="only report drift from the desired state, change nothing")
     p_agent.add_argument("--lock-timeout", type=float, default=20.0, help="seconds to wait for a running playbook (default 20)")
+    p_agent.add_argument("--watch-seconds", type=float, default=StatusSettings.watch_seconds,
+                         help="how long one tick samples the peers (default %(default)s)")
+    p_agent.add_argument("--sample-interval", type=float, default=StatusSettings.sample_interval,
+                         help="seconds between samples (default %(default)s)")
+    p_agent.add_argument("--metrics-file", help="Prometheus textfile output (default <state dir>/metrics.prom)")
     p_get = sub.add_parser("get", help="list KubeSpan resources")
-    p_get.add_argument("resource", choices=["peerstatuses", "peerspecs", "identities"])
+    p_get.add_argument("resource", choices=RESOURCES)
     p_get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p_get.add_argument("--include-private-key", action="store_true",
+                       help="identities: also print the private key (only ever on the node, only when asked)")
     args = parser.parse_args(argv)
+
+    def log(line):
+        out.write(line + "\n")
+        out.flush()
+
     try:
         if args.command == "agent":
-            if load_state(args.state_dir) is None:
-                out.write("no desired state in %s: nothing to do until the playbook has run\n" % args.state_dir)
-                return 0
-            try:
+            if args.check:
+                if load_state(args.state_dir) is None:
+                    log("no desired state in %s" % args.state_dir)
+                    return 0
                 with state_lock(args.state_dir, timeout=args.lock_timeout):
-                    res = reapply_from_state(args.state_dir, check_mode=args.check)
-            except LockBusy as exc:
-                out.write("skipped this tick: %s\n" % exc)
+                    res = reapply_from_state(args.state_dir, check_mode=True)
+                for change in res.changes:
+                    log("drift: %s" % change)
                 return 0
-            for change in res.changes:
-                out.write("%s: %s\n" % ("drift" if args.check else "repaired", change))
-            return 0
+            settings = StatusSettings(watch_seconds=args.watch_seconds, sample_interval=args.sample_interval)
+            return run_tick(args.state_dir, log, lock_timeout=args.lock_timeout, status_settings=settings, metrics_file=args.metrics_file)
         if args.command == "get":
-            if args.resource == "peerstatuses":
-                recs = peer_statuses(args.state_dir)
-                _emit(recs, ["ID", "LABEL", "ENDPOINT", "STATE", "RX", "TX"],
-                      lambda r: [r["id"], r["label"], r["endpoint"], r["state"], r["receiveBytes"], r["transmitBytes"]], args.output, out)
-            elif args.resource == "peerspecs":
-                state = load_state(args.state_dir) or {}
-                recs = [{"id": p["public_key"], "label": p["name"], "address": p["address"], "endpoints": p["endpoints"],
-                         "allowedIPs": p["allowed_ips"]} for p in sorted(state.get("peers", []), key=lambda p: p["public_key"])]
-                _emit(recs, ["ID", "LABEL", "ENDPOINTS"], lambda r: [r["id"], r["label"], json.dumps(r["endpoints"])], args.output, out)
-            else:
-                ident = load_identity(args.state_dir)
-                recs = [] if ident is None else [{"id": "local", "address": ident.address, "subnet": ident.subnet,
-                                                  "publicKey": ident.public_key, "nodeId": ident.node_id}]
-                _emit(recs, ["ID", "ADDRESS", "SUBNET", "PUBLICKEY"],
-                      lambda r: [r["id"], r["address"], r["subnet"], r["publicKey"]], args.output, out)
+            recs, headers, row_of = list_resource(args.resource, args.state_dir, args.include_private_key)
+            _emit(recs, headers, row_of, args.output, out)
             return 0
         parser.print_help(out)
         return 2
+    except LockBusy as exc:
+        log("skipped: %s" % exc)
+        return 0
     except (ReconcileError, StateFileError, WireGuardError, NetlinkError, ValueError, OSError) as exc:
         sys.stderr.write("kubespan: %s\n" % exc)
         return 1

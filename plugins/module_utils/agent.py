@@ -1,0 +1,171 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: Apache-2.0
+"""The node agent's tick: repair drift, watch peers, cycle endpoints, persist statuses, write metrics.
+
+Run by ``kubespan-agent.timer`` (oneshot). A tick re-applies the desired state the last playbook run
+persisted (under the node lock), then samples the WireGuard device every ``sample_interval`` seconds
+for ``watch_seconds`` and feeds each sample to :func:`peerstatus.tick`, applying the endpoint changes
+it asks for (under the lock, briefly). All memory between ticks is the status file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .engine import ReconcileError, Settings, load_state, open_device, reapply_from_state
+from .peerstatus import (
+    STATE_UP,
+    PeerStatus,
+    StatusSettings,
+    calculate_state,
+    statuses_from_json,
+    statuses_to_json,
+    tick,
+    update_from_wireguard,
+)
+from .statefile import LockBusy, StateFileError, atomic_write, read_json, state_lock, write_json
+from .wgtypes import DeviceUpdate
+
+STATUS_FILE = "peerstatus.json"
+METRICS_FILE = "metrics.prom"
+
+
+def status_path(state_dir: str) -> str:
+    return os.path.join(state_dir, STATUS_FILE)
+
+
+def load_statuses(state_dir: str) -> Tuple[Dict[str, PeerStatus], Optional[str]]:
+    """Statuses of the last tick, and a problem to report when the file was corrupt (then: fresh start)."""
+    path = status_path(state_dir)
+    try:
+        data = read_json(path)
+        return (statuses_from_json(data) if data is not None else {}), None
+    except (StateFileError, ValueError) as exc:
+        return {}, "%s is corrupt (%s): starting with fresh peer statuses" % (path, exc)
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int) -> str:
+    """Prometheus text format for node_exporter's textfile collector."""
+    out = []
+
+    def family(name, kind, help_text, samples):
+        out.append("# HELP %s %s" % (name, help_text))
+        out.append("# TYPE %s %s" % (name, kind))
+        for labels, value in samples:
+            out.append("%s{%s} %s" % (name, ",".join('%s="%s"' % (k, _escape(v)) for k, v in labels), value))
+
+    peers = sorted(statuses.items())
+
+    def labels(key, st):
+        return [("peer", key), ("label", st.label)]
+
+    family("kubespan_peer_up", "gauge", "1 when the peer is up (recent handshake), else 0.",
+           [(labels(k, s), 1 if s.state == STATE_UP else 0) for k, s in peers])
+    family("kubespan_peer_state", "gauge", "Peer state as Talos computes it (one series per state, 1 for the current one).",
+           [(labels(k, s) + [("state", state)], 1 if s.state == state else 0) for k, s in peers for state in ("unknown", "up", "down")])
+    family("kubespan_peer_receive_bytes_total", "counter", "Bytes received from the peer.", [(labels(k, s), s.rx_bytes) for k, s in peers])
+    family("kubespan_peer_transmit_bytes_total", "counter", "Bytes sent to the peer.", [(labels(k, s), s.tx_bytes) for k, s in peers])
+    family("kubespan_peer_seconds_since_handshake", "gauge", "Seconds since the last handshake (-1: never).",
+           [(labels(k, s), round(now - s.last_handshake, 1) if s.last_handshake else -1) for k, s in peers])
+    family("kubespan_peer_endpoint_changes_total", "counter", "Endpoint changes made by the agent.",
+           [(labels(k, s), s.endpoint_changes) for k, s in peers])
+    family("kubespan_agent_last_tick_timestamp_seconds", "gauge", "When the last agent tick finished.", [([], round(now, 3))])
+    family("kubespan_agent_last_tick_repairs", "gauge", "Drift repairs made by the last tick.", [([], repairs)])
+    return "\n".join(out).replace("{}", "") + "\n"
+
+
+def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep_fn=time.sleep,
+             lock_timeout: float = 20.0, status_settings: Optional[StatusSettings] = None, metrics_file: Optional[str] = None) -> int:
+    """One agent tick. Returns the process exit code (non-zero when something is broken)."""
+    settings_status = status_settings or StatusSettings()
+    rc = 0
+    state = load_state(state_dir)
+    if state is None:
+        log("no desired state in %s: nothing to do until the playbook has run" % state_dir)
+        return 0
+    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    settings_status.persistent_keepalive = int(settings.persistent_keepalive)
+    peers = state.get("peers", [])
+
+    try:
+        with state_lock(state_dir, timeout=lock_timeout):
+            res = reapply_from_state(state_dir)
+    except LockBusy as exc:
+        log("skipped this tick: %s" % exc)
+        return 0
+    for change in res.changes:
+        log("repaired: %s" % change)
+
+    statuses, problem = load_statuses(state_dir)
+    if problem:
+        log(problem)
+        rc = 1
+    samples = max(1, int(settings_status.watch_seconds // max(settings_status.sample_interval, 0.1)) + 1)
+    dev = open_device(res.implementation, settings.interface)
+    try:
+        for i in range(samples):
+            device = dev.read()
+            statuses, updates, events = tick(statuses, device, peers, now_fn(), settings_status)
+            for event in events:
+                log(event)
+            if updates:
+                with state_lock(state_dir, timeout=lock_timeout):
+                    dev.apply(DeviceUpdate(peers=updates))
+            if i + 1 < samples:
+                sleep_fn(settings_status.sample_interval)
+    finally:
+        dev.close()
+    write_json(status_path(state_dir), statuses_to_json(statuses))
+    path = metrics_file or os.path.join(state_dir, METRICS_FILE)
+    atomic_write(path, render_metrics(statuses, now_fn(), len(res.changes)).encode("utf-8"), 0o644)
+    return rc
+
+
+def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
+    """Peer status records for listings, Talos's field names: the agent's memory (last endpoint change,
+    last used endpoint) merged with a live read of the device, the state computed as Talos does."""
+    state = load_state(state_dir)
+    if state is None:
+        raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_dir)
+    statuses, problem = load_statuses(state_dir)
+    if problem:
+        raise StateFileError(problem)
+    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    dev = open_device(settings.implementation, settings.interface)
+    try:
+        device = dev.read()
+    finally:
+        dev.close()
+    now = time.time() if now is None else now
+    records = []
+    for spec in sorted(state.get("peers", []), key=lambda p: p["public_key"]):
+        key = spec["public_key"]
+        st = PeerStatus.from_dict(statuses[key].to_dict()) if key in statuses else PeerStatus(label=spec["name"])
+        live = device.peers.get(key)
+        if live is not None:
+            update_from_wireguard(st, live)
+            if not st.last_used_endpoint and live.endpoint:
+                st.last_used_endpoint = live.endpoint
+        st.state = calculate_state(st, now) if live is not None else "unknown"
+        records.append({
+            "id": key,
+            "label": spec["name"],
+            "endpoint": st.endpoint,
+            "state": st.state,
+            "receiveBytes": st.rx_bytes,
+            "transmitBytes": st.tx_bytes,
+            "lastHandshakeTime": st.last_handshake,
+            "lastUsedEndpoint": st.last_used_endpoint,
+            "lastEndpointChange": st.last_endpoint_change,
+            "endpointChanges": st.endpoint_changes,
+            "secondsSinceHandshake": round(now - st.last_handshake, 1) if st.last_handshake else None,
+        })
+    return records
+
+

@@ -1,0 +1,131 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: peer_status_info
+short_description: Report a node's KubeSpan peer statuses, like talosctl get kubespanpeerstatuses
+version_added: "0.1.0"
+description:
+  - Returns the node's KubeSpan identity (public data only) and one status per peer, with Talos's fields
+    and state rules (unknown, up, down): the node agent's memory of endpoint changes merged with a live
+    read of the WireGuard device.
+  - Changes nothing on the node.
+author:
+  - kubespan.mesh contributors (!UNKNOWN)
+requirements:
+  - the kubespan.mesh.kubespan role applied on the node (python3-nacl, python3-pyroute2)
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: N/A
+  platform:
+    platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.info_module
+options:
+  state_dir:
+    description: Directory with the identity, the desired state and the agent's statuses.
+    type: path
+    default: /var/lib/kubespan
+"""
+
+EXAMPLES = r"""
+- name: Read the peer statuses of every node
+  kubespan.mesh.peer_status_info:
+  register: ks_status
+
+- name: Fail when a peer is not up
+  ansible.builtin.assert:
+    that: ks_status.peers | rejectattr('state', 'equalto', 'up') | list | length == 0
+"""
+
+RETURN = r"""
+identity:
+  description: The node's public identity.
+  returned: success
+  type: dict
+  contains:
+    public_key:
+      description: WireGuard public key.
+      type: str
+    address:
+      description: KubeSpan address with prefix length.
+      type: str
+    subnet:
+      description: The cluster's KubeSpan /64.
+      type: str
+    node_id:
+      description: Node ID.
+      type: str
+peers:
+  description: One status per desired peer, sorted by public key.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: The peer's public key.
+      type: str
+    label:
+      description: The peer's inventory name.
+      type: str
+    endpoint:
+      description: The endpoint WireGuard uses now.
+      type: str
+    state:
+      description: unknown, up or down, as Talos computes it.
+      type: str
+    receiveBytes:
+      description: Bytes received from the peer.
+      type: int
+    transmitBytes:
+      description: Bytes sent to the peer.
+      type: int
+    lastHandshakeTime:
+      description: Unix time of the last handshake, 0 when never.
+      type: float
+    secondsSinceHandshake:
+      description: Seconds since the last handshake, null when never.
+      type: float
+    lastUsedEndpoint:
+      description: The endpoint the agent set last.
+      type: str
+    lastEndpointChange:
+      description: Unix time of the agent's last endpoint change.
+      type: float
+    endpointChanges:
+      description: How many times the agent changed the endpoint.
+      type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import status_records
+from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(state_dir=dict(type="path", default="/var/lib/kubespan")),
+        supports_check_mode=True,
+    )
+
+    def work():
+        ident = load_identity(module.params["state_dir"])
+        identity = {} if ident is None else {"public_key": ident.public_key, "address": ident.address,
+                                              "subnet": ident.subnet, "node_id": ident.node_id}
+        return dict(changed=False, identity=identity, peers=status_records(module.params["state_dir"]))
+
+    module.exit_json(**run_guarded(module, work))
+
+
+if __name__ == "__main__":
+    main()
