@@ -23,6 +23,7 @@ from .peerstatus import (
     statuses_from_json,
     statuses_to_json,
     tick,
+    up_peers,
     update_from_wireguard,
 )
 from .statefile import LockBusy, StateFileError, atomic_write, read_json, state_lock, write_json
@@ -122,6 +123,16 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     finally:
         dev.close()
     write_json(status_path(state_dir), statuses_to_json(statuses))
+    if settings.allow_down_peer_bypass:
+        # the routed set follows peer state: a peer that came up is forced into the mesh at once, one
+        # that went down is bypassed until it is back
+        try:
+            with state_lock(state_dir, timeout=lock_timeout):
+                bypass = reapply_from_state(state_dir, up_peers=up_peers(statuses))
+            for change in bypass.changes:
+                log("bypass set: %s" % change)
+        except LockBusy as exc:
+            log("bypass set not updated this tick: %s" % exc)
     path = metrics_file or os.path.join(state_dir, METRICS_FILE)
     atomic_write(path, render_metrics(statuses, now_fn(), len(res.changes)).encode("utf-8"), 0o644)
     return rc
@@ -167,5 +178,3 @@ def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
             "secondsSinceHandshake": round(now - st.last_handshake, 1) if st.last_handshake else None,
         })
     return records
-
-

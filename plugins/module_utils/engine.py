@@ -9,6 +9,7 @@ pure planners. They never return or log the private key or the cluster secret.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -17,12 +18,14 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .addressing import first_physical_link, node_address
+from .endpoints import announced_endpoints
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
+from .nft import apply_batch, list_table
 from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .statefile import StateFileError, ensure_dir, read_json, write_json
-from .wgtypes import WireGuardError, format_endpoint
+from .wgtypes import WireGuardError
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
 STATE_FILE = "state.json"
@@ -45,6 +48,21 @@ class Settings:
     implementation: str = "auto"
     state_dir: str = DEFAULT_STATE_DIR
     address_source: str = "auto"
+    route_table: int = 180
+    rule_priority: int = 32500
+    force_mark: int = 0x40
+    mark_mask: int = 0x60
+    nft_table: str = "kubespan"
+    allow_down_peer_bypass: bool = False
+
+    def dataplane(self):
+        from .dataplane import DataPlaneConfig
+        try:
+            return DataPlaneConfig(mtu=int(self.mtu), link=self.interface, route_table=int(self.route_table), route_metric=1,
+                                   rule_priority=int(self.rule_priority), wireguard_mark=int(self.fwmark), force_mark=int(self.force_mark),
+                                   mark_mask=int(self.mark_mask), nft_table=self.nft_table).validate()
+        except ValueError as exc:
+            raise ReconcileError(str(exc))
 
     def validate(self) -> None:
         if not self.interface or len(self.interface) > 15 or "/" in self.interface or " " in self.interface:
@@ -65,7 +83,8 @@ class Settings:
 # ----------------------------------------------------------------------------------------------- identity
 
 def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto", check_mode: bool = False,
-                    listen_port: int = 51820, interface: str = "kubespan"):
+                    listen_port: int = 51820, interface: str = "kubespan", endpoint_filters=None, extra_endpoints=(),
+                    advertised_networks=(), exclude_advertised_networks=()):
     """Load or create this node's identity and compute its address and endpoints.
 
     Returns (identity, facts, changed). ``facts`` never contains the private key. In check mode a
@@ -96,7 +115,11 @@ def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto
         ident.subnet = str(subnet)
     if changed and not check_mode:
         save_identity(state_dir, ident, node_file=created)
-    endpoints = [format_endpoint(ip, listen_port) for ip in endpoint_candidates(host_addrs, [str(subnet)])]
+    node_ips = endpoint_candidates(host_addrs, [str(subnet)])
+    endpoints = announced_endpoints([a for _n, a in host_addrs], exclude=[str(subnet)], filters=endpoint_filters or None,
+                                    port=int(listen_port), extra_endpoints=extra_endpoints or ())
+    additional = [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in advertised_networks or ()]
+    excluded = [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in exclude_advertised_networks or ()]
     facts = {
         "public_key": ident.public_key,
         "node_id": ident.node_id,
@@ -104,6 +127,9 @@ def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto
         "subnet": str(subnet),
         "address_source": source,
         "endpoints": endpoints,
+        "addresses": node_ips + [addr],
+        "additional_addresses": additional,
+        "exclude_advertised_networks": excluded,
         "created": created,
         "state_dir": state_dir,
     }
@@ -195,7 +221,6 @@ def load_state(state_dir: str) -> Optional[dict]:
 
 def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None):
     """Peer specs for this node from fresh affiliates, the member list and the last-known state."""
-    import ipaddress
     subnet = ipaddress.IPv6Network(ident.subnet)
     last = None
     try:
@@ -203,13 +228,19 @@ def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_na
     except StateFileError:
         last = None  # a corrupt state file only loses the --limit memory; it is rewritten below
     last_known = (last or {}).get("peers", [])
-    return build_peer_set(ident.public_key, ident.address, subnet, affiliates, members, last_known, local_name)
+    own = [a for a in affiliates if a.get("public_key") == ident.public_key or (local_name and a.get("name") == local_name)]
+    local_addresses = [x for a in own for x in a.get("addresses") or []]
+    local_networks = [x for a in own for x in a.get("additional_addresses") or []]
+    return build_peer_set(ident.public_key, ident.address, subnet, affiliates, members, last_known, local_name,
+                          local_addresses, local_networks)
 
 
 def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster_secret: str, peers: List[dict],
                    members: Optional[List[str]] = None, check_mode: bool = False, persist: bool = True,
-                   now: Optional[float] = None) -> MeshResult:
-    """Bring the WireGuard interface, its address and MTU and its peers to the desired state."""
+                   now: Optional[float] = None, up_peers: Optional[List[str]] = None) -> MeshResult:
+    """Bring the WireGuard interface, its address and MTU, its peers, the policy routing and the nftables
+    table to the desired state. ``up_peers`` (public keys) matters only with allow_down_peer_bypass; None
+    reads the node agent's last statuses."""
     settings.validate()
     now = time.time() if now is None else now
     result = MeshResult()
@@ -299,7 +330,11 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
                 elif op == "up":
                     nl.set_up(idx)
 
-    result.peers = [{k: p[k] for k in ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips")} for p in peers]
+    _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result)
+
+    keep = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
+            "exclude_advertised_networks")
+    result.peers = [{k: p[k] for k in keep if k in p} for p in peers]
     if persist:
         persisted = asdict(settings)
         persisted["implementation"] = impl  # the agent keeps the data path the run chose
@@ -326,6 +361,63 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
     return result
 
 
+def agent_up_peers(state_dir: str) -> List[str]:
+    """Public keys of the peers the node agent last saw up (empty when it has not run yet)."""
+    from .peerstatus import statuses_from_json, up_peers
+    try:
+        data = read_json(os.path.join(state_dir, "peerstatus.json"))
+        return up_peers(statuses_from_json(data)) if data else []
+    except (StateFileError, ValueError):
+        return []
+
+
+def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
+                         result: MeshResult) -> None:
+    """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan."""
+    from .dataplane import desired_nft, desired_routes, desired_rules, diff_nft, diff_routes, diff_rules, nft_batch, render_nft, render_route, render_rule
+    from .peerspec import routed_set
+
+    cfg = settings.dataplane()
+    if settings.allow_down_peer_bypass and up is None:
+        up = agent_up_peers(settings.state_dir)
+    routed = routed_set(peers, ipaddress.IPv6Network(ident.subnet), bool(settings.allow_down_peer_bypass), up)
+    want_routes, want_rules, want_nft = desired_routes(cfg), desired_rules(cfg), desired_nft(routed, cfg)
+    with Netlink() as nl:
+        cur_routes = nl.routes(cfg.route_table)
+        cur_rules = nl.rules(cfg.rule_priority, cfg.route_table)
+        cur_nft = list_table(cfg.nft_table)
+        add_routes, del_routes = diff_routes(want_routes, cur_routes)
+        add_rules, del_rules = diff_rules(want_rules, cur_rules)
+        nft_diff = diff_nft(want_nft, cur_nft)
+        result.changes.extend("remove route %s" % render_route(r) for r in del_routes)
+        result.changes.extend("add route %s" % render_route(r) for r in add_routes)
+        result.changes.extend("remove rule %s" % render_rule(r) for r in del_rules)
+        result.changes.extend("add rule %s" % render_rule(r) for r in add_rules)
+        if nft_diff.changed:
+            result.changes.append("%s nftables table inet %s (%d routed prefixes)" % (
+                "update" if cur_nft is not None else "create", cfg.nft_table, len(routed.prefixes())))
+        result.before += _render_policy(cur_routes, cur_rules, render_nft(cur_nft), render_route, render_rule)
+        result.after += _render_policy(want_routes, want_rules, render_nft(want_nft), render_route, render_rule)
+        if check_mode:
+            return
+        for r in del_routes:
+            nl.del_route(r)
+        for r in add_routes:
+            nl.add_route(r, replace=True)
+        for r in del_rules:
+            nl.del_rule(r)
+        for r in add_rules:
+            nl.add_rule(r)
+    if nft_diff.changed:
+        apply_batch(nft_batch(want_nft), "update table inet %s" % cfg.nft_table)
+
+
+def _render_policy(routes, rules, nft_text, render_route, render_rule) -> str:
+    lines = ["", "[Routing]"] + ["route %s" % render_route(r) for r in sorted(routes, key=str)]
+    lines += ["rule %s" % render_rule(r) for r in sorted(rules, key=str)]
+    return "\n".join(lines) + "\n" + (nft_text or "")
+
+
 def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
     """Remove the interface and the desired state; keep the identity (as Talos does when disabled)."""
     result = MeshResult()
@@ -341,6 +433,21 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
                     _systemctl("stop", WIREGUARD_GO_UNIT)
                     if nl.link_index(ifname) is not None:
                         nl.delete_link(link["index"])
+    from .dataplane import nft_delete_batch, render_rule
+    cfg = settings.dataplane()
+    with Netlink() as nl:
+        for rule in nl.rules(cfg.rule_priority, cfg.route_table):
+            result.changes.append("remove rule %s" % render_rule(rule))
+            if not check_mode:
+                nl.del_rule(rule)
+        for route in nl.routes(cfg.route_table):
+            result.changes.append("remove route to %s from table %s" % (route["dst"], cfg.route_table))
+            if not check_mode:
+                nl.del_route(route)
+    if list_table(cfg.nft_table) is not None:
+        result.changes.append("remove nftables table inet %s" % cfg.nft_table)
+        if not check_mode:
+            apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
     path = state_path(settings.state_dir)
     if os.path.exists(path):
         result.changes.append("remove desired state %s (the identity is kept)" % path)
@@ -350,7 +457,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
     return result
 
 
-def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False) -> MeshResult:
+def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False, up_peers: Optional[List[str]] = None) -> MeshResult:
     """Re-apply the desired state the last playbook run persisted (node agent, boot)."""
     state = load_state(state_dir)
     if state is None:
@@ -361,4 +468,4 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
-                          state.get("members"), check_mode=check_mode, persist=False)
+                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers)

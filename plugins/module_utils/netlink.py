@@ -100,6 +100,63 @@ class Netlink:
         self._do("delete address %s" % cidr, index, lambda: self.ipr.addr(
             "del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen))
 
+    # ------------------------------------------------------------------ policy routing (table, rules)
+
+    def routes(self, table: int) -> List[dict]:
+        """Routes of ``table`` as dataplane route dicts (family, dst, table, oif, metric, mtu)."""
+        names = {msg["index"]: _attr(msg, "IFLA_IFNAME", "") for msg in self.ipr.get_links()}
+        result = []
+        for family, fam in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+            for msg in self.ipr.get_routes(family=family, table=table):
+                if (_attr(msg, "RTA_TABLE") or msg["table"]) != table:
+                    continue
+                dst = _attr(msg, "RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
+                metrics = msg.get_attr("RTA_METRICS")
+                mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+                result.append({"family": fam, "dst": "%s/%d" % (dst, msg["dst_len"]), "table": table,
+                               "oif": names.get(_attr(msg, "RTA_OIF"), ""), "metric": _attr(msg, "RTA_PRIORITY", 0), "mtu": mtu or 0})
+        return result
+
+    def add_route(self, route: dict, replace: bool = False) -> None:
+        idx = self.link_index(route["oif"])
+        if idx is None:
+            raise NetlinkError("cannot route table %s via %s: no such link" % (route["table"], route["oif"]))
+        family = socket.AF_INET if route["family"] == 4 else socket.AF_INET6
+        self._do("%s route %s table %s" % ("replace" if replace else "add", route["dst"], route["table"]), idx,
+                 lambda: self.ipr.route("replace" if replace else "add", family=family, dst=route["dst"], oif=idx,
+                                        table=route["table"], priority=route["metric"], metrics={"mtu": route["mtu"]}))
+
+    def del_route(self, route: dict) -> None:
+        family = socket.AF_INET if route["family"] == 4 else socket.AF_INET6
+        kwargs = {"family": family, "dst": route["dst"], "table": route["table"], "priority": route.get("metric", 0)}
+        self._do("delete route %s table %s" % (route["dst"], route["table"]), route.get("oif", "-"),
+                 lambda: self.ipr.route("del", **kwargs))
+
+    def rules(self, priority: int, table: int) -> List[dict]:
+        """Policy rules at ``priority`` or pointing at ``table``, as dataplane rule dicts."""
+        result = []
+        for family, fam in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+            for msg in self.ipr.get_rules(family=family):
+                prio = _attr(msg, "FRA_PRIORITY", 0)
+                tab = _attr(msg, "FRA_TABLE") or msg["table"]
+                if prio != priority and tab != table:
+                    continue
+                result.append({"family": fam, "priority": prio, "fwmark": _attr(msg, "FRA_FWMARK", 0),
+                               "fwmask": _attr(msg, "FRA_FWMASK", 0), "table": tab})
+        return result
+
+    def add_rule(self, rule: dict) -> None:
+        family = socket.AF_INET if rule["family"] == 4 else socket.AF_INET6
+        self._do("add rule fwmark %#x/%#x lookup %s" % (rule["fwmark"], rule["fwmask"], rule["table"]), "-",
+                 lambda: self.ipr.rule("add", family=family, table=rule["table"], priority=rule["priority"],
+                                       fwmark=rule["fwmark"], fwmask=rule["fwmask"]))
+
+    def del_rule(self, rule: dict) -> None:
+        family = socket.AF_INET if rule["family"] == 4 else socket.AF_INET6
+        self._do("delete rule priority %s" % rule["priority"], "-",
+                 lambda: self.ipr.rule("del", family=family, table=rule["table"], priority=rule["priority"],
+                                       fwmark=rule["fwmark"], fwmask=rule["fwmask"]))
+
     def delete_link(self, index: int) -> None:
         self._do("delete link", index, lambda: self.ipr.link("del", index=index))
 

@@ -9,9 +9,11 @@ import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .identity import valid_node_id
+from .peerspec import assign_allowed_ips
 from .wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
+MAX_NETWORKS = 1024
 
 
 class PeerError(ValueError):
@@ -55,13 +57,31 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
             raise PeerError("%s: %s" % (where, exc))
         if norm not in endpoints:
             endpoints.append(norm)
-    return {
+    result = {
         "name": name,
         "node_id": node_id,
         "public_key": pub,
         "address": str(address),
         "endpoints": endpoints,
     }
+    for key, kind in (("addresses", "address"), ("additional_addresses", "prefix"), ("exclude_advertised_networks", "prefix")):
+        values = aff.get(key) or []
+        if not isinstance(values, (list, tuple)):
+            raise PeerError("%s: %s must be a list, got %r" % (where, key, values))
+        if len(values) > MAX_NETWORKS:
+            raise PeerError("%s: %d %s, at most %d are allowed" % (where, len(values), key, MAX_NETWORKS))
+        normalized = []
+        for value in values:
+            try:
+                if kind == "address":
+                    normalized.append(str(ipaddress.ip_interface(str(value).strip()).ip))
+                else:
+                    normalized.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
+            except ValueError:
+                raise PeerError("%s: %s entry %r is not an IP %s" % (where, key, value, kind))
+        if normalized:
+            result[key] = normalized
+    return result
 
 
 def build_peer_set(
@@ -72,6 +92,8 @@ def build_peer_set(
     members: Optional[Iterable[str]] = None,
     last_known: Optional[Iterable[dict]] = None,
     local_name: Optional[str] = None,
+    local_addresses: Iterable[str] = (),
+    local_networks: Iterable[str] = (),
 ) -> Tuple[List[dict], List[str]]:
     """Merge fresh affiliates with last-known ones and return (peer specs, warnings).
 
@@ -132,8 +154,9 @@ def build_peer_set(
             raise PeerError("peers %s and %s claim the same KubeSpan address %s" % (by_addr[aff["address"]], name, aff["address"]))
         by_key[aff["public_key"]] = name
         by_addr[aff["address"]] = name
-        spec = dict(aff)
-        spec["allowed_ips"] = ["%s/128" % aff["address"]]
-        peers.append(spec)
-    peers.sort(key=lambda p: p["public_key"])
-    return peers, warnings
+        peers.append(dict(aff))
+    # AllowedIPs as Talos builds them: pod networks, node addresses as hosts, minus excluded networks,
+    # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in key order.
+    local = [str(local_address).split("/", 1)[0]] + list(local_addresses)
+    peers, assign_warnings = assign_allowed_ips(peers, local, local_networks)
+    return peers, warnings + assign_warnings

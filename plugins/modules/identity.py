@@ -62,6 +62,28 @@ options:
     description: The KubeSpan interface, whose own addresses are never announced as endpoints.
     type: str
     default: kubespan
+  endpoint_filters:
+    description:
+      - Talos's C(machine.network.kubespan.filters.endpoints), in list order; C(!cidr) removes; addresses
+        that match no positive filter are not announced. Empty announces every address.
+    type: list
+    elements: str
+    default: []
+  extra_endpoints:
+    description: Extra announced endpoints (C(ip:port), C([ipv6]:port)), e.g. inbound NAT mappings, appended after the node's own.
+    type: list
+    elements: str
+    default: []
+  advertised_networks:
+    description: Networks this node routes for the cluster (its pod CIDRs when advertising Kubernetes networks).
+    type: list
+    elements: str
+    default: []
+  exclude_advertised_networks:
+    description: Networks removed from what this node's peers route to it (Talos's filters.excludeAdvertisedNetworks).
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -103,8 +125,20 @@ identity:
         C(stored) when a previously established address was kept.
       type: str
       sample: mac:eth0
+    addresses:
+      description: The node's routed addresses (no loopback or link-local), its KubeSpan address last.
+      type: list
+      elements: str
+    additional_addresses:
+      description: The networks the node advertises (normalized).
+      type: list
+      elements: str
+    exclude_advertised_networks:
+      description: The networks peers must not route to this node (normalized).
+      type: list
+      elements: str
     endpoints:
-      description: Endpoint candidates (host addresses with the listen port), IPv4 first.
+      description: Announced endpoints in Talos's order (filtered addresses with the listen port, then extra endpoints).
       type: list
       elements: str
       sample: ["10.0.0.5:51820", "[2001:db8::5]:51820"]
@@ -135,6 +169,10 @@ def main():
             address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
             listen_port=dict(type="int", default=51820),
             interface=dict(type="str", default="kubespan"),
+            endpoint_filters=dict(type="list", elements="str", default=[]),
+            extra_endpoints=dict(type="list", elements="str", default=[]),
+            advertised_networks=dict(type="list", elements="str", default=[]),
+            exclude_advertised_networks=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -143,7 +181,8 @@ def main():
         cluster_id = validate_cluster_id(module.params["cluster_id"])
         _ident, facts, changed = ensure_identity(
             module.params["state_dir"], cluster_id, module.params["address_source"], module.check_mode,
-            module.params["listen_port"], module.params["interface"])
+            module.params["listen_port"], module.params["interface"], module.params["endpoint_filters"],
+            module.params["extra_endpoints"], module.params["advertised_networks"], module.params["exclude_advertised_networks"])
         if facts.get("would_create"):
             return dict(changed=True, would_create=True)
         return dict(changed=changed, identity=facts)

@@ -85,6 +85,21 @@ options:
         type: list
         elements: str
         default: []
+      addresses:
+        description: The host's routed node addresses (routed to it through KubeSpan as hosts).
+        type: list
+        elements: str
+        default: []
+      additional_addresses:
+        description: Networks the host advertises (pod CIDRs).
+        type: list
+        elements: str
+        default: []
+      exclude_advertised_networks:
+        description: Networks not to route to the host.
+        type: list
+        elements: str
+        default: []
   members:
     description:
       - Every host name of the cluster group. Members missing from O(peers) keep their last known entry;
@@ -124,6 +139,34 @@ options:
     description: Directory with the identity and the persisted desired state.
     type: path
     default: /var/lib/kubespan
+  allow_down_peer_bypass:
+    description:
+      - V(false) (Talos's default) keeps every peer's networks forced into KubeSpan, so traffic to a down
+        peer is dropped by WireGuard instead of leaving in the clear.
+      - V(true) forces only the networks of peers that are up (as the node agent last saw them), so traffic
+        to a down peer takes the normal routes until it is back.
+    type: bool
+    default: false
+  route_table:
+    description: Routing table holding the default routes through the interface.
+    type: int
+    default: 180
+  rule_priority:
+    description: Priority of the C(fwmark force/mask lookup table) policy rules (IPv4 and IPv6).
+    type: int
+    default: 32500
+  force_mark:
+    description: Firewall mark that forces a packet into KubeSpan (Talos 0x40).
+    type: int
+    default: 64
+  mark_mask:
+    description: Mask of the KubeSpan marks (Talos 0x60).
+    type: int
+    default: 96
+  nft_table:
+    description: Name of the C(inet) nftables table that marks traffic to the peers' networks and clamps the TCP MSS.
+    type: str
+    default: kubespan
 """
 
 EXAMPLES = r"""
@@ -205,6 +248,9 @@ def main():
                 address=dict(type="str", required=True),
                 node_id=dict(type="str"),
                 endpoints=dict(type="list", elements="str", default=[]),
+                addresses=dict(type="list", elements="str", default=[]),
+                additional_addresses=dict(type="list", elements="str", default=[]),
+                exclude_advertised_networks=dict(type="list", elements="str", default=[]),
             )),
             members=dict(type="list", elements="str"),
             local_name=dict(type="str"),
@@ -215,6 +261,12 @@ def main():
             persistent_keepalive=dict(type="int", default=25, no_log=False),
             implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
             state_dir=dict(type="path", default="/var/lib/kubespan"),
+            allow_down_peer_bypass=dict(type="bool", default=False),
+            route_table=dict(type="int", default=180),
+            rule_priority=dict(type="int", default=32500),
+            force_mark=dict(type="int", default=0x40),
+            mark_mask=dict(type="int", default=0x60),
+            nft_table=dict(type="str", default="kubespan"),
         ),
         required_if=[("state", "present", ("cluster_id", "cluster_secret"))],
         supports_check_mode=True,
@@ -224,13 +276,15 @@ def main():
     def work():
         if p["state"] == "absent":
             with state_lock(p["state_dir"]):
-                res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"]), check_mode=module.check_mode)
+                res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"], route_table=p["route_table"],
+                                             rule_priority=p["rule_priority"], nft_table=p["nft_table"]), check_mode=module.check_mode)
             return dict(changed=res.changed, changes=res.changes, peers=[], implementation="")
         cluster_id = validate_cluster_id(p["cluster_id"])
         secret = validate_cluster_secret(p["cluster_secret"])
         settings = Settings(interface=p["interface"], mtu=p["mtu"], listen_port=p["listen_port"], fwmark=p["fwmark"],
                             persistent_keepalive=p["persistent_keepalive"], implementation=p["implementation"],
-                            state_dir=p["state_dir"])
+                            state_dir=p["state_dir"], allow_down_peer_bypass=p["allow_down_peer_bypass"], route_table=p["route_table"],
+                            rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"])
         settings.validate()
         ident = load_identity(p["state_dir"])
         if ident is None:

@@ -12,8 +12,8 @@ short_description: Report a node's KubeSpan peer statuses, like talosctl get kub
 version_added: "0.1.0"
 description:
   - Returns the node's KubeSpan identity (public data only) and one status per peer, with Talos's fields
-    and state rules (unknown, up, down): the node agent's memory of endpoint changes merged with a live
-    read of the WireGuard device.
+    and state rules (unknown, up, down), from the node agent's memory of endpoint changes merged with a
+    live read of the WireGuard device.
   - Changes nothing on the node.
 author:
   - kubespan.mesh contributors (!UNKNOWN)
@@ -28,7 +28,6 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 options:
   state_dir:
     description: Directory with the identity, the desired state and the agent's statuses.
@@ -120,8 +119,9 @@ def main():
 
     def work():
         ident = load_identity(module.params["state_dir"])
-        identity = {} if ident is None else {"public_key": ident.public_key, "address": ident.address,
-                                              "subnet": ident.subnet, "node_id": ident.node_id}
+        identity = {}
+        if ident is not None:
+            identity = {"public_key": ident.public_key, "address": ident.address, "subnet": ident.subnet, "node_id": ident.node_id}
         return dict(changed=False, identity=identity, peers=status_records(module.params["state_dir"]))
 
     module.exit_json(**run_guarded(module, work))
