@@ -17,6 +17,7 @@ from .agent import run_tick, status_records
 from .engine import DEFAULT_STATE_DIR, ReconcileError, load_state, reapply_from_state
 from .identity import load_identity
 from .netlink import NetlinkError
+from .nft import NftError
 from .peerstatus import StatusSettings
 from .statefile import LockBusy, StateFileError, state_lock
 from .wgtypes import WireGuardError
@@ -121,6 +122,6 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     except LockBusy as exc:
         log("skipped: %s" % exc)
         return 0
-    except (ReconcileError, StateFileError, WireGuardError, NetlinkError, ValueError, OSError) as exc:
+    except (ReconcileError, StateFileError, WireGuardError, NetlinkError, NftError, ValueError, OSError) as exc:
         sys.stderr.write("kubespan: %s\n" % exc)
         return 1

@@ -15,7 +15,8 @@ EXPECTED_ERRORS = (ValueError, StateFileError, WireGuardError, RuntimeError, OSE
 def expected_errors():
     from .engine import ReconcileError
     from .netlink import NetlinkError
-    return EXPECTED_ERRORS + (ReconcileError, NetlinkError)
+    from .nft import NftError
+    return EXPECTED_ERRORS + (ReconcileError, NetlinkError, NftError)
 
 
 def run_guarded(module, work):

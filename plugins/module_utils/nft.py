@@ -38,7 +38,7 @@ def list_table(table: str, family: str = "inet") -> Optional[dict]:
 
 
 def apply_batch(batch: dict, what: str) -> None:
-    """Apply one ``nft -j -f -`` batch (all or nothing)."""
-    proc = subprocess.run([nft_binary(), "-j", "-f", "-"], input=json.dumps(batch), capture_output=True, text=True, timeout=60, check=False)
+    """Apply one ``nft -j -f`` batch (all or nothing), fed through stdin (/proc/self/fd/0: /dev/stdin may not exist)."""
+    proc = subprocess.run([nft_binary(), "-j", "-f", "/proc/self/fd/0"], input=json.dumps(batch), capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         raise NftError("nft refused to %s: %s" % (what, proc.stderr.strip()[-400:]))

@@ -64,6 +64,18 @@ def ping(addr):
     return r.returncode == 0, r.stdout.strip().splitlines()[-2:] if r.stdout else ""
 
 
+def _out(*cmd):
+    return subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False).stdout
+
+
+def policy_present():
+    """(rule, routes, nft table) present: as `ip` and `nft` see them, independent of the code under test."""
+    rule = "fwmark 0x40/0x60 lookup 180" in _out("ip", "rule") and "fwmark 0x40/0x60 lookup 180" in _out("ip", "-6", "rule")
+    routes = "dev kubespan" in _out("ip", "route", "show", "table", "180") and "dev kubespan" in _out("ip", "-6", "route", "show", "table", "180")
+    table = "table inet kubespan" in _out("nft", "list", "tables")
+    return rule, routes, table
+
+
 def main():
     from kubespan_mesh.engine import Settings, compute_peers, ensure_identity, reconcile_mesh, teardown_mesh
     from kubespan_mesh.netlink import Netlink
@@ -91,6 +103,7 @@ def main():
         link = nl.link("kubespan")
     check(link is not None and link["kind"] == "wireguard" and link["mtu"] == 1420 and link["up"], "link is wireguard, MTU 1420, up", str(link))
     check(link is not None and link["addresses"] == ["%s/64" % facts["address"]], "ULA /64 on the link", str(link and link["addresses"]))
+    check(policy_present() == (True, True, True), "rule 32500, table 180 routes and nft table inet kubespan in place", str(policy_present()))
     put("configured", "")
     wait_for("configured")
 
@@ -119,6 +132,7 @@ def main():
         gone = nl.link("kubespan") is None
     check(gone and any("remove interface" in c for c in res.changes), "teardown removes the interface", str(res.changes))
     check(os.path.exists(os.path.join(STATE, "kubespan-identity.yaml")), "teardown keeps the identity")
+    check(policy_present() == (False, False, False), "teardown removes rule, routes and nft table", str(policy_present()))
 
 
 if __name__ == "__main__":
