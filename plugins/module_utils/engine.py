@@ -205,6 +205,24 @@ class MeshResult:
     after: str = ""
 
 
+def udp_port_in_use(port: int) -> bool:
+    """True when binding the UDP port fails because something else holds it (IPv4 or IPv6)."""
+    import errno
+    import socket
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+        finally:
+            sock.close()
+    return False
+
+
 def state_path(state_dir: str) -> str:
     return os.path.join(state_dir, STATE_FILE)
 
@@ -288,6 +306,10 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
 
         if not device_exists:
             result.changes.append("create %s WireGuard interface %s" % (impl, ifname))
+            if udp_port_in_use(int(settings.listen_port)):
+                result.warnings.append(
+                    "UDP port %s is already held by another process (see: ss -ulpn 'sport = :%s'), e.g. a pod's host port: "
+                    "WireGuard cannot listen on it; free the port or set kubespan_listen_port" % (settings.listen_port, settings.listen_port))
         update, changes = plan_device(desired, current, now)
         result.changes.extend(changes)
         link_changes = []
@@ -410,6 +432,17 @@ def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict],
             nl.add_rule(r)
     if nft_diff.changed:
         apply_batch(nft_batch(want_nft), "update table inet %s" % cfg.nft_table)
+    _reconcile_firewall(settings, True, check_mode, result)
+
+
+def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult) -> None:
+    """Open the listen port (and trust the interface) in the host's input chains with policy drop."""
+    from .firewall import plan_openings
+    from .nft import list_ruleset
+    commands, changes = plan_openings(list_ruleset(), int(settings.listen_port), settings.interface, settings.nft_table, enabled)
+    result.changes.extend(changes)
+    if commands and not check_mode:
+        apply_batch({"nftables": commands}, "open UDP %s in the host firewall" % settings.listen_port)
 
 
 def _render_policy(routes, rules, nft_text, render_route, render_rule) -> str:
@@ -448,6 +481,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
         result.changes.append("remove nftables table inet %s" % cfg.nft_table)
         if not check_mode:
             apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
+    _reconcile_firewall(settings, False, check_mode, result)
     path = state_path(settings.state_dir)
     if os.path.exists(path):
         result.changes.append("remove desired state %s (the identity is kept)" % path)

@@ -42,3 +42,14 @@ def apply_batch(batch: dict, what: str) -> None:
     proc = subprocess.run([nft_binary(), "-j", "-f", "/proc/self/fd/0"], input=json.dumps(batch), capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         raise NftError("nft refused to %s: %s" % (what, proc.stderr.strip()[-400:]))
+
+
+def list_ruleset() -> dict:
+    """``nft -j list ruleset`` as a dict."""
+    proc = subprocess.run([nft_binary(), "-j", "list", "ruleset"], capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise NftError("cannot list the nftables ruleset: %s" % proc.stderr.strip()[-400:])
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as exc:
+        raise NftError("nft returned invalid JSON for the ruleset: %s" % exc)

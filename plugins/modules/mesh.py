@@ -294,7 +294,7 @@ def main():
         with state_lock(p["state_dir"]):
             peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
             res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode)
-        for w in warnings:
+        for w in warnings + res.warnings:
             module.warn(w)
         out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation)
         if module._diff and res.changed:

@@ -80,6 +80,12 @@ def main():
     from kubespan_mesh.engine import Settings, compute_peers, ensure_identity, reconcile_mesh, teardown_mesh
     from kubespan_mesh.netlink import Netlink
 
+    # a host firewall that drops every input it does not know (as a strict Debian nftables.conf):
+    # the mesh can only come up through the openings the engine adds
+    for cmd in (["add", "table", "inet", "hostfw"],
+                ["add", "chain", "inet", "hostfw", "input", "{ type filter hook input priority 0 ; policy drop ; }"],
+                ["add", "rule", "inet", "hostfw", "input", "iifname", "lo", "accept"]):
+        subprocess.run(["nft"] + cmd, check=True)
     ident, facts, changed = ensure_identity(STATE, CLUSTER_ID, "auto", False, 51820, "kubespan")
     check(changed and facts["created"], "identity created")
     check(facts["address_source"] == "node-id", "no physical NIC in a netns: node-id address source", facts["address_source"])
@@ -104,6 +110,8 @@ def main():
     check(link is not None and link["kind"] == "wireguard" and link["mtu"] == 1420 and link["up"], "link is wireguard, MTU 1420, up", str(link))
     check(link is not None and link["addresses"] == ["%s/64" % facts["address"]], "ULA /64 on the link", str(link and link["addresses"]))
     check(policy_present() == (True, True, True), "rule 32500, table 180 routes and nft table inet kubespan in place", str(policy_present()))
+    hostfw = _out("nft", "list", "chain", "inet", "hostfw", "input")
+    check(hostfw.count("kubespan.mesh") == 2, "UDP 51820 opened and kubespan trusted in the drop-policy input chain", hostfw)
     put("configured", "")
     wait_for("configured")
 
@@ -133,6 +141,9 @@ def main():
     check(gone and any("remove interface" in c for c in res.changes), "teardown removes the interface", str(res.changes))
     check(os.path.exists(os.path.join(STATE, "kubespan-identity.yaml")), "teardown keeps the identity")
     check(policy_present() == (False, False, False), "teardown removes rule, routes and nft table", str(policy_present()))
+    hostfw = _out("nft", "list", "chain", "inet", "hostfw", "input")
+    check("kubespan.mesh" not in hostfw and 'iifname "lo" accept' in hostfw and "policy drop" in hostfw,
+          "teardown removes only its own firewall rules", hostfw)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,18 @@ def test_state_lock_creates_nothing_when_the_directory_is_missing(tmp_path):
     with sf.state_lock(missing) as path:
         assert path is None
     assert not os.path.exists(missing)
+
+
+def test_udp_port_in_use_detects_a_holder():
+    import socket
+
+    from ansible_collections.kubespan.mesh.plugins.module_utils.engine import udp_port_in_use
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", 0))
+    port = sock.getsockname()[1]
+    try:
+        assert udp_port_in_use(port) is True
+    finally:
+        sock.close()
+    assert udp_port_in_use(port) is False
