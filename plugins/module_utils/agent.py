@@ -90,6 +90,9 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     if state is None:
         log("no desired state in %s: nothing to do until the playbook has run" % state_dir)
         return 0
+    if state.get("disabled"):
+        log("KubeSpan is disabled on this node (kubespan_enabled: false): nothing to do")
+        return 0
     settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
     settings_status.persistent_keepalive = int(settings.persistent_keepalive)
     peers = state.get("peers", [])
@@ -144,6 +147,8 @@ def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
     state = load_state(state_dir)
     if state is None:
         raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_dir)
+    if state.get("disabled"):
+        raise ReconcileError("KubeSpan is disabled on this node (kubespan_enabled: false)")
     statuses, problem = load_statuses(state_dir)
     if problem:
         raise StateFileError(problem)

@@ -482,11 +482,23 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
         if not check_mode:
             apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
     _reconcile_firewall(settings, False, check_mode, result)
-    path = state_path(settings.state_dir)
-    if os.path.exists(path):
-        result.changes.append("remove desired state %s (the identity is kept)" % path)
+    for name in ("peerstatus.json", "metrics.prom"):
+        stale = os.path.join(settings.state_dir, name)
+        if os.path.exists(stale):
+            result.changes.append("remove %s" % stale)
+            if not check_mode:
+                os.unlink(stale)
+    # The desired state is kept, marked disabled: the agent leaves the node alone, and the peers stay
+    # known, so re-enabling with --limit restores the same mesh. The identity is kept too (as Talos).
+    try:
+        state = load_state(settings.state_dir)
+    except StateFileError:
+        state = None
+    if state is not None and not state.get("disabled"):
+        result.changes.append("mark the desired state in %s disabled (identity and peers kept)" % state_path(settings.state_dir))
         if not check_mode:
-            os.unlink(path)
+            state["disabled"] = True
+            write_json(state_path(settings.state_dir), state)
     result.changed = bool(result.changes)
     return result
 
@@ -496,6 +508,8 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     state = load_state(state_dir)
     if state is None:
         raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
+    if state.get("disabled"):
+        return MeshResult()  # KubeSpan is disabled on this node: nothing to re-apply
     ident = load_identity(state_dir)
     if ident is None:
         raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
