@@ -14,7 +14,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .engine import ReconcileError, Settings, load_state, open_device, reapply_from_state
+from .engine import ReconcileError, load_state, open_device, reapply_from_state, settings_from_state
 from .peerstatus import (
     STATE_UP,
     PeerStatus,
@@ -93,7 +93,7 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     if state.get("disabled"):
         log("KubeSpan is disabled on this node (kubespan_enabled: false): nothing to do")
         return 0
-    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    settings = settings_from_state(state)
     settings_status.persistent_keepalive = int(settings.persistent_keepalive)
     peers = state.get("peers", [])
 
@@ -152,7 +152,7 @@ def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
     statuses, problem = load_statuses(state_dir)
     if problem:
         raise StateFileError(problem)
-    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    settings = settings_from_state(state)
     dev = open_device(settings.implementation, settings.interface)
     try:
         device = dev.read()

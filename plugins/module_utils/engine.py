@@ -383,6 +383,11 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
     return result
 
 
+def settings_from_state(state: dict) -> Settings:
+    """The Settings a playbook run persisted (keys of other versions are ignored)."""
+    return Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+
+
 def agent_up_peers(state_dir: str) -> List[str]:
     """Public keys of the peers the node agent last saw up (empty when it has not run yet)."""
     from .peerstatus import statuses_from_json, up_peers
@@ -513,7 +518,7 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     ident = load_identity(state_dir)
     if ident is None:
         raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
-    settings = Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    settings = settings_from_state(state)
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
                           state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers)

@@ -14,8 +14,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 import traceback
+
+from rendezvous import Rendezvous
 
 ME = sys.argv[1]
 PEER = {"c": "d", "d": "c"}[ME]
@@ -38,24 +39,8 @@ def check(ok, what, detail=""):
     return ok
 
 
-def put(name, text):
-    tmp = os.path.join(DIR, ".%s.%s.tmp" % (ME, name))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(DIR, "%s.%s" % (ME, name)))
-
-
-def wait_for(name, timeout=180.0):
-    path = os.path.join(DIR, "%s.%s" % (PEER, name))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                return f.read()
-        if os.path.exists(os.path.join(DIR, "%s.failed" % PEER)):
-            raise RuntimeError("peer %s failed before %s" % (PEER, name))
-        time.sleep(0.05)
-    raise RuntimeError("timed out waiting for %s of %s" % (name, PEER))
+RV = Rendezvous(DIR, ME, PEER)
+put, wait_for = RV.put, RV.wait_for
 
 
 def ping(addr):

@@ -15,6 +15,8 @@ import sys
 import time
 import traceback
 
+from rendezvous import Abort, Rendezvous
+
 T0 = time.monotonic()
 ME = sys.argv[1]
 PEER = {"a": "b", "b": "a"}[ME]
@@ -51,34 +53,8 @@ def check(ok, what, detail=""):
     return ok
 
 
-class Abort(Exception):
-    pass
-
-
-def put(name, text=""):
-    tmp = os.path.join(DIR, ".%s.%s.tmp" % (ME, name))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(DIR, "%s.%s" % (ME, name)))
-
-
-def wait_for(name, timeout=120.0):
-    """Wait for the peer's file <peer>.<name>; give up if the peer failed."""
-    path = os.path.join(DIR, "%s.%s" % (PEER, name))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                return f.read()
-        if os.path.exists(os.path.join(DIR, "%s.failed" % PEER)):
-            raise Abort("peer %s failed before %s" % (PEER, name))
-        time.sleep(0.05)
-    raise Abort("timed out waiting for %s of %s" % (name, PEER))
-
-
-def barrier(name):
-    put(name)
-    wait_for(name)
+RV = Rendezvous(DIR, ME, PEER)
+put, wait_for, barrier = RV.put, RV.wait_for, RV.barrier
 
 
 def ping(addr, count=3):
