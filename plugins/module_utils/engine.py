@@ -21,7 +21,7 @@ from .addressing import first_physical_link, node_address
 from .endpoints import announced_endpoints
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
-from .nft import apply_batch, list_table
+from .nft import apply_batch, list_table, nft_available
 from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .statefile import StateFileError, ensure_dir, read_json, write_json
@@ -482,11 +482,12 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
             result.changes.append("remove route to %s from table %s" % (route["dst"], cfg.route_table))
             if not check_mode:
                 nl.del_route(route)
-    if list_table(cfg.nft_table) is not None:
-        result.changes.append("remove nftables table inet %s" % cfg.nft_table)
-        if not check_mode:
-            apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
-    _reconcile_firewall(settings, False, check_mode, result)
+    if nft_available():  # without nft on the host there is no table or opening of ours to remove
+        if list_table(cfg.nft_table) is not None:
+            result.changes.append("remove nftables table inet %s" % cfg.nft_table)
+            if not check_mode:
+                apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
+        _reconcile_firewall(settings, False, check_mode, result)
     for name in ("peerstatus.json", "metrics.prom"):
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):

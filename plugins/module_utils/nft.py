@@ -24,6 +24,14 @@ def nft_binary() -> str:
     return found
 
 
+def nft_available() -> bool:
+    try:
+        nft_binary()
+        return True
+    except NftError:
+        return False
+
+
 def list_table(table: str, family: str = "inet") -> Optional[dict]:
     """``nft -j list table`` as a dict, or None when the table does not exist."""
     proc = subprocess.run([nft_binary(), "-j", "list", "table", family, table], capture_output=True, text=True, timeout=60, check=False)
