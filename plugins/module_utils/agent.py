@@ -27,7 +27,7 @@ from .peerstatus import (
     update_from_wireguard,
 )
 from .statefile import LockBusy, StateFileError, atomic_write, read_json, state_lock, write_json
-from .wgtypes import DeviceUpdate
+from .wgtypes import DeviceUpdate, WireGuardError
 
 STATUS_FILE = "peerstatus.json"
 METRICS_FILE = "metrics.prom"
@@ -43,8 +43,10 @@ def load_statuses(state_dir: str) -> Tuple[Dict[str, PeerStatus], Optional[str]]
     try:
         data = read_json(path)
         return (statuses_from_json(data) if data is not None else {}), None
-    except (StateFileError, ValueError) as exc:
-        return {}, "%s is corrupt (%s): starting with fresh peer statuses" % (path, exc)
+    except StateFileError as exc:
+        return {}, "%s; starting with fresh peer statuses" % exc
+    except ValueError as exc:
+        return {}, "%s is corrupt (%s); starting with fresh peer statuses" % (path, exc)
 
 
 def _escape(value: str) -> str:
@@ -114,7 +116,18 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     dev = open_device(res.implementation, settings.interface)
     try:
         for i in range(samples):
-            device = dev.read()
+            try:
+                device = dev.read()
+            except WireGuardError as exc:
+                # the device vanished while we watched (interface deleted, wireguard-go killed): repair now
+                # rather than at the next tick; a second failure ends the tick with an error
+                log("device lost during the tick (%s): re-applying the desired state" % exc)
+                with state_lock(state_dir, timeout=lock_timeout):
+                    for change in reapply_from_state(state_dir).changes:
+                        log("repaired: %s" % change)
+                dev.close()
+                dev = open_device(res.implementation, settings.interface)
+                device = dev.read()
             statuses, updates, events = tick(statuses, device, peers, now_fn(), settings_status)
             for event in events:
                 log(event)
