@@ -68,6 +68,18 @@ passed=() failed=()
 export KUBESPAN_TEST_MEASUREMENTS="$LOG_DIR/measurements.txt"
 : >"$KUBESPAN_TEST_MEASUREMENTS"
 
+# record NAME RC SECONDS: count a finished section as passed or failed and print its result line.
+record() {
+    local name="$1" rc="$2" took="$3"
+    if ((rc == 0)); then
+        passed+=("$name (${took}s)")
+        printf -- '-------------------- %s: PASSED in %d s\n' "$name" "$took"
+    else
+        failed+=("$name (${took}s, rc $rc)")
+        printf -- '-------------------- %s: FAILED (rc %d) in %d s, log: %s\n' "$name" "$rc" "$took" "$LOG_DIR/$name.log"
+    fi
+}
+
 # section NAME COMMAND...: run one section with a banner, tee its output into build/test-logs/NAME.log,
 # record the result and its duration. Never exits: later sections still run.
 section() {
@@ -79,14 +91,7 @@ section() {
     "$@" 2>&1 | tee "$LOG_DIR/$name.log"
     rc=${PIPESTATUS[0]}
     set -e
-    local took=$((SECONDS - start))
-    if ((rc == 0)); then
-        passed+=("$name (${took}s)")
-        printf -- '-------------------- %s: PASSED in %d s\n' "$name" "$took"
-    else
-        failed+=("$name (${took}s, rc $rc)")
-        printf -- '-------------------- %s: FAILED (rc %d) in %d s, log: %s\n' "$name" "$rc" "$took" "$LOG_DIR/$name.log"
-    fi
+    record "$name" "$rc" $((SECONDS - start))
 }
 
 # section_start NAME COMMAND...: start one section in the background, its output only in
@@ -121,13 +126,7 @@ section_finish() {
     rm -f "$LOG_DIR/$bg_name.end"
     printf '\n==================== %s (ran in the background): output\n' "$bg_name"
     cat "$LOG_DIR/$bg_name.log"
-    if ((rc == 0)); then
-        passed+=("$bg_name (${took}s)")
-        printf -- '-------------------- %s: PASSED in %d s\n' "$bg_name" "$took"
-    else
-        failed+=("$bg_name (${took}s, rc $rc)")
-        printf -- '-------------------- %s: FAILED (rc %d) in %d s, log: %s\n' "$bg_name" "$rc" "$took" "$LOG_DIR/$bg_name.log"
-    fi
+    record "$bg_name" "$rc" "$took"
 }
 
 # --- unit and controller integration tests ------------------------------------------------------

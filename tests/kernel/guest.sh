@@ -41,24 +41,22 @@ else
 fi
 say "wireguard loaded"
 
-# underlay: netns a and b, veth, IPv4 and IPv6 (nodad: no duplicate address detection delay)
-ip -batch - <<'EOF' || exit 1
-netns add a
-netns add b
-link add veth-a netns a type veth peer name veth-b netns b
-EOF
-ip -n a -batch - <<'EOF' || exit 1
-addr add 192.168.77.1/24 dev veth-a
-addr add fd77::1/64 dev veth-a nodad
-link set lo up
-link set veth-a up
-EOF
-ip -n b -batch - <<'EOF' || exit 1
-addr add 192.168.77.2/24 dev veth-b
-addr add fd77::2/64 dev veth-b nodad
-link set lo up
-link set veth-b up
-EOF
+# netns_pair X Y V4NET [V6NET]: namespaces X and Y joined by veth-X/veth-Y, addresses .1 and .2 of
+# V4NET (a /24 prefix like 192.168.77) and, if given, ::1 and ::2 of V6NET (nodad: no DAD delay)
+netns_pair() {
+    local x=$1 y=$2 v4=$3 v6=${4:-} n=1 ns
+    ip netns add "$x" && ip netns add "$y" || return 1
+    ip link add "veth-$x" netns "$x" type veth peer name "veth-$y" netns "$y" || return 1
+    for ns in "$x" "$y"; do
+        ip -n "$ns" addr add "$v4.$n/24" dev "veth-$ns" || return 1
+        if [ -n "$v6" ]; then ip -n "$ns" addr add "$v6::$n/64" dev "veth-$ns" nodad || return 1; fi
+        ip -n "$ns" link set lo up && ip -n "$ns" link set "veth-$ns" up || return 1
+        n=$((n + 1))
+    done
+}
+
+# underlay: netns a and b, IPv4 and IPv6
+netns_pair a b 192.168.77 fd77 || exit 1
 say "network namespaces ready"
 
 # the node agent imports module_utils as the package kubespan_mesh
@@ -79,21 +77,7 @@ fi
 
 # engine phase: the module's and the agent's own reconcile (engine.py) on the kernel data path,
 # in two more namespaces c and d
-ip -batch - <<'EOF2' || exit 1
-netns add c
-netns add d
-link add veth-c netns c type veth peer name veth-d netns d
-EOF2
-ip -n c -batch - <<'EOF2' || exit 1
-addr add 192.168.78.1/24 dev veth-c
-link set lo up
-link set veth-c up
-EOF2
-ip -n d -batch - <<'EOF2' || exit 1
-addr add 192.168.78.2/24 dev veth-d
-link set lo up
-link set veth-d up
-EOF2
+netns_pair c d 192.168.78 || exit 1
 ip netns exec c "$PY" "$HERE/engine_node.py" c 2>&1 &
 pid_c=$!
 ip netns exec d "$PY" "$HERE/engine_node.py" d 2>&1 &
