@@ -54,6 +54,8 @@ class Settings:
     mark_mask: int = 0x60
     nft_table: str = "kubespan"
     allow_down_peer_bypass: bool = False
+    firewall_backend: str = "auto"
+    firewalld_zone: str = ""
 
     def dataplane(self):
         from .dataplane import DataPlaneConfig
@@ -78,6 +80,9 @@ class Settings:
             raise ReconcileError("kubespan_persistent_keepalive %s must be 0-65535 seconds" % self.persistent_keepalive)
         if self.implementation not in ("auto", "kernel", "userspace"):
             raise ReconcileError("kubespan_wireguard_implementation %r must be auto, kernel or userspace" % self.implementation)
+        from .firewall import BACKENDS
+        if self.firewall_backend not in BACKENDS:
+            raise ReconcileError("kubespan_firewall_backend %r is unknown: use one of %s" % (self.firewall_backend, ", ".join(BACKENDS)))
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -200,6 +205,7 @@ class MeshResult:
     changes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     implementation: str = ""
+    firewall_backend: str = ""
     peers: List[dict] = field(default_factory=list)
     before: str = ""
     after: str = ""
@@ -255,10 +261,10 @@ def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_na
 
 def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster_secret: str, peers: List[dict],
                    members: Optional[List[str]] = None, check_mode: bool = False, persist: bool = True,
-                   now: Optional[float] = None, up_peers: Optional[List[str]] = None) -> MeshResult:
+                   now: Optional[float] = None, up_peers: Optional[List[str]] = None, agent: bool = False) -> MeshResult:
     """Bring the WireGuard interface, its address and MTU, its peers, the policy routing and the nftables
     table to the desired state. ``up_peers`` (public keys) matters only with allow_down_peer_bypass; None
-    reads the node agent's last statuses."""
+    reads the node agent's last statuses. ``agent``: a node agent tick (skips the slow firewall CLIs)."""
     settings.validate()
     now = time.time() if now is None else now
     result = MeshResult()
@@ -352,7 +358,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
                 elif op == "up":
                     nl.set_up(idx)
 
-    _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result)
+    _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result, agent)
 
     keep = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
             "exclude_advertised_networks")
@@ -399,7 +405,7 @@ def agent_up_peers(state_dir: str) -> List[str]:
 
 
 def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
-                         result: MeshResult) -> None:
+                         result: MeshResult, agent: bool = False) -> None:
     """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan."""
     from .dataplane import desired_nft, desired_routes, desired_rules, diff_nft, diff_routes, diff_rules, nft_batch, render_nft, render_route, render_rule
     from .peerspec import routed_set
@@ -437,17 +443,54 @@ def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict],
             nl.add_rule(r)
     if nft_diff.changed:
         apply_batch(nft_batch(want_nft), "update table inet %s" % cfg.nft_table)
-    _reconcile_firewall(settings, True, check_mode, result)
+    _reconcile_firewall(settings, True, check_mode, result, agent)
 
 
-def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult) -> None:
-    """Open the listen port (and trust the interface) in the host's input chains with policy drop."""
-    from .firewall import plan_openings
+FIREWALL_FILE = "firewall.json"
+
+
+def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult, agent: bool = False) -> None:
+    """Open the listen port and trust the interface in whatever firewall manages the host.
+
+    nftables: rules in the host's input chains with policy drop (cheap: also re-checked by the agent).
+    ufw / firewalld: their own rules, made persistent by them; checked by playbook runs (their CLIs take
+    seconds) and when disabling. Disabling removes what we added from every backend, whichever is in use.
+    """
+    from .firewall import parse_ufw_added, plan_firewalld, plan_openings, plan_ufw
+    from .hostfw import FirewallError, detect_backend, firewalld_apply, firewalld_default_zone, firewalld_running, firewalld_state, ufw_added, ufw_apply
     from .nft import list_ruleset
-    commands, changes = plan_openings(list_ruleset(), int(settings.listen_port), settings.interface, settings.nft_table, enabled)
-    result.changes.extend(changes)
-    if commands and not check_mode:
-        apply_batch({"nftables": commands}, "open UDP %s in the host firewall" % settings.listen_port)
+    port, ifname = int(settings.listen_port), settings.interface
+    nft_present = nft_available()
+    try:
+        backend = detect_backend(settings.firewall_backend, nft_present) if enabled else "none"
+        result.firewall_backend = backend
+        if nft_present and (backend == "nftables" or not enabled):
+            commands, changes = plan_openings(list_ruleset(), port, ifname, settings.nft_table, backend == "nftables")
+            result.changes.extend(changes)
+            if commands and not check_mode:
+                apply_batch({"nftables": commands}, "open UDP %s in the host firewall" % port)
+        if agent:
+            return
+        if backend == "ufw" or (not enabled and shutil.which("ufw")):
+            commands, changes = plan_ufw(parse_ufw_added(ufw_added()), port, ifname, backend == "ufw")
+            result.changes.extend(changes)
+            if commands and not check_mode:
+                ufw_apply(commands)
+        owned_path = os.path.join(settings.state_dir, FIREWALL_FILE)
+        owned = (read_json(owned_path) or {}).get("firewalld", {}) if os.path.exists(owned_path) else {}
+        if backend == "firewalld" or (not enabled and owned and firewalld_running()):
+            zone = settings.firewalld_zone or firewalld_default_zone()
+            commands, changes, warnings, new_owned = plan_firewalld(zone, port, ifname, firewalld_state(zone, port, ifname), owned,
+                                                                     backend == "firewalld")
+            result.changes.extend(changes)
+            result.warnings.extend(warnings)
+            if not check_mode:
+                firewalld_apply(commands)
+                if new_owned != owned:
+                    ensure_dir(settings.state_dir)
+                    write_json(owned_path, {"firewalld": new_owned})
+    except FirewallError as exc:
+        raise ReconcileError("host firewall (%s): %s" % (settings.firewall_backend, exc))
 
 
 def _render_policy(routes, rules, nft_text, render_route, render_rule) -> str:
@@ -487,7 +530,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
             result.changes.append("remove nftables table inet %s" % cfg.nft_table)
             if not check_mode:
                 apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
-        _reconcile_firewall(settings, False, check_mode, result)
+    _reconcile_firewall(settings, False, check_mode, result)
     for name in ("peerstatus.json", "metrics.prom"):
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):
@@ -522,4 +565,4 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     settings = settings_from_state(state)
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
-                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers)
+                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, agent=True)

@@ -167,6 +167,22 @@ options:
     description: Name of the C(inet) nftables table that marks traffic to the peers' networks and clamps the TCP MSS.
     type: str
     default: kubespan
+  firewall_backend:
+    description:
+      - How the listen port is opened inbound and the interface trusted.
+      - V(nftables) adds two commented rules to every host input chain with policy drop (none when no chain drops).
+      - V(firewalld) opens the port in O(firewalld_zone) and puts the interface in the C(trusted) zone, runtime and permanent.
+      - V(ufw) adds C(allow <port>/udp) and C(allow in on <interface>) rules with the comment C(kubespan.mesh).
+      - V(auto) picks firewalld when its unit is active, else ufw when it is enabled, else nftables when C(nft) exists.
+      - V(none) leaves the host firewall alone.
+      - Only what this module added is ever removed (also with O(state=absent), whatever the backend).
+    type: str
+    choices: [auto, nftables, firewalld, ufw, none]
+    default: auto
+  firewalld_zone:
+    description: firewalld zone that gets the listen port; empty for the default zone.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -193,6 +209,11 @@ implementation:
   returned: success
   type: str
   sample: userspace
+firewall_backend:
+  description: The host firewall the port was opened in (V(none) when nothing manages it or it was turned off).
+  returned: when O(state=present)
+  type: str
+  sample: nftables
 changes:
   description: What was (or in check mode would be) changed, one line each.
   returned: success
@@ -267,6 +288,8 @@ def main():
             force_mark=dict(type="int", default=0x40),
             mark_mask=dict(type="int", default=0x60),
             nft_table=dict(type="str", default="kubespan"),
+            firewall_backend=dict(type="str", choices=["auto", "nftables", "firewalld", "ufw", "none"], default="auto"),
+            firewalld_zone=dict(type="str", default=""),
         ),
         required_if=[("state", "present", ("cluster_id", "cluster_secret"))],
         supports_check_mode=True,
@@ -277,14 +300,16 @@ def main():
         if p["state"] == "absent":
             with state_lock(p["state_dir"]):
                 res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"], route_table=p["route_table"],
-                                             rule_priority=p["rule_priority"], nft_table=p["nft_table"]), check_mode=module.check_mode)
+                                             rule_priority=p["rule_priority"], nft_table=p["nft_table"],
+                                             listen_port=p["listen_port"]), check_mode=module.check_mode)
             return dict(changed=res.changed, changes=res.changes, peers=[], implementation="")
         cluster_id = validate_cluster_id(p["cluster_id"])
         secret = validate_cluster_secret(p["cluster_secret"])
         settings = Settings(interface=p["interface"], mtu=p["mtu"], listen_port=p["listen_port"], fwmark=p["fwmark"],
                             persistent_keepalive=p["persistent_keepalive"], implementation=p["implementation"],
                             state_dir=p["state_dir"], allow_down_peer_bypass=p["allow_down_peer_bypass"], route_table=p["route_table"],
-                            rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"])
+                            rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"],
+                            firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"])
         settings.validate()
         ident = load_identity(p["state_dir"])
         if ident is None:
@@ -296,7 +321,8 @@ def main():
             res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode)
         for w in warnings + res.warnings:
             module.warn(w)
-        out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation)
+        out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation,
+                   firewall_backend=res.firewall_backend)
         if module._diff and res.changed:
             out["diff"] = dict(before=res.before, after=res.after,
                                before_header="%s (before)" % p["interface"], after_header="%s (after)" % p["interface"])

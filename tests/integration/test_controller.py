@@ -75,11 +75,24 @@ def test_mtu_below_1280_is_refused(tmp_path):
     assert SECRET not in out
 
 
+def test_bad_networks_and_endpoints_are_all_named_before_any_change(tmp_path):
+    inv = inventory({"a": ["kubespan_kubernetes_networks: ['10.244.1.0/24', '10.244.300.0/24']",
+                           "kubespan_filters_endpoints: ['!bogus']", "kubespan_extra_announced_endpoints: ['203.0.113.7']"]},
+                    "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0
+    assert "kubespan_kubernetes_networks" in out and "10.244.300.0/24" in out
+    assert "kubespan_filters_endpoints" in out and "!bogus" in out
+    assert "kubespan_extra_announced_endpoints" in out and "203.0.113.7" in out
+    assert "Install the node packages" not in out and "Ensure the node identity" not in out
+
+
 def test_bad_choice_is_refused_by_the_argument_spec(tmp_path):
-    inv = inventory({"a": ["kubespan_wireguard_implementation: magic"]},
+    inv = inventory({"a": ["kubespan_wireguard_implementation: magic", "kubespan_firewall_backend: iptables"]},
                     "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
     rc, out = playbook(tmp_path, SITE, inventory=inv)
     assert rc != 0 and "kubespan_wireguard_implementation" in out and "magic" in out
+    assert "kubespan_firewall_backend" in out and "iptables" in out
 
 
 def test_gen_secrets_writes_once_with_0600(tmp_path):

@@ -37,12 +37,16 @@ force=0
 #   openssh-server                lets a test use the SSH connection instead of podman exec
 #   sudo                          playbooks/site.yml uses become: true, as on real machines
 #   ca-certificates               TLS for discovery-service style tests
+#   ufw, firewalld                the role's other firewall backends (molecule scenario dataplane); both
+#                                 installed disabled: a scenario turns one on where it tests it
+#   tcpdump, iperf3               packet captures (no cleartext to a down peer) and throughput (bench/)
 PACKAGES=(
     python3 python3-apt python3-nacl python3-pyroute2 python3-yaml
     netbase iproute2 nftables kmod
     wireguard-tools wireguard-go
     systemd systemd-sysv dbus
     iputils-ping procps openssh-server sudo ca-certificates
+    ufw firewalld tcpdump iperf3
 )
 
 # Units that only cost time or fail in a container: apt's daily jobs, e2scrub, fstrim, gettys.
@@ -85,6 +89,7 @@ mmdebstrap --quiet --variant=minbase --skip=cleanup/apt/lists \
     --include="$(IFS=,; echo "${PACKAGES[*]}")" \
     --customize-hook="chroot \"\$1\" systemctl mask ${MASK_UNITS[*]} >/dev/null 2>&1" \
     --customize-hook='rm -f "$1/var/lib/dbus/machine-id"; : >"$1/etc/machine-id"' \
+    --customize-hook='chroot "$1" systemctl disable firewalld.service ufw.service iperf3.service >/dev/null 2>&1 || true' \
     bookworm "$tarball" "$mirror"
 log "rootfs: $(du -h "$tarball" | cut -f1) in $((SECONDS - start)) s"
 

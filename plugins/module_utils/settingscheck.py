@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Check a host's KubeSpan role variables before anything is changed. Pure.
+
+The modules refuse bad values too, but only when they run, after earlier tasks may already have
+changed the host. The role calls ``settings_errors`` (through the ``kubespan.mesh.settings_errors``
+filter) in its first task, so a bad CIDR, port, MTU or firewall backend stops the run on every host
+before the first change, with a message naming the variable, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import List
+
+from .endpoints import parse_filter
+from .firewall import BACKENDS
+from .wgtypes import parse_endpoint
+
+MIN_MTU = 1280
+
+
+def _int(errors: List[str], settings: dict, name: str, low: int, high: int, hint: str) -> None:
+    if name not in settings:
+        return
+    value = settings[name]
+    try:
+        number = int(str(value).strip(), 0)
+        ok = not isinstance(value, bool) and low <= number <= high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        errors.append("%s=%s: %s" % (name, value, hint))
+
+
+def _list(errors: List[str], settings: dict, name: str) -> list:
+    value = settings.get(name)
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        errors.append("%s=%r: must be a list (YAML: one item per line, '- 10.244.1.0/24')" % (name, value))
+        return []
+    return list(value)
+
+
+def settings_errors(settings: dict) -> List[str]:
+    """Every problem of the given role variables (names as in roles/kubespan/defaults), [] when fine."""
+    errors: List[str] = []
+    _int(errors, settings, "kubespan_mtu", MIN_MTU, 65535,
+         "the MTU must be %d-65535 (WireGuard over IPv6 needs %d; use the underlay MTU minus 80, e.g. 1420 for 1500)" % (MIN_MTU, MIN_MTU))
+    _int(errors, settings, "kubespan_listen_port", 1, 65535, "the UDP port must be 1-65535")
+    _int(errors, settings, "kubespan_persistent_keepalive", 0, 65535, "seconds, 0-65535 (0 turns keepalives off)")
+    _int(errors, settings, "kubespan_route_table", 1, 0xFFFFFFFE, "a routing table number, 1-4294967294 (Talos: 180)")
+    _int(errors, settings, "kubespan_rule_priority", 1, 0xFFFFFFFE, "a policy rule priority, 1-4294967294 (Talos: 32500)")
+    for name in ("kubespan_fwmark", "kubespan_force_mark", "kubespan_mark_mask"):
+        _int(errors, settings, name, 1, 0xFFFFFFFF, "a 32-bit firewall mark (Talos: fwmark 0x20, force 0x40, mask 0x60)")
+    _int(errors, settings, "kubespan_agent_interval", 5, 86400, "seconds between agent ticks, 5-86400")
+    backend = settings.get("kubespan_firewall_backend")
+    if backend is not None and backend not in BACKENDS:
+        errors.append("kubespan_firewall_backend=%r: use one of %s" % (backend, ", ".join(BACKENDS)))
+    for name in ("kubespan_filters_endpoints",):
+        for item in _list(errors, settings, name):
+            try:
+                parse_filter(item)
+            except ValueError as exc:
+                errors.append("%s: %s" % (name, exc))
+    for name in ("kubespan_kubernetes_networks", "kubespan_filters_exclude_advertised_networks"):
+        for item in _list(errors, settings, name):
+            try:
+                ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError as exc:
+                errors.append("%s: %r is not a network in CIDR form (e.g. 10.244.1.0/24): %s" % (name, item, exc))
+    for item in _list(errors, settings, "kubespan_extra_announced_endpoints"):
+        try:
+            parse_endpoint(str(item))
+        except ValueError as exc:
+            errors.append("kubespan_extra_announced_endpoints: %r is not ip:port or [ipv6]:port (%s)" % (item, exc))
+    interface = settings.get("kubespan_interface")
+    if interface is not None and (not isinstance(interface, str) or not 1 <= len(interface) <= 15 or "/" in interface or " " in interface):
+        errors.append("kubespan_interface=%r: an interface name of 1-15 characters without '/' or spaces" % (interface,))
+    return errors
