@@ -83,6 +83,27 @@ def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int) ->
     return "\n".join(out).replace("{}", "") + "\n"
 
 
+def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: Callable[[str], None], lock_timeout: float) -> Optional[List[str]]:
+    """With down-peer bypass, keep the routed set equal to the networks of the peers that are up.
+
+    Checked at every sample, applied only when the set of up peers changed (and once per tick, to repair
+    drift): a peer that comes up is forced into the mesh at once, not at the end of the tick (Talos once
+    missed new peers here); one that goes down, or whose path stalled, is bypassed until it is back.
+    """
+    want = up_peers(statuses)
+    if want == applied:
+        return applied
+    try:
+        with state_lock(state_dir, timeout=lock_timeout):
+            bypass = reapply_from_state(state_dir, up_peers=want)
+    except LockBusy as exc:
+        log("bypass set not updated now: %s" % exc)
+        return applied
+    for change in bypass.changes:
+        log("bypass set: %s" % change)
+    return want
+
+
 def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep_fn=time.sleep,
              lock_timeout: float = 20.0, status_settings: Optional[StatusSettings] = None, metrics_file: Optional[str] = None) -> int:
     """One agent tick. Returns the process exit code (non-zero when something is broken)."""
@@ -114,6 +135,7 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
         rc = 1
     samples = max(1, int(settings_status.watch_seconds // max(settings_status.sample_interval, 0.1)) + 1)
     dev = open_device(res.implementation, settings.interface)
+    applied_up: Optional[List[str]] = None
     try:
         for i in range(samples):
             try:
@@ -134,21 +156,13 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
             if updates:
                 with state_lock(state_dir, timeout=lock_timeout):
                     dev.apply(DeviceUpdate(peers=updates))
+            if settings.allow_down_peer_bypass:
+                applied_up = _follow_bypass(state_dir, statuses, applied_up, log, lock_timeout)
             if i + 1 < samples:
                 sleep_fn(settings_status.sample_interval)
     finally:
         dev.close()
     write_json(status_path(state_dir), statuses_to_json(statuses))
-    if settings.allow_down_peer_bypass:
-        # the routed set follows peer state: a peer that came up is forced into the mesh at once, one
-        # that went down is bypassed until it is back
-        try:
-            with state_lock(state_dir, timeout=lock_timeout):
-                bypass = reapply_from_state(state_dir, up_peers=up_peers(statuses))
-            for change in bypass.changes:
-                log("bypass set: %s" % change)
-        except LockBusy as exc:
-            log("bypass set not updated this tick: %s" % exc)
     path = metrics_file or os.path.join(state_dir, METRICS_FILE)
     atomic_write(path, render_metrics(statuses, now_fn(), len(res.changes)).encode("utf-8"), 0o644)
     return rc

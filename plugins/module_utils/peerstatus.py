@@ -45,7 +45,7 @@ still nothing came back STALL_AFTER (20 s) after we first saw that: a live peer 
 (10 s passive keepalive; or 15 s + jitter for our WireGuard's own re-handshake if the peer lost the
 session). Unanswered handshake initiations count as sent, so an idle dead path is also caught once
 WireGuard's rekey (120 s after the last handshake) goes unanswered. A stalled peer counts as down for
-cycling only, never for the state, and only while WireGuard uses the endpoint we set (a roamed
+cycling and for the down-peer bypass set (``up_peers``), never for the state, and only while WireGuard uses the endpoint we set (a roamed
 endpoint is left to Talos's rule). The switch keeps the session: the next packet goes out over the new
 endpoint, the peer roams to our new address and answers; WireGuard's pending handshake retries (every
 5 s while data is unanswered) complete there, so Talos's state sees a handshake after the change.
@@ -364,8 +364,14 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
 
 
 def up_peers(statuses: Dict[str, PeerStatus]) -> List[str]:
-    """Public keys of the peers that are up (the routed set when down-peer bypass is allowed)."""
-    return [key for key in sorted(statuses) if statuses[key].state == STATE_UP]
+    """Public keys of the peers whose networks are routed through the mesh when down-peer bypass is allowed.
+
+    Up as Talos computes it, and not stalled: a path the detector has seen die (data sent, nothing back
+    for STALL_AFTER) is bypassed at once instead of after Talos's 275 s. That cannot flap a healthy peer:
+    the detector never fires on one (idle, one-way or keepalive-only traffic; see the module doc), and a
+    stalled peer returns to the set as soon as anything is received from it.
+    """
+    return [key for key in sorted(statuses) if statuses[key].state == STATE_UP and not statuses[key].stalled]
 
 
 def _normalize(endpoint: Optional[str]) -> str:

@@ -441,3 +441,28 @@ def test_stall_needs_unanswered_data_for_the_whole_window():
     s = tick(prev, device(handshake=NOW - 10, rx=1000, tx=9000), [spec()], NOW + 10, off)[0]
     s, updates, events = tick(s, device(handshake=NOW - 10, rx=1000, tx=19000), [spec()], NOW + 100, off)
     assert updates == [] and not s[KEY].stalled and s[KEY].state == STATE_UP
+
+
+def _stall(endpoints):
+    """Ticks of a peer whose path dies at NOW + 10 while we keep sending (a single peer KEY)."""
+    s = tick({}, device(handshake=NOW - 10, rx=1000, tx=1000), [spec(endpoints)], NOW)[0]
+    s = tick(s, device(handshake=NOW - 10, rx=1000, tx=2000), [spec(endpoints)], NOW + 10)[0]
+    return tick(s, device(handshake=NOW - 10, rx=1000, tx=3000), [spec(endpoints)], NOW + 31)[0]
+
+
+def test_stalled_peer_without_other_endpoint_leaves_the_bypass_set_but_stays_up():
+    s = _stall([EP0])
+    assert s[KEY].state == STATE_UP and s[KEY].stalled
+    assert up_peers(s) == []
+    # the peer answers again: back in the set at the next sample
+    s = tick(s, device(handshake=NOW + 33, rx=1200, tx=3100), [spec([EP0])], NOW + 35)[0]
+    assert not s[KEY].stalled and up_peers(s) == [KEY]
+
+
+def test_stalled_peer_with_another_endpoint_is_moved_and_back_in_the_set_at_its_handshake():
+    s = _stall([EP0, EP1])
+    # Talos's rule after an endpoint change: unknown (so bypassed) until a handshake on the new one
+    assert s[KEY].endpoint == EP1 and not s[KEY].stalled and s[KEY].state == STATE_UNKNOWN
+    assert up_peers(s) == []
+    s = tick(s, device(endpoint=EP1, handshake=NOW + 33, rx=1200, tx=3100), [spec([EP0, EP1])], NOW + 35)[0]
+    assert up_peers(s) == [KEY]
