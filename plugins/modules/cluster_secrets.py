@@ -24,10 +24,15 @@ attributes:
     support: full
   diff_mode:
     support: none
+    details: No diff is returned on purpose; its content would be the cluster secret.
+  idempotent:
+    support: full
+    details: An existing file is validated and kept (unless O(force=true), which always writes new secrets).
   platform:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - kubespan.mesh.attributes
 options:
   path:
     description: The vars file to write, for example C(group_vars/kubespan/secrets.yml).

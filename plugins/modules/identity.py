@@ -30,10 +30,17 @@ attributes:
     details: A missing identity is reported as would be created; nothing is written.
   diff_mode:
     support: none
+    details:
+      - No diff is returned. What a run created is in RV(identity.created) and RV(identity); in check mode
+        RV(would_create) says whether an identity would be generated. The private key is never part of any result.
+  idempotent:
+    support: full
+    details: The key pair, node ID and address are generated once and kept while the cluster ID is unchanged.
   platform:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - kubespan.mesh.attributes
 options:
   cluster_id:
     description:

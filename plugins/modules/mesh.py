@@ -17,8 +17,13 @@ description:
   - Creates the interface with kernel WireGuard over netlink when the kernel has it, else runs userspace
     C(wireguard-go) through the C(kubespan-wireguard-go.service) unit; sets the private key (read from
     the node's identity file, never passed in), listen port, fwmark, the node's ULA as /64, the MTU, and one
-    peer per affiliate with the cluster secret as preshared key, persistent keepalive and AllowedIPs set to
-    the peer's KubeSpan address.
+    peer per affiliate with the cluster secret as preshared key and persistent keepalive. A peer's
+    AllowedIPs are built as Talos builds them (its KubeSpan address, its node addresses as hosts, its
+    advertised networks, minus its excluded networks; a claim that overlaps an earlier peer is cut with a
+    warning).
+  - Sets up the data plane as Talos does (routing table O(route_table), C(fwmark) rules at
+    O(rule_priority), the C(inet) nftables table O(nft_table)) and opens the listen port in the host
+    firewall (O(firewall_backend)).
   - Only differences are applied, peer by peer, so unchanged peers keep their handshakes and endpoints; an
     endpoint WireGuard learned from authenticated traffic is not overwritten while the peer is up.
   - With O(members), hosts of the cluster group that are not in O(peers) (for example outside a
@@ -36,16 +41,24 @@ attributes:
   diff_mode:
     support: full
     details: Shows the interface and peers without private or preshared keys.
+  idempotent:
+    support: full
+    details:
+      - A second run with the same peers sends nothing to the device. An endpoint that WireGuard learned from
+        authenticated traffic (roaming, NAT) or that the node agent chose is kept while it is a candidate.
   platform:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - kubespan.mesh.attributes
 options:
   state:
     description:
       - V(present) builds or reconciles the mesh.
-      - V(absent) removes the interface (stopping wireguard-go) and the persisted desired state, so the node
-        agent stops re-applying it; the identity is kept, as Talos keeps it when KubeSpan is disabled.
+      - V(absent) removes the interface (stopping wireguard-go), the routes, rules, nftables table and the
+        firewall openings this module added, and marks the persisted desired state disabled so the node agent
+        leaves the node alone. The identity and the last known peers are kept (Talos keeps the identity when
+        KubeSpan is disabled), so a later V(present) run, even with C(--limit), restores the same node.
     type: str
     choices: [present, absent]
     default: present

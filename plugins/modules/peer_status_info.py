@@ -24,10 +24,14 @@ attributes:
     support: full
   diff_mode:
     support: N/A
+    details: Reads only; never reports a change.
+  idempotent:
+    support: full
   platform:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - kubespan.mesh.attributes
 options:
   state_dir:
     description: Directory with the identity, the desired state and the agent's statuses.
