@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Affiliates through the discovery service: sealing this node's, opening and merging the others'. Pure logic.
+
+This project's affiliate dict (roles/kubespan ``kubespan_affiliate``, peers.validate_affiliate) is::
+
+    {"name", "node_id", "public_key", "address", "endpoints": ["ip:port"...], "addresses": [...],
+     "additional_addresses": [cidr...], "exclude_advertised_networks": [cidr...]}
+
+On the wire it is Talos's client ``Affiliate`` (node_id, addresses, hostname, nodename, KubeSpan{public_key,
+address, additional_addresses, exclude_advertised_addresses}) sealed with AES-GCM, plus one ECB-sealed
+``Endpoint`` per endpoint; the affiliate ID on the service is the node ID, as in Talos.
+
+Merge rules (Talos's, with the inventory first): inventory affiliates, then discovered ones merged by node ID
+(lists union, the inventory's order first; the node's identity, public key and KubeSpan address, must agree),
+new node IDs added as peers. Skipped: this node's own ID, affiliates without data or without KubeSpan.
+Dropped with a reason, never raised: data that does not open or parse (wrong secret, forged, corrupt,
+oversize), an affiliate ID that is not the node ID inside the data (a replayed blob), a public key or name
+already used by another peer, and any claimed address or network that overlaps the local node's or another
+peer's (Talos resolves overlaps by order and warns; here a discovered peer can never take traffic that
+belongs to a node we already know).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Iterable, List, Optional, Tuple
+
+from .discovery_crypto import DiscoveryCryptoError, open_data, open_endpoint, seal_data, seal_endpoint
+from .discovery_wire import (
+    ClientAffiliate,
+    Endpoint,
+    KubeSpan,
+    ServerAffiliate,
+    WireError,
+    endpoint_from_message,
+    endpoint_to_message,
+    ip_from_bytes,
+    ip_to_bytes,
+    prefix_from_message,
+    prefix_to_message,
+)
+from .ipset import IPSet
+from .peers import PeerError, validate_affiliate
+from .peerspec import local_ipset, peer_ipset
+from .wgtypes import key_to_bytes
+
+SOURCE_DISCOVERY = "discovery"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+LIST_KEYS = ("endpoints", "addresses", "additional_addresses", "exclude_advertised_networks")
+
+
+class AffiliateError(ValueError):
+    """A discovered affiliate is unusable; the message says which and why."""
+
+
+# --- this node -> the service --------------------------------------------------------------------
+
+
+def affiliate_message(aff: dict, hostname: str = "", machine_type: str = "", operating_system: str = "") -> Tuple[ClientAffiliate, List[Endpoint]]:
+    """This project's affiliate dict -> Talos's client Affiliate and its Endpoints (ValueError on bad values)."""
+    kubespan = KubeSpan(
+        public_key=aff["public_key"],
+        address=ip_to_bytes(aff["address"]),
+        additional_addresses=[prefix_to_message(p) for p in aff.get("additional_addresses") or []],
+        exclude_advertised_addresses=[prefix_to_message(p) for p in aff.get("exclude_advertised_networks") or []],
+    )
+    msg = ClientAffiliate(
+        node_id=aff.get("node_id") or "",
+        addresses=[ip_to_bytes(a) for a in aff.get("addresses") or []],
+        hostname=hostname or aff.get("name") or "",
+        nodename=aff.get("name") or "",
+        machine_type=machine_type,
+        operating_system=operating_system,
+        kubespan=kubespan,
+    )
+    return msg, [endpoint_to_message(e) for e in aff.get("endpoints") or []]
+
+
+def seal_affiliate(key: bytes, aff: dict, **fields) -> Tuple[bytes, List[bytes]]:
+    """(affiliate data, endpoint blobs) to publish with AffiliateUpdate under affiliate ID ``aff["node_id"]``."""
+    msg, endpoints = affiliate_message(aff, **fields)
+    return seal_data(key, msg.encode()), [seal_endpoint(key, e.encode()) for e in endpoints]
+
+
+def seal_endpoints(key: bytes, endpoints: Iterable[str]) -> List[bytes]:
+    """Endpoint blobs alone: to publish endpoints harvested for another affiliate (AffiliateUpdate without data)."""
+    return [seal_endpoint(key, endpoint_to_message(e).encode()) for e in endpoints]
+
+
+# --- the service -> this node --------------------------------------------------------------------
+
+
+def _name(msg: ClientAffiliate) -> str:
+    for candidate in (msg.nodename, msg.hostname.split(".", 1)[0] if msg.hostname else ""):
+        if candidate and _NAME_RE.match(candidate):
+            return candidate
+    return "discovered-%s" % re.sub(r"[^A-Za-z0-9]", "", msg.node_id)[:12]
+
+
+def affiliate_from_message(msg: ClientAffiliate, endpoints: Iterable[str] = ()) -> dict:
+    """Talos's client Affiliate (decrypted) -> this project's affiliate dict; AffiliateError if it has no usable KubeSpan data."""
+    if msg.kubespan is None or not msg.kubespan.public_key:
+        raise AffiliateError("node %s has no KubeSpan data (KubeSpan disabled there?)" % msg.node_id)
+    try:
+        key_to_bytes(msg.kubespan.public_key)
+    except ValueError as exc:
+        raise AffiliateError("node %s: public key %s" % (msg.node_id, exc))
+    try:
+        address = ip_from_bytes(msg.kubespan.address)
+        if ":" not in address:
+            raise WireError("the KubeSpan address is not IPv6")
+        aff = {
+            "name": _name(msg),
+            "node_id": msg.node_id,
+            "public_key": msg.kubespan.public_key,
+            "address": address,
+            "endpoints": list(dict.fromkeys(endpoints)),
+            "addresses": list(dict.fromkeys(ip_from_bytes(a) for a in msg.addresses)),
+            "additional_addresses": [prefix_from_message(p) for p in msg.kubespan.additional_addresses],
+            "exclude_advertised_networks": [prefix_from_message(p) for p in msg.kubespan.exclude_advertised_addresses],
+            "source": SOURCE_DISCOVERY,
+        }
+    except WireError as exc:
+        raise AffiliateError("node %s: %s" % (msg.node_id, exc))
+    return aff
+
+
+def open_affiliate(key: bytes, server_affiliate: ServerAffiliate) -> Tuple[Optional[dict], List[str]]:
+    """Decrypt and convert one affiliate from List/Watch: (dict or None, reasons). Never raises on bad data.
+
+    None with no reason: nothing to use yet (no data). None with a reason: dropped. Endpoints that do not open
+    are skipped one by one, each with a reason.
+    """
+    aid = server_affiliate.id
+    if not server_affiliate.data:
+        return None, []
+    try:
+        msg = ClientAffiliate.decode(open_data(key, server_affiliate.data))
+    except (DiscoveryCryptoError, WireError) as exc:
+        return None, ["discovered affiliate %s dropped: %s" % (aid, exc)]
+    if msg.node_id != aid:
+        return None, ["discovered affiliate %s dropped: its data belongs to node %r (a replayed or misfiled blob)" % (aid, msg.node_id[:64])]
+    reasons = []
+    endpoints = []
+    for blob in server_affiliate.endpoints:
+        try:
+            endpoints.append(endpoint_from_message(Endpoint.decode(open_endpoint(key, blob))))
+        except (DiscoveryCryptoError, WireError) as exc:
+            reasons.append("discovered affiliate %s: an endpoint was skipped: %s" % (aid, exc))
+    try:
+        return affiliate_from_message(msg, endpoints), reasons
+    except AffiliateError as exc:
+        return None, reasons + ["discovered affiliate %s dropped: %s" % (aid, exc)]
+
+
+def open_affiliates(key: bytes, server_affiliates: Iterable[ServerAffiliate], local_node_id: str = "") -> Tuple[List[dict], List[str]]:
+    """All affiliates of a List or a Watch snapshot, skipping this node's own ID; sorted by node ID."""
+    result, reasons = [], []
+    for sa in sorted(server_affiliates, key=lambda a: a.id):
+        if local_node_id and sa.id == local_node_id:
+            continue
+        aff, why = open_affiliate(key, sa)
+        reasons.extend(why)
+        if aff is not None:
+            result.append(aff)
+    return result, reasons
+
+
+# --- merge ----------------------------------------------------------------------------------------
+
+
+def _claims(aff: dict) -> IPSet:
+    try:
+        return peer_ipset(aff)
+    except ValueError:
+        return IPSet()
+
+
+def _union(first: list, second: list) -> list:
+    return list(dict.fromkeys(list(first or []) + list(second or [])))
+
+
+def merge_affiliates(
+    inventory: Iterable[dict],
+    discovered: Optional[Iterable[dict]],
+    subnet: ipaddress.IPv6Network,
+    local_node_id: str = "",
+    local_public_key: str = "",
+    local_address: str = "",
+    local_addresses: Iterable[str] = (),
+    local_networks: Iterable[str] = (),
+    last_discovered: Optional[Iterable[dict]] = None,
+) -> Tuple[List[dict], List[str]]:
+    """Inventory affiliates merged with discovered ones: (affiliates for peers.build_peer_set, reasons).
+
+    ``discovered`` None means the service is not available: ``last_discovered`` (what the previous merge
+    returned with source "discovery") stands in, so an outage never tears down peers. Discovered entries in
+    the result carry ``"source": "discovery"``; inventory entries keep their shape (plus endpoints and lists
+    learnt from discovery for the same node ID).
+    """
+    reasons: List[str] = []
+    if discovered is None:
+        discovered = [a for a in last_discovered or [] if a.get("source") == SOURCE_DISCOVERY]
+        if discovered:
+            reasons.append("discovery service unavailable: keeping the %d affiliates discovered last" % len(discovered))
+    result = [dict(a) for a in inventory]
+    by_node = {a.get("node_id"): i for i, a in enumerate(result) if a.get("node_id")}
+    local_claims = IPSet()
+    try:
+        local_claims = local_ipset([str(local_address).split("/", 1)[0]] if local_address else [], []).union(
+            local_ipset(local_addresses, local_networks))
+    except ValueError as exc:
+        reasons.append("local addresses ignored for overlap checks: %s" % exc)
+    claims = [_claims(a) for a in result]
+
+    def overlap(ipset: IPSet, skip: int = -1) -> Optional[str]:
+        if ipset.overlaps(local_claims):
+            return "this node's own addresses (%s)" % ", ".join(ipset.intersection(local_claims).prefixes()[:4])
+        for i, other in enumerate(claims):
+            if i != skip and ipset.overlaps(other):
+                return "peer %s's (%s)" % (result[i].get("name"), ", ".join(ipset.intersection(other).prefixes()[:4]))
+        return None
+
+    for raw in sorted(discovered, key=lambda a: str(a.get("node_id"))):
+        node_id = raw.get("node_id") or ""
+        label = "discovered node %s (%s)" % (node_id, raw.get("name"))
+        if local_node_id and node_id == local_node_id:
+            continue
+        if local_public_key and raw.get("public_key") == local_public_key:
+            reasons.append("%s dropped: it claims this node's public key" % label)
+            continue
+        try:
+            aff = validate_affiliate(raw, subnet)
+        except PeerError as exc:
+            reasons.append("%s dropped: %s" % (label, exc))
+            continue
+        aff["source"] = SOURCE_DISCOVERY
+        index = by_node.get(node_id)
+        if index is not None:
+            known = result[index]
+            if known.get("public_key") != aff["public_key"] or str(known.get("address", "")).split("/")[0] != aff["address"]:
+                reasons.append("%s dropped: its public key or KubeSpan address differs from the inventory's for that node ID" % label)
+                continue
+            merged = dict(known)
+            merged["endpoints"] = _union(known.get("endpoints"), aff["endpoints"])
+            for key in LIST_KEYS[1:]:
+                merged[key] = _union(known.get(key), aff.get(key))
+            grown = _claims(merged).difference(claims[index])
+            clash = overlap(grown, skip=index) if grown else None
+            if clash:
+                reasons.append("%s: addresses it adds overlap %s: only its endpoints are used" % (label, clash))
+                merged = dict(known, endpoints=merged["endpoints"])
+            result[index] = merged
+            claims[index] = _claims(merged)
+            continue
+        if any(a.get("public_key") == aff["public_key"] for a in result):
+            reasons.append("%s dropped: its public key belongs to another peer" % label)
+            continue
+        if any(a.get("name") == aff["name"] for a in result):
+            reasons.append("%s dropped: the name %s belongs to another peer" % (label, aff["name"]))
+            continue
+        mine = _claims(aff)
+        clash = overlap(mine)
+        if clash:
+            reasons.append("%s dropped: its addresses overlap %s" % (label, clash))
+            continue
+        by_node[node_id] = len(result)
+        result.append(aff)
+        claims.append(mine)
+    return result, reasons
+
+
+def discovered_only(affiliates: Iterable[dict]) -> List[dict]:
+    """The entries of a merge result that came from discovery alone (what to keep as ``last_discovered``)."""
+    return [dict(a) for a in affiliates if a.get("source") == SOURCE_DISCOVERY]
+
