@@ -16,11 +16,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Optional
 
-from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, parse_flat_yaml, read_text
+from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, fsync_dir, parse_flat_yaml, read_text
 from .wgtypes import key_to_bytes
 
 KUBESPAN_IDENTITY_FILE = "kubespan-identity.yaml"
 NODE_IDENTITY_FILE = "node-identity.yaml"
+# Present only while a new identity's two files are being written: a crash between them leaves a
+# half identity that was never used, which the next run replaces instead of calling it corrupt.
+CREATING_MARKER = ".identity-creating"
 BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -90,6 +93,8 @@ def load_identity(state_dir: str) -> Optional[Identity]:
     ntext = read_text(npath)
     if ktext is None and ntext is None:
         return None
+    if (ktext is None or ntext is None) and os.path.exists(os.path.join(state_dir, CREATING_MARKER)):
+        return None  # the creation of this identity was interrupted before it completed: never used
     if ktext is None:
         raise StateFileError("%s is missing but %s exists: restore the key file from backup, or remove both to create a new identity" % (kpath, npath))
     if ntext is None:
@@ -114,7 +119,9 @@ def load_identity(state_dir: str) -> Optional[Identity]:
 def save_identity(state_dir: str, ident: Identity, node_file: bool = True) -> None:
     ensure_dir(state_dir)
     kpath, npath = identity_paths(state_dir)
+    marker = os.path.join(state_dir, CREATING_MARKER)
     if node_file:
+        atomic_write(marker, b"")
         atomic_write(npath, dump_flat_yaml({"nodeId": ident.node_id}))
     atomic_write(kpath, dump_flat_yaml({
         "address": ident.address,
@@ -122,6 +129,12 @@ def save_identity(state_dir: str, ident: Identity, node_file: bool = True) -> No
         "privateKey": ident.private_key,
         "publicKey": ident.public_key,
     }))
+    if node_file:
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            pass
+        fsync_dir(state_dir)
 
 
 def new_identity() -> Identity:

@@ -79,12 +79,43 @@ def ensure_dir(path: str, mode: int = STATE_DIR_MODE) -> bool:
     return changed
 
 
+STALE_TEMP_AGE = 600.0  # seconds: a temporary file this old belongs to a writer that was killed
+
+
+def fsync_dir(directory: str) -> None:
+    """Make renames and unlinks in ``directory`` durable."""
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _remove_stale_temps(directory: str, prefix: str) -> None:
+    """Remove temporary files of ``prefix`` that killed writers left behind (they may hold a key copy)."""
+    now = time.time()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            full = os.path.join(directory, name)
+            try:
+                if now - os.lstat(full).st_mtime > STALE_TEMP_AGE:
+                    os.unlink(full)
+            except OSError:
+                pass
+
+
 def atomic_write(path: str, data: bytes, mode: int = STATE_FILE_MODE) -> None:
     """Atomically replace ``path`` with ``data`` (mode ``mode``), durable across power loss."""
     directory = os.path.dirname(os.path.abspath(path))
+    prefix = "." + os.path.basename(path) + "."
     fd, tmp = -1, None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        _remove_stale_temps(directory, prefix)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
         os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
@@ -95,11 +126,7 @@ def atomic_write(path: str, data: bytes, mode: int = STATE_FILE_MODE) -> None:
         fd = -1
         os.rename(tmp, path)
         tmp = None
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(directory)
     except OSError as exc:
         raise StateFileError("cannot write %s: %s (the previous version, if any, is unchanged)" % (path, exc.strerror or exc))
     finally:
@@ -112,8 +139,8 @@ def atomic_write(path: str, data: bytes, mode: int = STATE_FILE_MODE) -> None:
                 pass
 
 
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SAFE_PLAIN_RE = re.compile(r"^[A-Za-z0-9+/=_.:\-]+$")
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z, not $: "$" also matches before a final newline
+_SAFE_PLAIN_RE = re.compile(r"^[A-Za-z0-9+/=_.:\-]+\Z")
 
 
 def dump_flat_yaml(values: Dict[str, str]) -> bytes:
