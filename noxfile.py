@@ -4,6 +4,7 @@
 
     nox -s sanity                      # ansible-test sanity with the oldest and the newest supported ansible-core
     nox -s "sanity(ansible_core='2.17')"
+    nox -s sanity -- --head            # the committed tree of HEAD only, as a fresh clone (CI) sees it
     nox -s docs                        # antsibull-docs lint of the collection's documentation
 
 Supported ansible-core versions: 2.17, 2.18 and 2.19 (meta/runtime.yml: requires_ansible >=2.17.0). The
@@ -82,8 +83,16 @@ def _ensure_get_pip_stand_in(version: str) -> None:
         os.replace(tmp, cache)
 
 
-def _copy_tree(dest: Path) -> None:
-    """Copy the files git tracks or would track (untracked work included, ignored files left out)."""
+def _copy_tree(dest: Path, head_only: bool = False) -> None:
+    """Copy the files git tracks or would track (untracked work included, ignored files left out).
+
+    With head_only, the committed tree of HEAD instead (what a fresh CI clone sees).
+    """
+    if head_only:
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-C", str(dest), "-xf", "-"], input=archive, check=True)
+        return
     out = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         check=True, capture_output=True,
@@ -100,7 +109,7 @@ def _copy_tree(dest: Path) -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("ansible_core", ANSIBLE_CORE)
 def sanity(session: nox.Session, ansible_core: str) -> None:
-    """ansible-test sanity of the collection with one ansible-core version."""
+    """ansible-test sanity of the collection with one ansible-core version (`-- --head`: HEAD only)."""
     session.install(f"ansible-core=={ansible_core}.*")
     session.run("ansible", "--version")
     _ensure_get_pip_stand_in(_ansible_test_pip_version(session))
@@ -108,7 +117,7 @@ def sanity(session: nox.Session, ansible_core: str) -> None:
         session.error("shellcheck is missing (apt-get install shellcheck): ansible-test would skip that test")
     with tempfile.TemporaryDirectory(prefix="kubespan-nox-") as tmp:
         copy = Path(tmp, "ansible_collections", "kubespan", "mesh")
-        _copy_tree(copy)
+        _copy_tree(copy, head_only="--head" in session.posargs)
         session.chdir(copy)
         session.run("ansible-test", "sanity", "--venv", "--python", PYTHON, "--color", "no",
                     env={"NO_COLOR": "1", "ANSIBLE_NOCOLOR": "1"})

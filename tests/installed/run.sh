@@ -71,7 +71,7 @@ export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
 unset ANSIBLE_CONFIG ANSIBLE_ROLES_PATH ANSIBLE_PLAYBOOK_DIR
 ansible-galaxy collection install --offline -p "$COLLECTIONS" "$tarball"
 # The podman connection plugin (containers.podman) from the venv's "ansible" package: Galaxy is not reachable.
-podman_src="$(python -c 'import ansible_collections.containers.podman as m, os; print(os.path.dirname(m.__file__))')"
+podman_src="$(python -c 'import ansible_collections.containers.podman as m; print(list(m.__path__)[0])')"
 cp -a "$podman_src" "$COLLECTIONS/ansible_collections/containers/podman"
 
 PROJECT="$WORK/project"   # the user's project directory: no checkout above it
@@ -91,7 +91,8 @@ for name in cluster_secrets identity mesh peer_status_info; do
     json="$(ansible-doc --json -t module "kubespan.mesh.$name")"
     python - "$name" "$json" <<'EOF'
 import json, sys
-name, doc = sys.argv[1], json.loads(sys.argv[2])["kubespan.mesh." + name]
+name = sys.argv[1]
+doc = json.loads(sys.argv[2])["kubespan.mesh." + name]
 missing = [part for part in ("doc", "examples", "return") if not doc.get(part)]
 attrs = (doc.get("doc") or {}).get("attributes") or {}
 missing += ["attributes." + a for a in ("check_mode", "diff_mode") if "support" not in attrs.get(a, {})]
@@ -129,7 +130,8 @@ chmod 0600 vault-pass
 export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
 
 banner "ansible-playbook kubespan.mesh.gen_secrets, ansible-vault encrypt"
-ansible-playbook kubespan.mesh.gen_secrets -e kubespan_secrets_file=group_vars/kubespan/secrets.yml
+# An absolute path: a relative one is taken relative to the playbook, i.e. inside the installed collection.
+ansible-playbook kubespan.mesh.gen_secrets -e kubespan_secrets_file="$PWD/group_vars/kubespan/secrets.yml"
 ansible-vault encrypt --vault-password-file vault-pass group_vars/kubespan/secrets.yml
 head -n 1 group_vars/kubespan/secrets.yml | grep -q '^\$ANSIBLE_VAULT' || fail "secrets.yml is not vault-encrypted"
 
