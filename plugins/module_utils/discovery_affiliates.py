@@ -241,7 +241,7 @@ def merge_affiliates(
         index = by_node.get(node_id)
         if index is not None:
             known = result[index]
-            if known.get("public_key") != aff["public_key"] or str(known.get("address", "")).split("/")[0] != aff["address"]:
+            if known.get("public_key") != aff["public_key"] or str(known.get("address", "")).split("/", 1)[0] != aff["address"]:
                 reasons.append("%s dropped: its public key or KubeSpan address differs from the inventory's for that node ID" % label)
                 continue
             merged = dict(known)
@@ -276,4 +276,3 @@ def merge_affiliates(
 def discovered_only(affiliates: Iterable[dict]) -> List[dict]:
     """The entries of a merge result that came from discovery alone (what to keep as ``last_discovered``)."""
     return [dict(a) for a in affiliates if a.get("source") == SOURCE_DISCOVERY]
-

@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     from .discovery_grpc import HAS_GRPC, DiscoveryServer
     if not HAS_GRPC:
-        print("kubespan-discovery: the Python grpc package is required: install python3-grpcio (Debian/Ubuntu)", file=sys.stderr)
+        sys.stderr.write("kubespan-discovery: the Python grpc package is required: install python3-grpcio (Debian/Ubuntu)\n")
         return 1
     cert = _read(args.tls_cert, "certificate") if args.tls_cert else None
     key = _read(args.tls_key, "key") if args.tls_key else None
@@ -80,11 +80,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         server.start()
     except (OSError, RuntimeError) as exc:
-        print("kubespan-discovery: %s" % exc, file=sys.stderr)
+        sys.stderr.write("kubespan-discovery: %s\n" % exc)
         return 1
-    print("listening on port %d" % server.port, flush=True)
+    sys.stdout.write("listening on port %d\n" % server.port)
+    sys.stdout.flush()
     while not stop.wait(1.0):
         pass
     server.stop()
     return 0
-

@@ -19,7 +19,6 @@ from urllib.parse import unquote, urlsplit
 
 from .discovery_server import (
     GC_INTERVAL,
-    INVALID_ARGUMENT,
     RESOURCE_EXHAUSTED,
     DiscoveryService,
     LimitError,
@@ -74,7 +73,7 @@ def _require_grpc() -> None:
 
 def peer_ip(peer: str) -> Optional[str]:
     """The IP of a grpc peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``, ``ipv6:%5B::1%5D:5``); None otherwise."""
-    scheme, _, rest = (peer or "").partition(":")
+    scheme, _sep, rest = (peer or "").partition(":")
     if scheme not in ("ipv4", "ipv6"):
         return None
     rest = unquote(rest)
@@ -388,4 +387,4 @@ class WatchStream:
 
 
 __all__ = ["DiscoveryClient", "DiscoveryRPCError", "DiscoveryServer", "HelloResult", "WatchEvent", "WatchStream", "HAS_GRPC",
-           "INVALID_ARGUMENT", "parse_service_endpoint", "peer_ip"]
+           "parse_service_endpoint", "peer_ip"]

@@ -19,6 +19,7 @@ import binascii
 import collections
 import ipaddress
 import json
+import math
 import threading
 import time
 from typing import Callable, Deque, Dict, List, Optional
@@ -185,6 +186,10 @@ class RateLimiter:
         return len(self._buckets)
 
 
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
 class DiscoveryState:
     """All clusters. Thread-safe; every method that needs the time reads ``clock()`` once."""
 
@@ -213,7 +218,7 @@ class DiscoveryState:
                 raise _invalid("affiliate endpoint is too big: %d bytes, the limit is %d" % (len(blob), AFFILIATE_ENDPOINT_MAX))
         if len(endpoints) > AFFILIATE_ENDPOINTS_MAX:
             raise _invalid("too many endpoints in one request: %d, the limit is %d" % (len(endpoints), AFFILIATE_ENDPOINTS_MAX))
-        if ttl != ttl or ttl <= 0:  # NaN or not positive
+        if math.isnan(ttl) or ttl <= 0:
             raise _invalid("ttl must be positive")
         if ttl > TTL_MAX:
             raise _invalid("ttl is too large: %g s, the limit is %d s" % (ttl, TTL_MAX))
@@ -270,7 +275,8 @@ class DiscoveryState:
         """The cluster's affiliates (expired ones that GC has not removed yet included, as in Talos), sorted by ID."""
         validate_cluster_id(cluster_id)
         with self._lock:
-            return [a.export() for _, a in sorted((self._clusters.get(cluster_id) or {}).items())]
+            cluster = self._clusters.get(cluster_id) or {}
+            return [cluster[aid].export() for aid in sorted(cluster)]
 
     def subscribe(self, cluster_id: str) -> Subscription:
         """Watch: the snapshot and the subscription are taken atomically, so no update falls in between."""
@@ -334,7 +340,6 @@ class DiscoveryState:
 
     def to_json(self) -> dict:
         with self._lock:
-            b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
             return {
                 "format": STATE_FORMAT,
                 "saved_at": self.clock(),
@@ -431,11 +436,11 @@ class DiscoveryService:
                              % (self.limiter.rate, self.limiter.burst, ip))
 
     @staticmethod
-    def _decode(cls, request: bytes):
+    def _decode(message_class, request: bytes):
         try:
-            return cls.decode(request)
+            return message_class.decode(request)
         except WireError as exc:
-            raise _invalid("malformed %s: %s" % (cls.__name__, exc))
+            raise _invalid("malformed %s: %s" % (message_class.__name__, exc))
 
     def hello(self, request: bytes, ip: Optional[str] = None) -> bytes:
         self._admit(ip)

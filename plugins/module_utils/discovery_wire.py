@@ -469,4 +469,3 @@ def endpoint_from_message(endpoint: Endpoint) -> str:
     if not 0 < endpoint.port < 65536:
         raise WireError("endpoint %s: port %d is out of range" % (address, endpoint.port))
     return ("[%s]:%d" if ":" in address else "%s:%d") % (address, endpoint.port)
-

@@ -104,7 +104,7 @@ def test_merge_adds_new_nodes_and_unions_lists_of_known_ones():
     assert by_name["n2"]["endpoints"] == ["10.0.0.2:51820", "203.0.113.2:4000"]  # inventory's first
     assert by_name["n2"]["addresses"] == ["10.0.0.2", "192.168.5.2"]
     assert "source" not in by_name["n2"] and by_name["n3"]["source"] == "discovery"
-    peers, _ = build_peer_set(pub(1), "fd7f:175a:b97c:5602::1/128", SUBNET, merged, members=["n1", "n2"], local_name="n1")
+    peers, unused = build_peer_set(pub(1), "fd7f:175a:b97c:5602::1/128", SUBNET, merged, members=["n1", "n2"], local_name="n1")
     assert sorted(p["name"] for p in peers) == ["n2", "n3"]
 
 
@@ -158,7 +158,7 @@ def test_known_node_adding_overlapping_addresses_keeps_only_its_endpoints():
 
 
 def test_unavailable_service_keeps_last_discovered():
-    merged, _ = da.merge_affiliates([aff(2)], discovered(aff(3)), **LOCAL)
+    merged, unused = da.merge_affiliates([aff(2)], discovered(aff(3)), **LOCAL)
     last = da.discovered_only(merged)
     assert [a["name"] for a in last] == ["n3"]
     again, reasons = da.merge_affiliates([aff(2)], None, last_discovered=last, **LOCAL)
@@ -168,7 +168,7 @@ def test_unavailable_service_keeps_last_discovered():
 
 
 def test_names_from_discovery_are_sanitized():
-    msg, _ = da.affiliate_message(aff(2))
+    msg, unused = da.affiliate_message(aff(2))
     msg.nodename = "bad name; rm -rf"
     msg.hostname = ""
     assert da.affiliate_from_message(msg)["name"] == "discovered-Node2Id"

@@ -193,11 +193,11 @@ def test_closed_subscription_returns_none_at_once(state):
 
 def test_rate_limit_burst_then_rate(clock):
     limiter = s.RateLimiter(clock=clock)
-    assert all(limiter.allow("192.0.2.1") for _ in range(60))
+    assert all(limiter.allow("192.0.2.1") for _unused in range(60))
     assert not limiter.allow("192.0.2.1")
     assert limiter.allow("192.0.2.2")  # per IP
     clock.now += 1.0  # 15 tokens back
-    assert sum(limiter.allow("192.0.2.1") for _ in range(20)) == 15
+    assert sum(limiter.allow("192.0.2.1") for _unused in range(20)) == 15
     clock.now += 10
     assert limiter.gc() == 2 and len(limiter) == 0
 
@@ -277,7 +277,7 @@ def test_service_rejects_malformed_requests_as_invalid_argument(request_bytes, m
 def test_service_rate_limit_is_resource_exhausted(clock):
     svc = s.DiscoveryService(limiter=s.RateLimiter(clock=clock))
     hello = w.HelloRequest(cluster_id="c").encode()
-    for _ in range(60):
+    for _unused in range(60):
         svc.hello(hello, "192.0.2.9")
     with pytest.raises(s.LimitError, match="rate limit: more than 15 requests/s \\(burst 60\\) from 192.0.2.9") as err:
         svc.list(w.ListRequest(cluster_id="c").encode(), "192.0.2.9")

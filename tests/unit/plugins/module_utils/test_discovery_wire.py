@@ -180,7 +180,7 @@ def test_hostile_bytes_raise_only_wire_error_and_agree_with_protobuf(cls, data):
 def test_mutated_encodings_raise_only_wire_error(msg, data):
     raw = bytearray(msg.encode())
     if raw:
-        for _ in range(data.draw(st.integers(1, 3))):
+        for _unused in range(data.draw(st.integers(1, 3))):
             raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
         cut = data.draw(st.integers(0, len(raw)))
         raw = raw[:cut] if data.draw(st.booleans()) else raw
