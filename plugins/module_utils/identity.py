@@ -66,7 +66,7 @@ def generate_node_id() -> str:
 
 
 def valid_node_id(node_id: str) -> bool:
-    return bool(node_id) and len(node_id) <= 256 and all(c in BASE62_ALPHABET for c in node_id)
+    return isinstance(node_id, str) and bool(node_id) and len(node_id) <= 256 and all(c in BASE62_ALPHABET for c in node_id)
 
 
 @dataclass
