@@ -10,9 +10,12 @@
 #   molecule-failover
 #               molecule test -s failover: 2 nodes on two underlay networks; cuts the path in use and
 #               measures how long the node agent takes to move the peer to its other endpoint
-# The two molecule scenarios run at the same time (distinct container and network names; both
-# mostly wait for agent ticks): the default one in the foreground, its output live as before; the
-# failover one in the background, its log printed when both are done. Each has its own log.
+#   molecule-dataplane
+#               molecule test -s dataplane: 3 nodes, two sites, ufw / firewalld / drop-policy nftables,
+#               pod networks, MSS clamp, bypass off/on by packet capture, disable and re-enable
+# The molecule scenarios run at the same time (distinct container and network names; they mostly
+# wait for agent ticks and pings): the default one in the foreground, its output live; the others in
+# the background, their logs printed when all are done. Each has its own log.
 # A failing section does not stop the others; the exit status is non-zero if any section failed.
 # The measured recovery and failover times are printed before the summary. The last line is the
 # summary: "N passed, M failed". No section is ever skipped.
@@ -26,8 +29,8 @@ cd "$REPO_ROOT"
 LOG_DIR="$REPO_ROOT/build/test-logs"
 
 # Names used by the molecule scenarios (molecule/default/molecule.yml, molecule/failover/molecule.yml).
-TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2)
-TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b)
+TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2 dp-node1 dp-node2 dp-node3)
+TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b kubespan-dp-a kubespan-dp-b)
 
 run_start=$SECONDS
 bash scripts/setup.sh
@@ -41,14 +44,15 @@ if [[ ! -t 1 ]]; then
     export NO_COLOR=1 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 fi
 
-# Process group of a section running in the background (section_start), stopped by the EXIT trap.
-bg_pgid=""
+# Process groups of the sections running in the background (section_start), stopped by the EXIT trap.
+declare -A bg_pgids=() bg_starts=()
 cleanup_testbed() {
-    if [[ -n "$bg_pgid" ]]; then
-        kill -TERM -- "-$bg_pgid" 2>/dev/null || true
-        wait "$bg_pgid" 2>/dev/null || true
-        bg_pgid=""
-    fi
+    local name
+    for name in "${!bg_pgids[@]}"; do
+        kill -TERM -- "-${bg_pgids[$name]}" 2>/dev/null || true
+        wait "${bg_pgids[$name]}" 2>/dev/null || true
+        unset "bg_pgids[$name]"
+    done
     testbed_remove_containers "${TESTBED_CONTAINERS[@]}" || true
     testbed_remove_networks "${TESTBED_NETWORKS[@]}" || true
 }
@@ -95,38 +99,37 @@ section() {
 }
 
 # section_start NAME COMMAND...: start one section in the background, its output only in
-# build/test-logs/NAME.log, in its own process group (the EXIT trap stops it); one at a time.
-# section_finish: wait for it, print its log with a banner, record the result like section.
-bg_name="" bg_start=0
+# build/test-logs/NAME.log, in its own process group (the EXIT trap stops it); several may run.
+# section_finish NAME: wait for it, print its log with a banner, record the result like section.
 section_start() {
-    bg_name="$1"
+    local name="$1"
     shift
-    printf '\n==================== %s: %s (in the background, log: %s)\n' "$bg_name" "$*" "$LOG_DIR/$bg_name.log"
-    bg_start=$SECONDS
+    printf '\n==================== %s: %s (in the background, log: %s)\n' "$name" "$*" "$LOG_DIR/$name.log"
+    bg_starts[$name]=$SECONDS
     set -m   # job control: the background job gets its own process group
-    rm -f "$LOG_DIR/$bg_name.end"
+    rm -f "$LOG_DIR/$name.end"
     (
         set +e   # like section: the command's own status is the result
         "$@"
         rc=$?
-        echo "$SECONDS" >"$LOG_DIR/$bg_name.end"   # its own duration, not the wait for it
+        echo "$SECONDS" >"$LOG_DIR/$name.end"   # its own duration, not the wait for it
         exit "$rc"
-    ) >"$LOG_DIR/$bg_name.log" 2>&1 </dev/null &
-    bg_pgid=$!
+    ) >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    bg_pgids[$name]=$!
     set +m
 }
 section_finish() {
-    local rc took
+    local name="$1" rc took
     set +e
-    wait "$bg_pgid"
+    wait "${bg_pgids[$name]}"
     rc=$?
     set -e
-    bg_pgid=""
-    took=$(($(cat "$LOG_DIR/$bg_name.end" 2>/dev/null || echo "$SECONDS") - bg_start))
-    rm -f "$LOG_DIR/$bg_name.end"
-    printf '\n==================== %s (ran in the background): output\n' "$bg_name"
-    cat "$LOG_DIR/$bg_name.log"
-    record "$bg_name" "$rc" "$took"
+    unset "bg_pgids[$name]"
+    took=$(($(cat "$LOG_DIR/$name.end" 2>/dev/null || echo "$SECONDS") - bg_starts[$name]))
+    rm -f "$LOG_DIR/$name.end"
+    printf '\n==================== %s (ran in the background): output\n' "$name"
+    cat "$LOG_DIR/$name.log"
+    record "$name" "$rc" "$took"
 }
 
 # --- unit and controller integration tests ------------------------------------------------------
@@ -157,12 +160,14 @@ molecule_test() {
     return "$rc"
 }
 if [[ " ${failed[*]} " == *" image ("* ]]; then
-    failed+=("molecule (not run: no node image)" "molecule-failover (not run: no node image)")
-    printf '\n==================== molecule, molecule-failover: FAILED (not run: the image build failed)\n'
+    failed+=("molecule (not run: no node image)" "molecule-failover (not run: no node image)" "molecule-dataplane (not run: no node image)")
+    printf '\n==================== molecule scenarios: FAILED (not run: the image build failed)\n'
 else
     section_start molecule-failover molecule_test failover
+    section_start molecule-dataplane molecule_test dataplane
     section molecule molecule_test default
-    section_finish
+    section_finish molecule-failover
+    section_finish molecule-dataplane
 fi
 
 # --- summary -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from .peerstatus import (
     STATE_UP,
     PeerStatus,
     StatusSettings,
+    bump_version,
     calculate_state,
     statuses_from_json,
     statuses_to_json,
@@ -164,6 +165,8 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
         dev.close()
     write_json(status_path(state_dir), statuses_to_json(statuses))
     path = metrics_file or os.path.join(state_dir, METRICS_FILE)
+    # node_exporter's textfile directory may not exist yet (the role does not own it): create it
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
     atomic_write(path, render_metrics(statuses, now_fn(), len(res.changes)).encode("utf-8"), 0o644)
     return rc
 
@@ -196,8 +199,10 @@ def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
             if not st.last_used_endpoint and live.endpoint:
                 st.last_used_endpoint = live.endpoint
         st.state = calculate_state(st, now) if live is not None else "unknown"
+        bump_version(statuses.get(key), st)
         records.append({
             "id": key,
+            "version": st.version,
             "label": spec["name"],
             "endpoint": st.endpoint,
             "state": st.state,

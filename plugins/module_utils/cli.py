@@ -51,29 +51,30 @@ def _emit(records, headers, row_of, output, out):
 def list_resource(resource: str, state_dir: str, include_private_key: bool = False):
     """Records and table columns of one resource, like ``talosctl get``."""
     if resource == "peerstatuses":
-        return status_records(state_dir), ["ID", "LABEL", "ENDPOINT", "STATE", "RX", "TX"], \
-            lambda r: [r["id"], r["label"], r["endpoint"], r["state"], r["receiveBytes"], r["transmitBytes"]]
+        return status_records(state_dir), ["ID", "VERSION", "LABEL", "ENDPOINT", "STATE", "RX", "TX"], \
+            lambda r: [r["id"], r["version"], r["label"], r["endpoint"], r["state"], r["receiveBytes"], r["transmitBytes"]]
     if resource == "peerspecs":
         state = load_state(state_dir) or {}
         recs = [{"id": p["public_key"], "label": p["name"], "address": p["address"], "endpoints": p["endpoints"],
-                 "allowedIPs": p["allowed_ips"], "affiliateID": p.get("node_id", "")}
+                 "allowedIPs": p["allowed_ips"], "affiliateID": p.get("node_id", ""), "version": p.get("version", 1)}
                 for p in sorted(state.get("peers", []), key=lambda p: p["public_key"])]
-        return recs, ["ID", "LABEL", "ENDPOINTS"], lambda r: [r["id"], r["label"], json.dumps(r["endpoints"])]
+        return recs, ["ID", "VERSION", "LABEL", "ENDPOINTS"], lambda r: [r["id"], r["version"], r["label"], json.dumps(r["endpoints"])]
     if resource == "endpoints":
         # as Talos: the endpoints of up peers that WireGuard is using (what harvesting would publish)
         state = load_state(state_dir) or {}
         node_ids = {p["public_key"]: p.get("node_id", "") for p in state.get("peers", [])}
-        recs = [{"id": r["id"], "endpoint": r["endpoint"], "affiliateID": node_ids.get(r["id"], "")}
+        recs = [{"id": r["id"], "endpoint": r["endpoint"], "affiliateID": node_ids.get(r["id"], ""), "version": 1 + r.get("endpointChanges", 0)}
                 for r in status_records(state_dir) if r["state"] == "up" and r["endpoint"]]
-        return recs, ["ID", "ENDPOINT", "AFFILIATE ID"], lambda r: [r["id"], r["endpoint"], r["affiliateID"]]
+        return recs, ["ID", "VERSION", "ENDPOINT", "AFFILIATE ID"], lambda r: [r["id"], r["version"], r["endpoint"], r["affiliateID"]]
     ident = load_identity(state_dir)
     recs = []
     if ident is not None:
-        rec = {"id": "local", "address": ident.address, "subnet": ident.subnet, "publicKey": ident.public_key, "nodeId": ident.node_id}
+        rec = {"id": "local", "version": 1, "address": ident.address, "subnet": ident.subnet, "publicKey": ident.public_key,
+               "nodeId": ident.node_id}
         if include_private_key:
             rec["privateKey"] = ident.private_key
         recs.append(rec)
-    return recs, ["ID", "ADDRESS", "SUBNET", "PUBLICKEY"], lambda r: [r["id"], r["address"], r["subnet"], r["publicKey"]]
+    return recs, ["ID", "VERSION", "ADDRESS", "SUBNET", "PUBLICKEY"], lambda r: [r["id"], r["version"], r["address"], r["subnet"], r["publicKey"]]
 
 
 def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:

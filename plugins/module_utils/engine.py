@@ -89,8 +89,12 @@ class Settings:
 
 def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto", check_mode: bool = False,
                     listen_port: int = 51820, interface: str = "kubespan", endpoint_filters=None, extra_endpoints=(),
-                    advertised_networks=(), exclude_advertised_networks=()):
+                    advertised_networks=(), exclude_advertised_networks=(), kubernetes_networks=()):
     """Load or create this node's identity and compute its address and endpoints.
+
+    ``kubernetes_networks``: the host's pod (and service) CIDRs, advertised or not. As Talos's
+    NodeAddressFilterNoK8s, addresses inside them (a CNI bridge's 10.244.N.1) are neither node addresses
+    nor endpoints: they belong to the pod network, which is routed to the node only when advertised.
 
     Returns (identity, facts, changed). ``facts`` never contains the private key. In check mode a
     missing identity is reported as ``would_create`` with no key material invented.
@@ -120,8 +124,9 @@ def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto
         ident.subnet = str(subnet)
     if changed and not check_mode:
         save_identity(state_dir, ident, node_file=created)
-    node_ips = endpoint_candidates(host_addrs, [str(subnet)])
-    endpoints = announced_endpoints([a for _n, a in host_addrs], exclude=[str(subnet)], filters=endpoint_filters or None,
+    not_node = [str(subnet)] + [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in kubernetes_networks or ()]
+    node_ips = endpoint_candidates(host_addrs, not_node)
+    endpoints = announced_endpoints([a for _n, a in host_addrs], exclude=not_node, filters=endpoint_filters or None,
                                     port=int(listen_port), extra_endpoints=extra_endpoints or ())
     additional = [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in advertised_networks or ()]
     excluded = [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in exclude_advertised_networks or ()]
@@ -380,6 +385,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
             old = load_state(settings.state_dir)
         except StateFileError:
             old = None
+        _version_peers(state["peers"], (old or {}).get("peers") or [])
         if old != state:
             result.changes.append("update desired state in %s" % state_path(settings.state_dir))
             if not check_mode:
@@ -387,6 +393,19 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
                 write_json(state_path(settings.state_dir), state)
     result.changed = bool(result.changes)
     return result
+
+
+def _version_peers(peers: List[dict], old_peers: List[dict]) -> None:
+    """Give each peer spec a resource version as Talos does: kept while the spec is unchanged, +1 on change."""
+    old = {p.get("public_key"): p for p in old_peers if isinstance(p, dict)}
+    for peer in peers:
+        prev = old.get(peer["public_key"])
+        if prev is None:
+            peer["version"] = 1
+            continue
+        same = {k: v for k, v in prev.items() if k != "version"} == peer
+        version = prev.get("version") if isinstance(prev.get("version"), int) else 0
+        peer["version"] = version if same and version else version + 1
 
 
 def settings_from_state(state: dict) -> Settings:

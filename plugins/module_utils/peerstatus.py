@@ -121,6 +121,7 @@ class PeerStatus:
     tx_at_rx_change: int = 0
     unanswered_since: float = 0.0
     stalled: bool = False
+    version: int = 0  # as a Talos resource version: +1 each time what a listing shows changed
 
     def to_dict(self) -> dict:
         """JSON-able form; Talos's YAML key names where Talos has the field."""
@@ -160,7 +161,18 @@ _FIELDS = (
     ("tx_at_rx_change", "txAtRxChange", int),
     ("unanswered_since", "unansweredSince", float),
     ("stalled", "stalled", bool),
+    ("version", "version", int),
 )
+
+# What a listing shows of a status (Talos bumps a resource's version when its spec changes).
+_VISIBLE = ("label", "endpoint", "state", "rx_bytes", "tx_bytes", "last_handshake", "last_used_endpoint")
+
+
+def bump_version(prev: Optional[PeerStatus], status: PeerStatus) -> None:
+    if prev is None:
+        status.version = max(status.version, 0) + 1
+    elif any(getattr(prev, attr) != getattr(status, attr) for attr in _VISIBLE):
+        status.version = prev.version + 1
 
 
 def statuses_to_json(statuses: Dict[str, PeerStatus]) -> dict:
@@ -304,8 +316,10 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
             endpoints.append(norm)
     if prev is not None and peer is not None and (peer.rx_bytes < prev.rx_bytes or peer.tx_bytes < prev.tx_bytes):
         events.append("%s was re-created on the device: its status starts afresh" % who)
-        prev = None
-    status = replace(prev) if prev is not None else PeerStatus()
+        carried_version, prev = prev.version, None
+    else:
+        carried_version = 0
+    status = replace(prev) if prev is not None else PeerStatus(version=carried_version)
     for attr in ("last_endpoint_change", "rx_changed_at", "unanswered_since"):
         if getattr(status, attr) > now:  # the clock went backwards
             setattr(status, attr, now)
@@ -314,6 +328,7 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
     if peer is None:
         if calculate_state(status, now) != old_state:
             events.append("%s is %s (was %s; not on the device)" % (who, status.state, old_state))
+        bump_version(prev, status)
         return status, "", events
 
     seen = _normalize(peer.endpoint)
@@ -360,6 +375,7 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
                 events.append("%s: WireGuard has no endpoint, restoring %s" % (who, target))
     if status.state != old_state and not changed:
         events.append("%s is %s (was %s)" % (who, status.state, old_state))
+    bump_version(prev, status)
     return status, target, events
 
 

@@ -91,6 +91,13 @@ options:
     type: list
     elements: str
     default: []
+  kubernetes_networks:
+    description:
+      - This host's pod (and service) CIDRs, whether advertised or not.
+      - As Talos's C(NodeAddressFilterNoK8s), addresses inside them are neither node addresses nor endpoints.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -180,6 +187,7 @@ def main():
             extra_endpoints=dict(type="list", elements="str", default=[]),
             advertised_networks=dict(type="list", elements="str", default=[]),
             exclude_advertised_networks=dict(type="list", elements="str", default=[]),
+            kubernetes_networks=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -189,7 +197,8 @@ def main():
         _ident, facts, changed = ensure_identity(
             module.params["state_dir"], cluster_id, module.params["address_source"], module.check_mode,
             module.params["listen_port"], module.params["interface"], module.params["endpoint_filters"],
-            module.params["extra_endpoints"], module.params["advertised_networks"], module.params["exclude_advertised_networks"])
+            module.params["extra_endpoints"], module.params["advertised_networks"], module.params["exclude_advertised_networks"],
+            module.params["kubernetes_networks"])
         if facts.get("would_create"):
             return dict(changed=True, would_create=True)
         return dict(changed=changed, identity=facts)
