@@ -169,6 +169,21 @@ def open_affiliates(key: bytes, server_affiliates: Iterable[ServerAffiliate], lo
     return result, reasons
 
 
+def apply_watch_event(current: dict, snapshot: bool, deleted: bool, affiliates: Iterable[ServerAffiliate]) -> dict:
+    """The cluster as a Watch stream describes it: ``current`` (affiliate ID -> ServerAffiliate) after one event.
+
+    A snapshot replaces everything; a deleted event removes the IDs; any other event sets the affiliates.
+    Returns a new dict; feed ``list(result.values())`` to :func:`open_affiliates`.
+    """
+    result = {} if snapshot else dict(current)
+    for affiliate in affiliates:
+        if deleted:
+            result.pop(affiliate.id, None)
+        else:
+            result[affiliate.id] = affiliate
+    return result
+
+
 # --- merge ----------------------------------------------------------------------------------------
 
 

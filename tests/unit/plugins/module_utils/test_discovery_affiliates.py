@@ -174,3 +174,14 @@ def test_names_from_discovery_are_sanitized():
     assert da.affiliate_from_message(msg)["name"] == "discovered-Node2Id"
     msg.hostname = "host7.example.com"
     assert da.affiliate_from_message(msg)["name"] == "host7"
+
+
+def test_apply_watch_event_keeps_the_cluster_map():
+    a, b = w.ServerAffiliate(id="a", data=b"1"), w.ServerAffiliate(id="b", data=b"2")
+    cluster = da.apply_watch_event({"stale": a}, True, False, [a, b])
+    assert sorted(cluster) == ["a", "b"]
+    cluster = da.apply_watch_event(cluster, False, False, [w.ServerAffiliate(id="a", data=b"new")])
+    assert cluster["a"].data == b"new"
+    cluster = da.apply_watch_event(cluster, False, True, [w.ServerAffiliate(id="b")])
+    assert sorted(cluster) == ["a"]
+    assert da.apply_watch_event(cluster, True, False, []) == {}
