@@ -13,11 +13,61 @@ IPv4 before IPv6, like netipx's ``IPSet.Prefixes()``.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from bisect import bisect_left, bisect_right
 from typing import Dict, Iterable, List, Optional, Tuple
 
 BITS = {4: 32, 6: 128}
 _ADDRESS = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+# IPv6 addresses below 2**48 (::, ::1, IPv4-compatible, IPv4-mapped) are left to ipaddress both ways: their
+# text form differs between Python versions (3.13 writes IPv4-mapped addresses as ::ffff:a.b.c.d).
+_V6_PLAIN = 1 << 48
+
+
+def format_address(family: int, value: int) -> str:
+    """The text form ``ipaddress`` gives the address (RFC 5952 for IPv6), without building an address object."""
+    if family == 4:
+        return "%d.%d.%d.%d" % (value >> 24, (value >> 16) & 255, (value >> 8) & 255, value & 255)
+    if value < _V6_PLAIN:
+        return ipaddress.IPv6Address(value).compressed
+    hextets = ["%x" % ((value >> shift) & 0xFFFF) for shift in range(112, -16, -16)]
+    best_start, best_len, start, run = -1, 0, -1, 0
+    for index, hextet in enumerate(hextets):
+        if hextet == "0":
+            if not run:
+                start = index
+            run += 1
+            if run > best_len:
+                best_start, best_len = start, run
+        else:
+            run = 0
+    if best_len > 1:  # the first longest run of two or more zero groups becomes "::"
+        return ":".join(hextets[:best_start]) + "::" + ":".join(hextets[best_start + best_len:])
+    return ":".join(hextets)
+
+
+def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
+    """Fast path of parse_range for text in the form this module and ipaddress write (``10.0.0.0/8``,
+    ``fd00::1``): inet_pton, then the text must read back unchanged. None for anything else, which then
+    takes the ipaddress path (same values, same errors)."""
+    addr, sep, length_text = text.partition("/")
+    family = 6 if ":" in addr else 4
+    try:
+        number = int.from_bytes(socket.inet_pton(_AF[family], addr), "big")
+    except (OSError, ValueError):
+        return None
+    if (family == 6 and number < _V6_PLAIN) or format_address(family, number) != addr:
+        return None
+    bits = BITS[family]
+    length = bits
+    if sep:
+        if not (length_text.isascii() and length_text.isdigit()) or str(int(length_text)) != length_text or int(length_text) > bits:
+            return None
+        length = int(length_text)
+    host = (1 << (bits - length)) - 1
+    first = number & ~host
+    return family, first, first | host
 
 
 def parse_range(value) -> Tuple[int, int, int]:
@@ -32,6 +82,9 @@ def parse_range(value) -> Tuple[int, int, int]:
     elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         net = ipaddress.ip_network(value)
     elif isinstance(value, str):
+        fast = _parse_canonical(value.strip())
+        if fast is not None:
+            return fast
         try:
             net = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
@@ -48,7 +101,7 @@ def range_to_prefixes(family: int, first: int, last: int) -> List[str]:
     while first <= last:
         align = first & -first if first else 1 << bits
         size = min(align, 1 << ((last - first + 1).bit_length() - 1))
-        result.append("%s/%d" % (_ADDRESS[family](first).compressed, bits - size.bit_length() + 1))
+        result.append("%s/%d" % (format_address(family, first), bits - size.bit_length() + 1))
         first += size
     return result
 

@@ -66,6 +66,15 @@ class _Owners:
         return sorted(found)
 
 
+def _host(value):
+    """An address as a host for IPSet.add: plain text is passed as is (IPSet's fast path), anything with a
+    length or a zone goes through ip_interface as before (``10.0.0.5/24`` counts as 10.0.0.5)."""
+    text = str(value).strip()
+    if "/" in text or "%" in text:
+        return ipaddress.ip_interface(text).ip
+    return text
+
+
 def peer_ipset(peer: dict) -> IPSet:
     """The IP set a peer claims before conflicts are resolved. Raises ValueError naming the peer and the value."""
     ipset = IPSet()
@@ -77,7 +86,7 @@ def peer_ipset(peer: dict) -> IPSet:
             raise ValueError("%s: additional address %r is not an IP prefix" % (where, prefix))
     for addr in _items(peer, "addresses"):
         try:
-            ipset.add(ipaddress.ip_interface(str(addr).strip()).ip)  # a node address counts as a host
+            ipset.add(_host(addr))  # a node address counts as a host
         except ValueError:
             raise ValueError("%s: node address %r is not an IP address" % (where, addr))
     for prefix in _items(peer, "exclude_advertised_networks"):
@@ -87,7 +96,7 @@ def peer_ipset(peer: dict) -> IPSet:
             raise ValueError("%s: excluded network %r is not an IP prefix" % (where, prefix))
     address = str(peer.get("address") or "").split("/", 1)[0]
     try:
-        ipset.add(ipaddress.ip_address(address))
+        ipset.add(_host(address) if address else ipaddress.ip_address(address))
     except ValueError:
         raise ValueError("%s: KubeSpan address %r is not an IP address" % (where, peer.get("address")))
     return ipset
@@ -98,7 +107,7 @@ def local_ipset(addresses: Iterable = (), networks: Iterable = ()) -> IPSet:
     ipset = IPSet()
     for addr in addresses:
         try:
-            ipset.add(ipaddress.ip_interface(str(addr).strip()).ip)
+            ipset.add(_host(addr))
         except ValueError:
             raise ValueError("local address %r is not an IP address" % (addr,))
     for net in networks:
