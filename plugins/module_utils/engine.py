@@ -499,8 +499,8 @@ def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, res
         owned = (read_json(owned_path) or {}).get("firewalld", {}) if os.path.exists(owned_path) else {}
         if backend == "firewalld" or (not enabled and owned and firewalld_running()):
             zone = settings.firewalld_zone or firewalld_default_zone()
-            commands, changes, warnings, new_owned = plan_firewalld(zone, port, ifname, firewalld_state(zone, port, ifname), owned,
-                                                                     backend == "firewalld")
+            have = firewalld_state(zone, port, ifname)
+            commands, changes, warnings, new_owned = plan_firewalld(zone, port, ifname, have, owned, backend == "firewalld")
             result.changes.extend(changes)
             result.warnings.extend(warnings)
             if not check_mode:

@@ -18,7 +18,7 @@ def test_parse_ufw_added():
 
 
 def test_ufw_opens_missing_rules_with_our_comment():
-    cmds, changes = plan_ufw(parse_ufw_added("ufw allow 22/tcp\n"), 51820, "kubespan")
+    cmds, changes = plan_ufw(parse_ufw_added("ufw allow 22/tcp\n"), 51820, "kubespan")[0]
     assert cmds == [["allow", "51820/udp", "comment", COMMENT], ["allow", "in", "on", "kubespan", "comment", COMMENT]]
     assert len(changes) == 2
 
@@ -29,15 +29,15 @@ def test_ufw_second_run_changes_nothing():
 
 def test_ufw_admin_rule_is_used_and_never_removed():
     added = parse_ufw_added("ufw allow 51820/udp\n")
-    cmds, _ = plan_ufw(added, 51820, "kubespan")
+    cmds = plan_ufw(added, 51820, "kubespan")[0]
     assert cmds == [["allow", "in", "on", "kubespan", "comment", COMMENT]]
     assert plan_ufw(added, 51820, "kubespan", enabled=False) == ([], [])
 
 
 def test_ufw_port_change_and_disable_remove_only_ours():
-    cmds, _ = plan_ufw(parse_ufw_added(UFW_OURS), 51821, "kubespan")
+    cmds = plan_ufw(parse_ufw_added(UFW_OURS), 51821, "kubespan")[0]
     assert cmds == [["delete", "allow", "51820/udp"], ["allow", "51821/udp", "comment", COMMENT]]
-    cmds, _ = plan_ufw(parse_ufw_added(UFW_OURS), 51820, "kubespan", enabled=False)
+    cmds = plan_ufw(parse_ufw_added(UFW_OURS), 51820, "kubespan", enabled=False)[0]
     assert cmds == [["delete", "allow", "51820/udp"], ["delete", "allow", "in", "on", "kubespan"]]
 
 
