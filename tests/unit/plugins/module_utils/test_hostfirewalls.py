@@ -18,7 +18,7 @@ def test_parse_ufw_added():
 
 
 def test_ufw_opens_missing_rules_with_our_comment():
-    cmds, changes = plan_ufw(parse_ufw_added("ufw allow 22/tcp\n"), 51820, "kubespan")[0]
+    cmds, changes = plan_ufw(parse_ufw_added("ufw allow 22/tcp\n"), 51820, "kubespan")
     assert cmds == [["allow", "51820/udp", "comment", COMMENT], ["allow", "in", "on", "kubespan", "comment", COMMENT]]
     assert len(changes) == 2
 
