@@ -4,7 +4,8 @@
 # directory outside the checkout, against two systemd containers:
 #
 #   kubespan.mesh.gen_secrets   cluster ID and secret, then ansible-vault encrypt (as README.md says)
-#   kubespan.mesh.site          forms the mesh (vault password file); a second run must change nothing
+#   kubespan.mesh.site          forms the mesh (vault password file); a second run must change nothing,
+#                               and neither may a run with --check --diff
 #   kubespan.mesh.status        every node sees its peer up (retried while the first handshakes complete)
 #
 # plus a ping through the mesh between the nodes' KubeSpan addresses and ansible-doc of every module and
@@ -17,14 +18,27 @@
 #
 # Test bed: containers inst-node1, inst-node2 on the internal network kubespan-inst (10.89.100.0/24,
 # 2001:db8:100::/64), removed by the EXIT trap (and before the run, if an interrupted run left them).
-# Needs scripts/setup.sh (run here when tests/testbed/env.sh is missing) and the node image
-# (tests/testbed/build-image.sh, reused when unchanged). KUBESPAN_NODE_IMAGE selects another image, e.g.
-# localhost/kubespan-node:trixie from tests/testbed/build-image-trixie.sh.
+# Needs scripts/setup.sh (run here when tests/testbed/env.sh is missing) and the node image, built (or
+# reused when unchanged) by tests/testbed/build-image.sh, or with --debian trixie by
+# tests/testbed/build-image-trixie.sh (Debian 13 nodes).
 #
-# Usage: tests/installed/run.sh        (exit status 0 when every step passed)
+# Usage: tests/installed/run.sh [--debian bookworm|trixie]    (exit status 0 when every step passed)
 set -Eeuo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+debian=bookworm
+if [[ "${1:-}" == "--debian" && -n "${2:-}" ]]; then
+    debian="$2"
+elif [[ $# -gt 0 ]]; then
+    echo "usage: $0 [--debian bookworm|trixie]" >&2
+    exit 2
+fi
+case "$debian" in
+    bookworm) build_image="$REPO_ROOT/tests/testbed/build-image.sh" ;;
+    trixie) build_image="$REPO_ROOT/tests/testbed/build-image-trixie.sh" ;;
+    *) echo "unknown Debian release '$debian' (bookworm or trixie)" >&2; exit 2 ;;
+esac
+NODE_IMAGE="localhost/kubespan-node:$debian"
 NODES=(inst-node1 inst-node2)
 NETWORK=kubespan-inst
 NET_V4=10.89.100.0/24
@@ -41,6 +55,8 @@ fail() {
 . "$REPO_ROOT/tests/testbed/env.sh"   # CONTAINERS_CONF and the venv on PATH (its collections path is replaced below)
 # shellcheck source=tests/testbed/lib.sh
 . "$REPO_ROOT/tests/testbed/lib.sh"
+# shellcheck disable=SC2034  # read by testbed_run_node (lib.sh)
+TESTBED_IMAGE="$NODE_IMAGE"
 if [[ ! -t 1 ]]; then
     export NO_COLOR=1 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 fi
@@ -106,8 +122,9 @@ done
 ansible-doc -t role kubespan.mesh.kubespan | grep -q kubespan_cluster_id || fail "ansible-doc -t role kubespan.mesh.kubespan lacks kubespan_cluster_id"
 echo "  role kubespan.mesh.kubespan: rendered"
 
-banner "test bed: ${NODES[*]} on $NETWORK ($NET_V4, $NET_V6)"
-bash "$REPO_ROOT/tests/testbed/build-image.sh"
+banner "test bed: ${NODES[*]} ($NODE_IMAGE) on $NETWORK ($NET_V4, $NET_V6)"
+# Each build script names its own image (KUBESPAN_NODE_IMAGE would rename the bookworm one).
+env -u KUBESPAN_NODE_IMAGE -u KUBESPAN_TRIXIE_IMAGE bash "$build_image"
 testbed_remove_containers "${NODES[@]}"   # an interrupted earlier run
 testbed_create_network "$NETWORK" "$NET_V4" "$NET_V6"
 for i in "${!NODES[@]}"; do
@@ -133,7 +150,7 @@ banner "ansible-playbook kubespan.mesh.gen_secrets, ansible-vault encrypt"
 # An absolute path: a relative one is taken relative to the playbook, i.e. inside the installed collection.
 ansible-playbook kubespan.mesh.gen_secrets -e kubespan_secrets_file="$PWD/group_vars/kubespan/secrets.yml"
 ansible-vault encrypt --vault-password-file vault-pass group_vars/kubespan/secrets.yml
-head -n 1 group_vars/kubespan/secrets.yml | grep -q '^\$ANSIBLE_VAULT' || fail "secrets.yml is not vault-encrypted"
+[[ "$(head -n 1 group_vars/kubespan/secrets.yml)" == "\$ANSIBLE_VAULT;"* ]] || fail "secrets.yml is not vault-encrypted"
 
 banner "ansible-playbook kubespan.mesh.site"
 start=$SECONDS
@@ -146,6 +163,12 @@ ansible-playbook -i inventory.yml --vault-password-file vault-pass kubespan.mesh
 echo "second run in $((SECONDS - start)) s"
 if grep -E '^[^ ]+ +: ok=[0-9]+ +changed=[1-9]' second-run.log; then
     fail "the second run of kubespan.mesh.site changed something (recap above)"
+fi
+
+banner "ansible-playbook kubespan.mesh.site --check --diff: nothing to change, nothing changed"
+ansible-playbook -i inventory.yml --vault-password-file vault-pass kubespan.mesh.site --check --diff | tee check-run.log
+if grep -E '^[^ ]+ +: ok=[0-9]+ +changed=[1-9]' check-run.log; then
+    fail "check mode reports changes on a converged cluster (recap above)"
 fi
 
 banner "traffic through the mesh"
@@ -168,14 +191,15 @@ banner "ansible-playbook kubespan.mesh.status"
 # The agent's first tick and the handshakes take a few seconds after the first run: retry (bounded).
 ok=0
 for attempt in 1 2 3 4 5 6 7 8 9 10 11 12; do
-    if ansible-playbook -i inventory.yml kubespan.mesh.status >status.log 2>&1; then
+    if ansible-playbook -i inventory.yml --vault-password-file vault-pass kubespan.mesh.status >status.log 2>&1; then
         ok=1
         break
     fi
-    echo "  attempt $attempt: not every peer is up yet"
+    echo "  attempt $attempt failed: $(grep -E 'ERROR|FAILED|msg' status.log | tail -n 1)"
     sleep 5
 done
 cat status.log
 ((ok)) || fail "kubespan.mesh.status still fails after 12 attempts"
 
-banner "PASSED in $((SECONDS - run_start)) s (kubespan.mesh $version from $(basename "$tarball"))"
+podman exec "${NODES[0]}" sh -c '. /etc/os-release; echo "nodes: $PRETTY_NAME, $(python3 --version)"'
+banner "PASSED in $((SECONDS - run_start)) s (kubespan.mesh $version from $(basename "$tarball"), Debian $debian nodes)"
