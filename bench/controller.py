@@ -1,0 +1,128 @@
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Controller side of playbooks/site.yml on large inventories (bench/plugins/connection/benchfake.py answers
+for the hosts), against a plain fact-gathering play on the same inventory as the same-run baseline.
+
+For each size: an inventory of n hosts in group kubespan (one cluster ID and secret), then
+  facts  a play with gather_facts only (full fact set, replayed from a real one)
+  site   playbooks/site.yml, as a re-run would go (the fake hosts report no change)
+timed as wall seconds and CPU seconds of ansible-playbook and its workers (the machine is shared, CPU is the
+steadier figure), with the per-task profile (bench/plugins/callback/bench_profile.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+FACTS_PLAY = """- name: Plain fact gathering (baseline)
+  hosts: kubespan
+  become: true
+  gather_facts: true
+  tasks: []
+"""
+
+
+def write_inventory(workdir, n):
+    lines = ["kubespan:", "  hosts:"]
+    for i in range(n):
+        lines.append("    host-%05d: {ansible_host: 10.%d.%d.%d}" % (i, 100 + (i >> 16), (i >> 8) & 255, i & 255))
+    lines += ["  vars:",
+              "    ansible_connection: benchfake",
+              "    ansible_python_interpreter: /usr/bin/python3",
+              "    kubespan_cluster_id: kubespan-bench-controller-cluster",
+              "    kubespan_cluster_secret: " + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=",
+              "    kubespan_install_packages: true"]
+    path = os.path.join(workdir, "inventory-%d.yml" % n)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def run_play(workdir, inventory, playbook, label, forks):
+    profile = os.path.join(workdir, "profile-%s.json" % label)
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONNECTION_PLUGINS": os.path.join(HERE, "plugins", "connection"),
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(HERE, "plugins", "callback"),
+        "ANSIBLE_CALLBACKS_ENABLED": "bench_profile",
+        "KUBESPAN_BENCH_PROFILE": profile,
+        "ANSIBLE_PIPELINING": "true",
+        "ANSIBLE_FORKS": str(forks),
+        "ANSIBLE_HOST_KEY_CHECKING": "false",
+        "ANSIBLE_DISPLAY_OK_HOSTS": "false",
+        "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false",
+    })
+    log = os.path.join(workdir, "%s.log" % label)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        rc = subprocess.call(["ansible-playbook", "-i", inventory, playbook], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0:
+        sys.stderr.write(open(log).read()[-3000:])
+        raise SystemExit("%s failed (rc %d), log: %s" % (label, rc, log))
+    with open(profile) as f:
+        prof = json.load(f)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "max_rss_bytes": after.ru_maxrss * 1024, "tasks": prof["tasks"],
+            "changed": sum(h.get("changed", 0) for h in prof["recap"].values())}
+
+
+def real_facts(workdir):
+    """One real fact set (of this controller), replayed by the fake hosts for the baseline play."""
+    path = os.path.join(workdir, "facts.json")
+    if not os.path.exists(path):
+        out = subprocess.run(["ansible", "localhost", "-m", "ansible.builtin.setup", "-o"], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")).stdout
+        facts = json.loads(out.split("=>", 1)[1])["ansible_facts"]
+        with open(path, "w") as f:
+            json.dump(facts, f)
+    return path
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hosts", default="100,300,1000")
+    ap.add_argument("--forks", type=int, default=5)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    os.makedirs(args.workdir, exist_ok=True)
+    os.environ["KUBESPAN_BENCH_FACTS"] = real_facts(args.workdir)
+    facts_play = os.path.join(args.workdir, "facts.yml")
+    with open(facts_play, "w") as f:
+        f.write(FACTS_PLAY)
+    results = []
+    print("%6s %12s %12s %12s %12s %8s  %s" % ("hosts", "facts wall", "facts CPU", "site wall", "site CPU", "ratio", "slowest task (CPU share)"))
+    for n in [int(x) for x in args.hosts.split(",")]:
+        inv = write_inventory(args.workdir, n)
+        facts = run_play(args.workdir, inv, facts_play, "facts-%d" % n, args.forks)
+        site = run_play(args.workdir, inv, os.path.join(ROOT, "playbooks", "site.yml"), "site-%d" % n, args.forks)
+        slow = max(site["tasks"], key=lambda t: t["seconds"])
+        results.append({"hosts": n, "facts": facts, "site": site})
+        print("%6d %10.1f s %10.1f s %10.1f s %10.1f s %7.1fx  %s (%.0f%% of wall)" % (
+            n, facts["wall_s"], facts["cpu_s"], site["wall_s"], site["cpu_s"], site["cpu_s"] / facts["cpu_s"], slow["name"],
+            100 * slow["seconds"] / site["wall_s"]), flush=True)
+    growth = []
+    for a, b in zip(results, results[1:]):
+        k = math.log(b["site"]["cpu_s"] / a["site"]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
+        kf = math.log(b["facts"]["cpu_s"] / a["facts"]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
+        growth.append({"from": a["hosts"], "to": b["hosts"], "site_cpu_exponent": k, "facts_cpu_exponent": kf})
+        print("growth %d -> %d hosts: site.yml CPU ~ n^%.2f, fact gathering ~ n^%.2f" % (a["hosts"], b["hosts"], k, kf))
+    with open(args.out, "w") as f:
+        json.dump({"sizes": results, "growth": growth, "forks": args.forks}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark-only connection: every host answers instantly with a canned module result.
+
+Used by bench/controller.py to time the CONTROLLER side of playbooks/site.yml on a large inventory: inventory
+and variable handling, templating (the hostvars collection of every affiliate), action plugins, module
+packaging and argument serialization, result processing, callbacks. Nothing runs on any host.
+
+Module calls arrive pipelined (the AnsiballZ wrapper on stdin, whose trailer names the module and holds its
+JSON arguments); the answers have the shape and size of the real modules' results on an idempotent run:
+identity returns this host's public data (derived from its ansible_host), mesh returns one peer entry per
+affiliate it was given, setup returns the facts stored in $KUBESPAN_BENCH_FACTS (a real fact set) or the
+distribution subset. Shell commands (temporary directories, `echo ~`) get the output Ansible expects.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import json
+import os
+import re
+
+from ansible.plugins.connection import ConnectionBase
+
+DOCUMENTATION = """
+name: benchfake
+short_description: canned module results, nothing executed (kubespan.mesh controller benchmark)
+description:
+  - Answers every module call with a canned result so that only the controller's own work is measured.
+author: kubespan.mesh contributors
+options:
+  remote_addr:
+    description: the host's address; the synthetic identity is derived from it
+    default: inventory_hostname
+    vars:
+      - name: inventory_hostname
+      - name: ansible_host
+extends_documentation_fragment:
+  - connection_pipelining
+"""
+
+_MODULE = re.compile(r"^ansible_module='([^']*)',$", re.M)
+_PARAMS = re.compile(r"^params=(.*),$", re.M)
+_TMP = re.compile(r"echo (ansible-tmp-[^=\s]+)=")
+_FACTS = None
+
+
+def _facts(full):
+    global _FACTS
+    if _FACTS is None:
+        path = os.environ.get("KUBESPAN_BENCH_FACTS")
+        _FACTS = {}
+        if path and os.path.exists(path):
+            with open(path) as f:
+                _FACTS = json.load(f)
+    base = {"ansible_distribution": "Debian", "ansible_os_family": "Debian", "ansible_distribution_major_version": "12",
+            "ansible_distribution_release": "bookworm", "ansible_pkg_mgr": "apt", "ansible_service_mgr": "systemd"}
+    return dict(_FACTS, **base) if full else base
+
+
+def _identity(addr):
+    digest = hashlib.sha256(addr.encode()).digest()
+    parts = [int(x) for x in addr.split(".")] if addr.count(".") == 3 else [10, 0, 0, digest[0]]
+    index = (parts[1] << 16) | (parts[2] << 8) | parts[3]
+    return {
+        "node_id": base64.b32encode(digest).decode().rstrip("=").replace("=", ""),
+        "public_key": base64.b64encode(digest).decode(),
+        "address": "fd7f:175a:b97c:5602:%x:%x:%x:%x/128" % (digest[1], digest[2], index >> 16, index & 0xFFFF),
+        "endpoints": ["%s:51820" % addr, "[2001:db8:1::%x]:51820" % index],
+        "addresses": [addr, "2001:db8:1::%x" % index],
+        "additional_addresses": [],
+        "exclude_advertised_networks": [],
+    }
+
+
+class Connection(ConnectionBase):
+    transport = "benchfake"
+    has_pipelining = True
+
+    def _connect(self):
+        self._connected = True
+        return self
+
+    def _answer(self, module, params):
+        addr = self.get_option("remote_addr")
+        if module in ("setup", "ansible.builtin.setup", "ansible.legacy.setup"):
+            subset = params.get("gather_subset") or ["all"]
+            return {"changed": False, "ansible_facts": _facts("all" in subset)}
+        if module.endswith("identity"):
+            return {"changed": False, "identity": _identity(addr)}
+        if module.endswith("mesh"):
+            local = params.get("local_name")
+            peers = []
+            for aff in params.get("peers") or []:
+                if aff.get("name") == local:
+                    continue
+                peer = dict(aff)
+                peer["allowed_ips"] = sorted(aff.get("addresses") or []) + [aff.get("address", "")]
+                peers.append(peer)
+            return {"changed": False, "changes": [], "peers": peers, "implementation": "userspace", "firewall_backend": "nftables"}
+        if module.endswith("stat"):
+            return {"changed": False, "stat": {"exists": False}}
+        return {"changed": False}
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        if in_data:
+            text = in_data.decode("utf-8", "replace")
+            module = _MODULE.search(text)
+            params = _PARAMS.search(text)
+            args = json.loads(ast.literal_eval(params.group(1))) if params else {}
+            return 0, json.dumps(self._answer(module.group(1) if module else "", args)).encode(), b""
+        tmp = _TMP.search(cmd)
+        if tmp:
+            return 0, ("%s=/tmp/benchfake/%s\n" % (tmp.group(1), tmp.group(1))).encode(), b""
+        if "echo ~" in cmd:
+            return 0, b"/root\n", b""
+        return 0, b"", b""
+
+    def put_file(self, in_path, out_path):
+        super().put_file(in_path, out_path)
+
+    def fetch_file(self, in_path, out_path):
+        super().fetch_file(in_path, out_path)
+
+    def close(self):
+        self._connected = False

@@ -1,0 +1,296 @@
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Benchmark results: per-section JSON entries (called by bench/run.sh) and docs/benchmarks.md with the scale plot.
+
+  report.py converge-entry ...   one converge/re-run measurement -> JSON (prints the figures and ratios)
+  report.py agent-entry ...      agent tick lines -> JSON
+  report.py failover-entry ...   bench/failover.sh output -> JSON
+  report.py write --results DIR --doc docs/benchmarks.md --plot docs/benchmarks/scale.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+import time
+
+TALOS_FAILOVER_S = 275 + 30
+
+
+def now():
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def top_tasks(profile, k=8):
+    tasks = sorted(profile["tasks"], key=lambda t: -t["seconds"])
+    return [{"name": t["name"].replace("kubespan.mesh.kubespan : ", ""), "seconds": t["seconds"], "changed": t["changed"]} for t in tasks[:k]]
+
+
+def converge_entry(args):
+    conv, rerun = (load(p) for p in args.profiles)
+    base = statistics.mean(args.facts)
+    changed = sum(h.get("changed", 0) for h in rerun["recap"].values())
+    res = {"date": now(), "n": args.n, "facts_s": args.facts, "baseline_s": base, "cold_s": args.cold, "cold_play_s": args.play,
+           "rerun_s": args.rerun, "cold_ratio": args.cold / base, "rerun_ratio": args.rerun / base, "rerun_changed": changed,
+           "tasks_total": len(rerun["tasks"]), "converge_top": top_tasks(conv), "rerun_top": top_tasks(rerun),
+           "rerun_tasks": rerun["tasks"]}
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print("  fact-gathering play (baseline): %s s, mean %.1f s" % (" and ".join("%.1f" % x for x in args.facts), base))
+    print("  cold converge to every peer up: %.1f s (playbook %.1f s) = %.2fx baseline%s" % (
+        args.cold, args.play, res["cold_ratio"], " (goal < 3x)" if args.n == 3 else ""))
+    print("  idempotent re-run: %.1f s = %.2fx baseline (goal < 1.5x), changed=%d" % (args.rerun, res["rerun_ratio"], changed))
+    print("  re-run, slowest tasks: " + "; ".join("%s %.1f s" % (t["name"], t["seconds"]) for t in res["rerun_top"][:5]))
+
+
+def agent_entry(args):
+    rows = [json.loads(line) for line in open(args.jsonl) if line.strip()]
+    base = {r["mode"]: r for r in rows if r["peers"] == 0}
+    for r in rows:
+        b = base.get(r["mode"])
+        r["tick_cpu_ratio"] = r["tick_cpu_s"] / b["tick_cpu_s"] if b else None
+    with open(args.out, "w") as f:
+        json.dump({"date": now(), "rows": rows}, f, indent=1)
+    for r in rows:
+        print("  %5d peers %-9s tick CPU %.0f ms = %.2fx the 0-peer tick" % (r["peers"], r["mode"], r["tick_cpu_s"] * 1e3, r["tick_cpu_ratio"]))
+
+
+def failover_entry(args):
+    text = open(args.text).read()
+    times = [float(x) for x in re.findall(r"failover: (\d+(?:\.\d+)?) s", text)]
+    with open(args.out, "w") as f:
+        json.dump({"date": now(), "text": text, "times_s": times, "talos_s": TALOS_FAILOVER_S}, f, indent=1)
+    for t in times:
+        print("  failover %.1f s = %.3fx Talos's %d s" % (t, t / TALOS_FAILOVER_S, TALOS_FAILOVER_S))
+
+
+# --- the document ----------------------------------------------------------------------------------
+
+
+def plot(scale, controller, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    panels = 3 if controller else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2))
+    sizes = scale["sizes"]
+    n = [s["n"] for s in sizes]
+    node = [s["per_node"]["total"] for s in sizes]
+    cluster = [s["cluster_s"] for s in sizes]
+    ax = axes[0]
+    ax.loglog(n, node, "o-", label="one node (re-run planning)")
+    ax.loglog(n, cluster, "s-", label="whole cluster (all nodes)")
+    ax.loglog(n, [s["baseline_json_s"] for s in sizes], "^:", label="baseline: json.loads of the affiliates")
+    import math
+    ref = [node[0] * (x * math.log(x)) / (n[0] * math.log(n[0])) for x in n]
+    ax.loglog(n, ref, "k--", lw=0.8, label="n log n through the first point")
+    ax.axhline(0.05, color="tab:red", lw=0.8, ls=":", label="goals: 50 ms / node, 10 s / cluster (1,000)")
+    ax.axhline(10, color="tab:red", lw=0.8, ls=":")
+    ax.set_xlabel("nodes in the cluster")
+    ax.set_ylabel("CPU seconds")
+    ax.set_title("Peer set + data-plane planning")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.loglog(n, [s["per_node_peak_bytes"] / 2**20 for s in sizes], "o-")
+    ax.set_xlabel("nodes in the cluster")
+    ax.set_ylabel("peak traced memory, MB")
+    ax.set_title("Memory of one node's planning")
+    if controller:
+        ax = axes[2]
+        h = [s["hosts"] for s in controller["sizes"]]
+        ax.loglog(h, [s["site"]["cpu_s"] for s in controller["sizes"]], "o-", label="playbooks/site.yml")
+        ax.loglog(h, [s["facts"]["cpu_s"] for s in controller["sizes"]], "^:", label="baseline: fact gathering")
+        ax.set_xlabel("hosts in the inventory (fake connection)")
+        ax.set_ylabel("controller CPU seconds")
+        ax.set_title("Controller side of a playbook run")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def ms(x):
+    return "%.1f ms" % (x * 1e3)
+
+
+def write(args):
+    results = args.results
+    get = {}
+    for path in glob.glob(os.path.join(results, "*.json")):
+        get[os.path.basename(path)[:-5]] = load(path)
+    m = get.get("machine", {})
+    out = ["# Benchmarks", "",
+           "Measured with `bash bench/run.sh` (sections: `--only scale,controller,agent,converge,dataplane`, failover with",
+           "`--with-failover`). This file and `docs/benchmarks/scale.png` are rewritten by that command from",
+           "`build/bench/results/`; each section carries the date it was last run.", "",
+           "**Machine:** %s cores, %s GiB RAM, kernel %s, Python %s, last run %s (load average then: %s)." % (
+               m.get("cores"), m.get("memory_gib"), m.get("kernel"), m.get("python"), m.get("date"),
+               ", ".join("%.1f" % x for x in m.get("load_average", []))), "",
+           "**Why ratios.** This machine has 2 cores and is shared: other engineers run containers and test suites on it",
+           "at the same time (load averages of 5 to 15 were seen during these runs). Absolute seconds move with that load",
+           "from one run to the next, so every figure is also given as a ratio to a baseline measured in the same run, on",
+           "the same nodes, seconds apart; pure-Python figures are CPU time of the process, not wall time.", ""]
+
+    conv = sorted((v for k, v in get.items() if k.startswith("converge-")), key=lambda r: r["n"])
+    if conv:
+        out += ["## 1-2. Converge and re-run (podman containers, podman connection)", "",
+                "Cold run of `playbooks/site.yml` on fresh containers `bench-node1..N` until every node has a handshake",
+                "with every other (`wg show kubespan latest-handshakes`), then an idempotent second run. Baseline: a play",
+                "that only gathers facts (`gather_facts: true`, full fact set) on the same nodes, run before and after.", "",
+                "| N | fact play (baseline) | cold converge, all peers up | ratio (goal N=3: < 3x) | re-run | ratio (goal < 1.5x) | re-run changed | date |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in conv:
+            out.append("| %d | %.1f s (%s) | %.1f s (playbook %.1f s) | %.2fx | %.1f s | %.2fx | %d | %s |" % (
+                r["n"], r["baseline_s"], " / ".join("%.1f" % x for x in r["facts_s"]), r["cold_s"], r["cold_play_s"], r["cold_ratio"],
+                r["rerun_s"], r["rerun_ratio"], r["rerun_changed"], r["date"]))
+        last = conv[-1] if len(conv) == 1 else conv[0]
+        out += ["", "Where the re-run's time goes (N=%d, %d tasks including fact gathering and includes; wall seconds per task):" % (
+            last["n"], last["tasks_total"]), ""]
+        out += ["| task | seconds |", "| --- | --- |"]
+        out += ["| %s | %.2f |" % (t["name"], t["seconds"]) for t in last["rerun_top"]]
+        out += [""]
+    if "scale" in get:
+        s = get["scale"]
+        out += ["## 3. Scale: peer set and data-plane planning (pure logic, CPU time)", "",
+                "Synthetic clusters (`bench/scale.py`): every node with a key, node ID, KubeSpan address, an IPv4 and an",
+                "IPv6 node address (both endpoints), a pod network per family; every 20th node advertises a /23 over its",
+                "neighbour's /24, every 50th excludes a /26, every 100th repeats its neighbour's node address. Per node: one",
+                "re-run of the mesh module's pure work (`build_peer_set` with fresh and last-known affiliates, `routed_set`,",
+                "nft table desired/diff/render, `plan_device` against a device holding every peer, `expected_device` and the",
+                "diff texts). Whole cluster: that for every node, in one process. Baseline: `json.loads` of the same",
+                "affiliates (the module's arguments; nothing can cost less).", "",
+                "| nodes | baseline | one node | ratio | of which peer set | nft | cold node (first run) | peak memory | whole cluster |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in s["sizes"]:
+            pn = r["per_node"]
+            out.append("| %d | %s | %s | %.0fx | %s | %s | %s | %.1f MB | %.1f s%s |" % (
+                r["n"], ms(r["baseline_json_s"]), ms(pn["total"]), pn["total"] / r["baseline_json_s"], ms(pn["peer_set"]), ms(pn["nft"]),
+                ms(r["cold_per_node_s"]), r["per_node_peak_bytes"] / 2**20, r["cluster_s"],
+                " (estimated from %d nodes)" % r["cluster_nodes_timed"] if r["cluster_estimated"] else ""))
+        out += [""]
+        for g in s["growth"]:
+            out.append("- %d -> %d nodes: one node's time grows as n^%.2f (n log n would be n^%.2f, the JSON baseline n^%.2f); "
+                       "peak memory as n^%.2f." % (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"], g["baseline_exponent"],
+                                                    g["memory_exponent"]))
+        out += ["", "![scale growth](benchmarks/scale.png)", ""]
+        if args.notes and os.path.exists(os.path.join(args.notes, "scale.md")):
+            out += [open(os.path.join(args.notes, "scale.md")).read().rstrip(), ""]
+    if "controller" in get:
+        c = get["controller"]
+        out += ["### Controller side of a playbook run on a large inventory", "",
+                "`playbooks/site.yml` against n hosts of the connection `bench/plugins/connection/benchfake.py`, which runs",
+                "nothing and answers every module call with a canned result of the real shape and size (the mesh module's",
+                "result lists every peer). What is measured is only Ansible's work on the controller: templating (the role",
+                "collects every host's affiliate from hostvars for every host), action plugins, module packaging, argument",
+                "serialization, results. Forks: %d. Baseline: a fact-gathering play on the same fake inventory (the facts are" % c["forks"],
+                "a real fact set, replayed).", "",
+                "| hosts | fact play wall / CPU | site.yml wall / CPU | CPU ratio | slowest task |", "| --- | --- | --- | --- | --- |"]
+        for r in c["sizes"]:
+            slow = max(r["site"]["tasks"], key=lambda t: t["seconds"])
+            out.append("| %d | %.1f s / %.1f s | %.1f s / %.1f s | %.1fx | %s (%.1f s) |" % (
+                r["hosts"], r["facts"]["wall_s"], r["facts"]["cpu_s"], r["site"]["wall_s"], r["site"]["cpu_s"],
+                r["site"]["cpu_s"] / r["facts"]["cpu_s"], slow["name"].replace("kubespan.mesh.kubespan : ", ""), slow["seconds"]))
+        out += [""]
+        for g in c["growth"]:
+            out.append("- %d -> %d hosts: site.yml controller CPU grows as n^%.2f, the fact play as n^%.2f." % (
+                g["from"], g["to"], g["site_cpu_exponent"], g["facts_cpu_exponent"]))
+        if c["sizes"]:
+            big = c["sizes"][-1]
+            k = c["growth"][-1]["site_cpu_exponent"] if c["growth"] else 1.0
+            est = big["site"]["cpu_s"] * (1000 / big["hosts"]) ** k
+            out.append("- Extrapolated with that exponent, 1,000 hosts would take about %.0f CPU seconds on this machine "
+                       "(not measured: the largest inventory run here is %d hosts)." % (est, big["hosts"]))
+        out += [""]
+        if args.notes and os.path.exists(os.path.join(args.notes, "controller.md")):
+            out += [open(os.path.join(args.notes, "controller.md")).read().rstrip(), ""]
+    if "failover" in get:
+        f = get["failover"]
+        out += ["## 4. Failover", "", "`bench/failover.sh` (molecule scenario `failover`: the path in use is cut, both directions; time",
+                "until pings recover over the peer's other endpoint). Reference: Talos declares a peer down after 275 s",
+                "without a handshake and cycles its endpoint at the next 30 s tick, up to %d s. Run %s." % (TALOS_FAILOVER_S, f["date"]), "",
+                "```", f["text"].strip(), "```", ""]
+        if f["times_s"]:
+            out += ["Ratios to Talos's %d s: %s." % (TALOS_FAILOVER_S, ", ".join("%.3f" % (t / TALOS_FAILOVER_S) for t in f["times_s"])), ""]
+    else:
+        out += ["## 4. Failover", "", "Not run in the last full run (it takes about 5 minutes): `bash bench/run.sh --only failover`.",
+                "Reference: Talos, 275 s down interval plus a 30 s tick, up to 305 s.", ""]
+    if "dataplane" in get:
+        d = get["dataplane"]
+        med = d["median_bps"]
+        out += ["## 5. Data plane throughput", "",
+                "iperf3 TCP, bench-node1 -> bench-node2, %d rounds of 5 s, the three paths interleaved. `wg-quick`: a second" % len(
+                    d["runs_bps"]["kubespan"]),
+                "wireguard-go tunnel set up by hand with wg-quick on the same nodes (MTU 1420, fwmark 0x20, port 51821);",
+                "underlay: the IPv6 link-local address of eth0 (never routed through KubeSpan). Run %s." % d["date"], "",
+                "| path | median | runs |", "| --- | --- | --- |"]
+        for p in ("kubespan", "wg-quick", "underlay"):
+            out.append("| %s | %.0f Mbit/s | %s |" % (p, med[p] / 1e6, ", ".join("%.0f" % (x / 1e6) for x in d["runs_bps"][p])))
+        out += ["", "kubespan / wg-quick = **%.3f** (goal >= 0.95); kubespan / underlay = %.3f; wg-quick / underlay = %.3f." % (
+            d["kubespan_vs_wgquick"], d["kubespan_vs_underlay"], d["wgquick_vs_underlay"]), ""]
+    if "agent" in get:
+        a = get["agent"]
+        out += ["## 6. Agent tick", "",
+                "One `agent.run_tick` (what `kubespan agent` runs from the timer) on bench-node1, in a fresh process after a",
+                "settling tick, sampling sleeps skipped (they cost no CPU). `real`: the wireguard-go device, whose synthetic",
+                "peers are unreachable (down, cycled); `synthetic`: an in-memory device with the same read/apply/close",
+                "interface whose peers are all up with growing counters (netlink, nft and state files stay real). Tick CPU",
+                "includes the nft child processes; process figures include the interpreter and imports. Baseline: the same",
+                "tick with 0 peers. Goal: < 100 ms CPU and < 40 MB for 100 peers. Run %s." % a["date"], "",
+                "| peers | device | tick CPU | ratio to 0 peers | of which nft | process CPU | max RSS | RSS before tick | tick heap peak |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in a["rows"]:
+            out.append("| %d | %s | %s | %.2fx | %s | %s | %.1f MB | %.1f MB | %.2f MB |" % (
+                r["peers"], r["mode"], ms(r["tick_cpu_s"]), r["tick_cpu_ratio"] or 0, ms(r["tick_children_cpu_s"]), ms(r["process_cpu_s"]),
+                r["max_rss_bytes"] / 2**20, r["rss_before_tick_bytes"] / 2**20, r["tick_traced_peak_bytes"] / 2**20))
+        out += [""]
+        if args.notes and os.path.exists(os.path.join(args.notes, "agent.md")):
+            out += [open(os.path.join(args.notes, "agent.md")).read().rstrip(), ""]
+    if args.notes and os.path.exists(os.path.join(args.notes, "findings.md")):
+        out += [open(os.path.join(args.notes, "findings.md")).read().rstrip(), ""]
+    os.makedirs(os.path.dirname(args.doc) or ".", exist_ok=True)
+    with open(args.doc, "w") as f:
+        f.write("\n".join(out))
+    if "scale" in get:
+        plot(get["scale"], get.get("controller"), args.plot)
+    print("wrote %s%s" % (args.doc, " and " + args.plot if "scale" in get else ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("converge-entry")
+    c.add_argument("--n", type=int, required=True)
+    c.add_argument("--facts", type=float, nargs="+", required=True)
+    c.add_argument("--cold", type=float, required=True)
+    c.add_argument("--play", type=float, required=True)
+    c.add_argument("--rerun", type=float, required=True)
+    c.add_argument("--profiles", nargs=2, required=True)
+    c.add_argument("--out", required=True)
+    a = sub.add_parser("agent-entry")
+    a.add_argument("--jsonl", required=True)
+    a.add_argument("--out", required=True)
+    f = sub.add_parser("failover-entry")
+    f.add_argument("--text", required=True)
+    f.add_argument("--out", required=True)
+    w = sub.add_parser("write")
+    w.add_argument("--results", required=True)
+    w.add_argument("--doc", required=True)
+    w.add_argument("--plot", required=True)
+    w.add_argument("--notes", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes"),
+                   help="hand-written analysis included in the document (bench/notes/*.md)")
+    args = ap.parse_args()
+    {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "write": write}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

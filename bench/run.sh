@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# bench/run.sh: the kubespan.mesh benchmark suite (issue 6). Every figure is printed with a ratio against a
+# baseline measured in the same run, because this machine type is shared (2 cores, other engineers' containers
+# and tests): absolute seconds move with the load, a same-run ratio much less.
+#
+#   bash bench/run.sh                         scale, controller, agent, converge (N=3, N=6), dataplane
+#   bash bench/run.sh --only scale,agent      a subset (sections: scale controller agent converge dataplane failover)
+#   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
+#   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,200 (controller)  --nodes 3,6 (converge)
+#
+# Results: build/bench/results/<section>.json (the latest run of each section), then docs/benchmarks.md and
+# docs/benchmarks/scale.png are rewritten from all of them (each section with its own date).
+# Containers bench-node1..6 on network kubespan-bench (10.89.80.0/24, 2001:db8:80::/64) are created here and
+# removed on exit.
+set -Eeuo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+SECTIONS="scale,controller,agent,converge,dataplane"
+SIZES="100,1000,5000"
+HOSTS="25,50,100,200"
+NODE_COUNTS="3,6"
+while (($#)); do
+    case "$1" in
+        --only) SECTIONS="$2"; shift 2 ;;
+        --with-failover) SECTIONS="$SECTIONS,failover"; shift ;;
+        --sizes) SIZES="$2"; shift 2 ;;
+        --hosts) HOSTS="$2"; shift 2 ;;
+        --nodes) NODE_COUNTS="$2"; shift 2 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+want() { [[ ",$SECTIONS," == *",$1,"* ]]; }
+
+bash scripts/setup.sh
+# shellcheck source=/dev/null
+. tests/testbed/env.sh
+# shellcheck source=/dev/null
+. tests/testbed/lib.sh
+
+# Benchmark-only Python packages (matplotlib for the plot) into the project venv, once per requirements hash.
+stamp=.venv/.bench-requirements.stamp
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$(sha256sum bench/requirements.txt | cut -d' ' -f1)" ]]; then
+    .venv/bin/python -m pip install -q -r bench/requirements.txt
+    sha256sum bench/requirements.txt | cut -d' ' -f1 >"$stamp"
+fi
+
+WORK="$REPO_ROOT/build/bench"
+RESULTS="$WORK/results"
+mkdir -p "$RESULTS"
+NETWORK=kubespan-bench
+ALL_NODES=(bench-node1 bench-node2 bench-node3 bench-node4 bench-node5 bench-node6)
+PY=.venv/bin/python
+NODES=()
+
+banner() { printf '\n=== %s\n' "$*"; }
+cleanup() {
+    testbed_remove_containers "${ALL_NODES[@]}" || true
+    testbed_remove_networks "$NETWORK" || true
+}
+trap cleanup EXIT
+
+# machine.json: what the figures were measured on
+$PY - "$RESULTS/machine.json" <<'EOF'
+import json, os, subprocess, sys, time
+free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.splitlines()[1].split()
+json.dump({"cores": os.cpu_count(), "memory_gib": int(free[1]), "kernel": os.uname().release,
+           "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "python": sys.version.split()[0]}, open(sys.argv[1], "w"))
+EOF
+echo "machine: $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')"
+
+# --- cluster helpers ---------------------------------------------------------------------------------
+# cluster_create N: fresh containers bench-node1..N on a fresh network, secrets and an inventory (podman
+# connection, as scripts/demo.sh); sets INVENTORY and NODES.
+cluster_create() {
+    local n="$1" i
+    cleanup
+    testbed_create_network "$NETWORK" 10.89.80.0/24 2001:db8:80::/64
+    NODES=("${ALL_NODES[@]:0:n}")
+    for i in "${!NODES[@]}"; do
+        testbed_run_node "${NODES[$i]}" "$NETWORK" "10.89.80.$((i + 11))" "2001:db8:80::$((i + 11))"
+    done
+    testbed_wait_systemd "${NODES[@]}"
+    mkdir -p "$WORK/cluster/group_vars/kubespan"
+    if [[ ! -f "$WORK/cluster/group_vars/kubespan/secrets.yml" ]]; then
+        ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false ansible-playbook kubespan.mesh.gen_secrets \
+            -e kubespan_secrets_file="$WORK/cluster/group_vars/kubespan/secrets.yml" >/dev/null
+    fi
+    INVENTORY="$WORK/cluster/inventory.yml"
+    {
+        echo "kubespan:"
+        echo "  hosts:"
+        for i in "${NODES[@]}"; do echo "    $i:"; done
+        echo "  vars:"
+        echo "    ansible_connection: containers.podman.podman"
+        echo "    ansible_python_interpreter: /usr/bin/python3"
+    } >"$INVENTORY"
+    printf -- '- name: Plain fact gathering (baseline)\n  hosts: kubespan\n  become: true\n  gather_facts: true\n  tasks: []\n' \
+        >"$WORK/cluster/facts.yml"
+}
+
+# timed_play LABEL PLAYBOOK: run a playbook on the cluster with the per-task profile; prints wall seconds.
+timed_play() {
+    local label="$1" playbook="$2" start end
+    start=$(date +%s.%N)
+    if ! ANSIBLE_CALLBACK_PLUGINS="$REPO_ROOT/bench/plugins/callback" ANSIBLE_CALLBACKS_ENABLED=bench_profile \
+        KUBESPAN_BENCH_PROFILE="$WORK/cluster/profile-$label.json" \
+        ansible-playbook -i "$INVENTORY" "$playbook" >"$WORK/cluster/$label.log" 2>&1; then
+        tail -40 "$WORK/cluster/$label.log" >&2
+        echo "$label failed (log: $WORK/cluster/$label.log)" >&2
+        return 1
+    fi
+    end=$(date +%s.%N)
+    awk -v a="$end" -v b="$start" 'BEGIN { printf "%.2f\n", a - b }'
+}
+
+# wait_all_up TIMEOUT: until every node has a handshake with every other node; prints the epoch time.
+wait_all_up() {
+    local deadline=$((SECONDS + $1)) node want=$((${#NODES[@]} - 1)) ok
+    while ((SECONDS < deadline)); do
+        ok=1
+        for node in "${NODES[@]}"; do
+            if [[ "$(podman exec "$node" wg show kubespan latest-handshakes 2>/dev/null | awk '$2 > 0' | wc -l)" -lt "$want" ]]; then
+                ok=0
+                break
+            fi
+        done
+        if ((ok)); then
+            date +%s.%N
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "not every peer came up within $1 s" >&2
+    return 1
+}
+
+converge_one() {
+    local n="$1" facts1 facts2 start up play rerun
+    banner "Converge: N=$n"
+    cluster_create "$n"
+    facts1=$(timed_play "facts1-$n" "$WORK/cluster/facts.yml")
+    start=$(date +%s.%N)
+    play=$(timed_play "converge-$n" playbooks/site.yml)
+    up=$(wait_all_up 120)
+    local cold
+    cold=$(awk -v a="$up" -v b="$start" 'BEGIN { printf "%.2f\n", a - b }')
+    rerun=$(timed_play "rerun-$n" playbooks/site.yml)
+    facts2=$(timed_play "facts2-$n" "$WORK/cluster/facts.yml")
+    $PY bench/report.py converge-entry --n "$n" --facts "$facts1" "$facts2" --cold "$cold" --play "$play" --rerun "$rerun" \
+        --profiles "$WORK/cluster/profile-converge-$n.json" "$WORK/cluster/profile-rerun-$n.json" \
+        --out "$RESULTS/converge-$n.json"
+}
+
+# --- sections ----------------------------------------------------------------------------------------
+if want scale; then
+    banner "Scale: peer set and data-plane planning, synthetic clusters of $SIZES nodes (CPU time)"
+    $PY bench/scale.py --sizes "$SIZES" --out "$RESULTS/scale.json"
+fi
+
+if want controller; then
+    banner "Controller: playbooks/site.yml on inventories of $HOSTS fake hosts (bench/plugins/connection/benchfake.py)"
+    $PY bench/controller.py --hosts "$HOSTS" --workdir "$WORK/controller" --out "$RESULTS/controller.json"
+fi
+
+if want agent; then
+    banner "Agent: one tick (agent.run_tick) with 0, 10, 100, 1000 peers in bench-node1"
+    cluster_create 1
+    bundle=$($PY roles/kubespan/files/build_agent_bundle.py plugins/module_utils "$WORK/cache")
+    podman exec bench-node1 mkdir -p /usr/lib/kubespan
+    podman cp "$bundle" bench-node1:/usr/lib/kubespan/kubespan-agent.pyz
+    podman cp bench/agent_tick.py bench-node1:/root/agent_tick.py
+    # the unit the engine starts for the userspace data path (the role installs the same)
+    printf '[Service]\nEnvironment=LOG_LEVEL=error\nExecStart=/usr/bin/wireguard-go -f kubespan\n' |
+        podman exec -i bench-node1 sh -c 'cat >/etc/systemd/system/kubespan-wireguard-go.service && systemctl daemon-reload'
+    : >"$WORK/agent.jsonl"
+    for peers in 0 10 100 1000; do
+        podman exec bench-node1 python3 /root/agent_tick.py prepare "$peers" >/dev/null
+        for mode in real synthetic; do
+            # the first tick after a new desired state settles the statuses; the second is the measured one
+            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" >/dev/null
+            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" | tee -a "$WORK/agent.jsonl" |
+                $PY -c 'import json,sys; r=json.loads(sys.stdin.read()); print("  %(peers)5d peers %(mode)-9s tick CPU %(c).0f ms (nft %(k).0f ms), process CPU %(p).0f ms, max RSS %(m).1f MB, tick heap peak %(h).2f MB" % dict(r, c=r["tick_cpu_s"]*1e3, k=r["tick_children_cpu_s"]*1e3, p=r["process_cpu_s"]*1e3, m=r["max_rss_bytes"]/2**20, h=r["tick_traced_peak_bytes"]/2**20))'
+        done
+    done
+    $PY bench/report.py agent-entry --jsonl "$WORK/agent.jsonl" --out "$RESULTS/agent.json"
+fi
+
+if want converge; then
+    IFS=, read -r -a counts <<<"$NODE_COUNTS"
+    for n in "${counts[@]}"; do converge_one "$n"; done
+fi
+
+if want dataplane; then
+    banner "Data plane: iperf3 between bench-node1 and bench-node2 (kubespan, hand-made wireguard-go tunnel, underlay)"
+    if [[ "${#NODES[@]}" -lt 2 ]] || ! podman exec bench-node2 ip link show kubespan >/dev/null 2>&1; then
+        cluster_create 2
+        timed_play "dataplane-converge" playbooks/site.yml >/dev/null
+        wait_all_up 120 >/dev/null
+    fi
+    bash bench/dataplane.sh bench-node1 bench-node2 "$RESULTS/dataplane.json"
+fi
+
+if want failover; then
+    banner "Failover: bench/failover.sh (molecule scenario failover, about 5 minutes)"
+    bash bench/failover.sh | tee "$WORK/failover.txt"
+    $PY bench/report.py failover-entry --text "$WORK/failover.txt" --out "$RESULTS/failover.json"
+fi
+
+banner "Report: docs/benchmarks.md, docs/benchmarks/scale.png"
+$PY bench/report.py write --results "$RESULTS" --doc docs/benchmarks.md --plot docs/benchmarks/scale.png
