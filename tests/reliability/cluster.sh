@@ -56,7 +56,7 @@ rel_create() {
         echo "  vars:"
         echo "    ansible_connection: containers.podman.podman"
         echo "    ansible_python_interpreter: /usr/bin/python3"
-        echo "    kubespan_agent_interval: ${REL_AGENT_INTERVAL:-10}"
+        [[ -n "${REL_AGENT_INTERVAL:-}" ]] && echo "    kubespan_agent_interval: $REL_AGENT_INTERVAL"
     } >"$REL_DIR/inventory.yml"
 }
 

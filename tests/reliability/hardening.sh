@@ -77,7 +77,7 @@ if [[ -n "$before_unit" ]]; then
 else
     cat "$REPO_ROOT/roles/kubespan/templates/kubespan-agent.service.j2"
 fi | sed -n '/^\[Unit\]/,$p' | sed 's#{{ kubespan_agent_metrics_file }}#/var/lib/kubespan/metrics.prom#' |
-    x sh -c 'mkdir -p /root/unhardened && cat >/root/unhardened/kubespan-agent.service'
+    podman exec -i "$node" sh -c 'mkdir -p /root/unhardened && cat >/root/unhardened/kubespan-agent.service'
 score_before="$(x systemd-analyze security --offline=yes /root/unhardened/kubespan-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: //p')"
 score_after="$(x systemd-analyze security kubespan-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: //p')"
 echo "hardening: systemd-analyze security kubespan-agent.service: before ${score_before:-?}, after ${score_after:-?}"
