@@ -14,7 +14,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .engine import ReconcileError, load_state, open_device, reapply_from_state, settings_from_state
+from .engine import ReconcileError, load_state, open_device, reapply_from_state, replace_state_peers, settings_from_state
 from .peerstatus import (
     STATE_UP,
     PeerStatus,
@@ -105,11 +105,54 @@ def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: 
     return want
 
 
+def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now_fn, lock_timeout: float, client_factory=None):
+    """The discovery part of a tick (discovery_agent): returns (DiscoveryRound or None, the desired state to use).
+
+    Nothing here can end the tick: an unreachable service, bad settings or a bug is logged and the tick goes on
+    with the peers it had."""
+    from .discovery_agent import DiscoveryRound, DiscoverySettingsError, make_client
+    try:
+        disc = DiscoveryRound(state_dir, state, log, now_fn, client_factory=client_factory or make_client)
+    except DiscoverySettingsError as exc:
+        log("discovery skipped: %s" % exc)
+        return None, state
+
+    def update(peers):
+        with state_lock(state_dir, timeout=lock_timeout):
+            current = load_state(state_dir)
+            if current is None or current.get("disabled") or any(current.get(k) != state.get(k) for k in ("inventory_peers", "discovery", "cluster_id")):
+                log("discovery: the desired state changed during this tick (a playbook run): the peer set is updated at the next tick")
+                return
+            old = {p["public_key"]: p["name"] for p in current.get("peers") or []}
+            replace_state_peers(state_dir, peers)
+        new = {p["public_key"]: p["name"] for p in peers}
+        added = sorted(new[k] for k in new if k not in old)
+        removed = sorted(old[k] for k in old if k not in new)
+        log("discovery: peer set updated (added: %s; removed: %s; %d peers)" % (", ".join(added) or "-", ", ".join(removed) or "-", len(peers)))
+
+    try:
+        disc.sync(update)
+    except LockBusy as exc:
+        log("discovery: peer set not updated now: %s" % exc)
+    except Exception as exc:  # pylint: disable=broad-except  # discovery must never stop the agent's repairs
+        log("discovery failed in this tick (%s: %s): keeping the current peers" % (type(exc).__name__, exc))
+        disc.close()
+        return None, state
+    try:
+        return disc, load_state(state_dir) or state
+    except StateFileError:
+        return disc, state
+
+
 def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep_fn=time.sleep,
-             lock_timeout: float = 20.0, status_settings: Optional[StatusSettings] = None, metrics_file: Optional[str] = None) -> int:
-    """One agent tick. Returns the process exit code (non-zero when something is broken)."""
+             lock_timeout: float = 20.0, status_settings: Optional[StatusSettings] = None, metrics_file: Optional[str] = None,
+             discovery_client=None) -> int:
+    """One agent tick. Returns the process exit code (non-zero when something is broken).
+
+    With discovery enabled in the desired state, the tick first talks to the discovery service (Hello, List,
+    AffiliateUpdate when due) and updates the peers, then re-applies and samples as usual, then publishes
+    harvested endpoints. ``discovery_client``: a factory of discovery clients (tests)."""
     settings_status = status_settings or StatusSettings()
-    rc = 0
     state = load_state(state_dir)
     if state is None:
         log("no desired state in %s: nothing to do until the playbook has run" % state_dir)
@@ -119,6 +162,18 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
         return 0
     settings = settings_from_state(state)
     settings_status.persistent_keepalive = int(settings.persistent_keepalive)
+    disc = None
+    if (state.get("discovery") or {}).get("enabled"):
+        disc, state = _discovery_sync(state_dir, state, log, now_fn, lock_timeout, discovery_client)
+    try:
+        return _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc)
+    finally:
+        if disc is not None:
+            disc.close()
+
+
+def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc) -> int:
+    rc = 0
     peers = state.get("peers", [])
 
     try:
@@ -164,6 +219,11 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     finally:
         dev.close()
     write_json(status_path(state_dir), statuses_to_json(statuses))
+    if disc is not None:
+        try:
+            disc.harvest(statuses, peers)
+        except Exception as exc:  # pylint: disable=broad-except  # harvesting is best effort
+            log("discovery: harvesting failed (%s: %s)" % (type(exc).__name__, exc))
     path = metrics_file or os.path.join(state_dir, METRICS_FILE)
     # node_exporter's textfile directory may not exist yet (the role does not own it): create it
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)

@@ -22,7 +22,7 @@ from .peerstatus import StatusSettings
 from .statefile import LockBusy, StateFileError, state_lock
 from .wgtypes import WireGuardError
 
-RESOURCES = ("peerstatuses", "peerspecs", "identities", "endpoints")
+RESOURCES = ("peerstatuses", "peerspecs", "identities", "endpoints", "affiliates")
 
 
 def _table(headers, rows):
@@ -66,6 +66,9 @@ def list_resource(resource: str, state_dir: str, include_private_key: bool = Fal
         recs = [{"id": r["id"], "endpoint": r["endpoint"], "affiliateID": node_ids.get(r["id"], ""), "version": 1 + r.get("endpointChanges", 0)}
                 for r in status_records(state_dir) if r["state"] == "up" and r["endpoint"]]
         return recs, ["ID", "VERSION", "ENDPOINT", "AFFILIATE ID"], lambda r: [r["id"], r["version"], r["endpoint"], r["affiliateID"]]
+    if resource == "affiliates":
+        return affiliate_records(state_dir), ["ID", "VERSION", "HOSTNAME", "ADDRESSES", "ENDPOINTS", "SOURCE"], \
+            lambda r: [r["id"], r["version"], r["hostname"], ",".join(r["addresses"]), json.dumps(r["endpoints"]), r["source"]]
     ident = load_identity(state_dir)
     recs = []
     if ident is not None:
@@ -77,8 +80,31 @@ def list_resource(resource: str, state_dir: str, include_private_key: bool = Fal
     return recs, ["ID", "VERSION", "ADDRESS", "SUBNET", "PUBLICKEY"], lambda r: [r["id"], r["version"], r["address"], r["subnet"], r["publicKey"]]
 
 
+def affiliate_records(state_dir: str):
+    """Like ``talosctl get affiliates``: this node, the inventory's peers and the affiliates discovered last."""
+    from .discovery_agent import last_discovered
+    state = load_state(state_dir) or {}
+    local = state.get("local_affiliate")
+    inventory = state.get("inventory_peers")
+    if inventory is None:  # discovery off: the peers are the inventory's
+        inventory = state.get("peers") or []
+    rows = []
+    for source, entries in (("local", [local] if local else []), ("inventory", inventory), ("discovery", last_discovered(state_dir))):
+        for aff in entries:
+            rows.append({"id": aff.get("node_id") or aff.get("public_key", ""), "version": 1, "hostname": aff.get("name", ""),
+                         "publicKey": aff.get("public_key", ""), "kubespanAddress": aff.get("address", ""),
+                         "addresses": list(aff.get("addresses") or []), "endpoints": list(aff.get("endpoints") or []),
+                         "additionalAddresses": list(aff.get("additional_addresses") or []), "source": source})
+    return rows
+
+
 def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     out = out or sys.stdout
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["discovery-serve"]:
+        # the discovery service (docs/discovery.md) from the same bundle: kubespan discovery-serve --listen [::]:3000 ...
+        from .discovery_cli import main as discovery_main
+        return discovery_main(["serve"] + argv[1:])
     parser = argparse.ArgumentParser(prog="kubespan", description="KubeSpan node agent and listings")
     parser.add_argument("--state-dir", default=state_dir)
     sub = parser.add_subparsers(dest="command")
@@ -90,6 +116,7 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     p_agent.add_argument("--sample-interval", type=float, default=StatusSettings.sample_interval,
                          help="seconds between samples (default %(default)s)")
     p_agent.add_argument("--metrics-file", help="Prometheus textfile output (default <state dir>/metrics.prom)")
+    sub.add_parser("discovery-serve", help="run the discovery service (options: kubespan discovery-serve --help)", add_help=False)
     p_get = sub.add_parser("get", help="list KubeSpan resources")
     p_get.add_argument("resource", choices=RESOURCES)
     p_get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")

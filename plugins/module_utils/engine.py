@@ -32,6 +32,8 @@ STATE_FILE = "state.json"
 STATE_VERSION = 1
 WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 MIN_MTU = 1280
+PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
+             "exclude_advertised_networks")
 
 
 class ReconcileError(Exception):
@@ -266,10 +268,13 @@ def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_na
 
 def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster_secret: str, peers: List[dict],
                    members: Optional[List[str]] = None, check_mode: bool = False, persist: bool = True,
-                   now: Optional[float] = None, up_peers: Optional[List[str]] = None, agent: bool = False) -> MeshResult:
+                   now: Optional[float] = None, up_peers: Optional[List[str]] = None, agent: bool = False,
+                   extra_state: Optional[dict] = None) -> MeshResult:
     """Bring the WireGuard interface, its address and MTU, its peers, the policy routing and the nftables
     table to the desired state. ``up_peers`` (public keys) matters only with allow_down_peer_bypass; None
-    reads the node agent's last statuses. ``agent``: a node agent tick (skips the slow firewall CLIs)."""
+    reads the node agent's last statuses. ``agent``: a node agent tick (skips the slow firewall CLIs).
+    ``extra_state``: more keys of the persisted desired state (discovery settings, the inventory's peers
+    and this node's own affiliate, which the node agent's discovery client uses)."""
     settings.validate()
     now = time.time() if now is None else now
     result = MeshResult()
@@ -365,9 +370,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
 
     _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result, agent)
 
-    keep = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
-            "exclude_advertised_networks")
-    result.peers = [{k: p[k] for k in keep if k in p} for p in peers]
+    result.peers = [{k: p[k] for k in PEER_KEYS if k in p} for p in peers]
     if persist:
         persisted = asdict(settings)
         persisted["implementation"] = impl  # the agent keeps the data path the run chose
@@ -381,6 +384,9 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
             "members": list(members) if members is not None else None,
             "peers": result.peers,
         }
+        for key, value in (extra_state or {}).items():
+            if key not in state:
+                state[key] = value
         try:
             old = load_state(settings.state_dir)
         except StateFileError:
@@ -406,6 +412,20 @@ def _version_peers(peers: List[dict], old_peers: List[dict]) -> None:
         same = {k: v for k, v in prev.items() if k != "version"} == peer
         version = prev.get("version") if isinstance(prev.get("version"), int) else 0
         peer["version"] = version if same and version else version + 1
+
+
+def replace_state_peers(state_dir: str, peers: List[dict]) -> List[dict]:
+    """Replace the peers of the persisted desired state (the node agent's discovery client; hold the node lock).
+
+    The peers keep their resource versions when unchanged. Returns the peers as written."""
+    state = load_state(state_dir)
+    if state is None:
+        raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
+    new = [{k: p[k] for k in PEER_KEYS if k in p} for p in peers]
+    _version_peers(new, state.get("peers") or [])
+    state["peers"] = new
+    write_json(state_path(state_dir), state)
+    return new
 
 
 def settings_from_state(state: dict) -> Settings:
@@ -550,7 +570,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
             if not check_mode:
                 apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
     _reconcile_firewall(settings, False, check_mode, result)
-    for name in ("peerstatus.json", "metrics.prom"):
+    for name in ("peerstatus.json", "metrics.prom", "discovery.json"):
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):
             result.changes.append("remove %s" % stale)

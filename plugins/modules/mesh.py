@@ -196,6 +196,40 @@ options:
     description: firewalld zone that gets the listen port; empty for the default zone.
     type: str
     default: ""
+  discovery_enabled:
+    description:
+      - Use a Talos-compatible discovery service (cluster.discovery.enabled with the service registry) besides
+        the inventory. The node agent publishes this node's affiliate (sealed with the cluster secret), lists the
+        cluster at every tick and adds the peers the inventory does not know; this run also keeps the peers the
+        agent discovered last.
+      - Turning it off removes this node's affiliate from the service (AffiliateDelete) and drops the discovered peers.
+    type: bool
+    default: false
+  discovery_endpoint:
+    description:
+      - The discovery service (cluster.discovery.registries.service.endpoint), C(https://host[:port]/) or
+        C(host:port) (TLS), C(http://host:port/) or C(host:port) with O(discovery_insecure) (plaintext).
+      - Required with O(discovery_enabled).
+    type: str
+    default: ""
+  discovery_insecure:
+    description: Speak plaintext gRPC to the service (a private network only).
+    type: bool
+    default: false
+  discovery_ca_file:
+    description: PEM file on the node with the CA certificates that sign the service's certificate; empty for the system roots.
+    type: path
+    default: ""
+  discovery_server_name:
+    description: Name to check in the service's certificate instead of the endpoint's host.
+    type: str
+    default: ""
+  harvest_extra_endpoints:
+    description:
+      - Publish, for each peer that is up, the endpoint WireGuard observed for it (Talos's
+        C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -265,9 +299,25 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ReconcileError, Settings, compute_peers, reconcile_mesh, teardown_mesh
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent import (
+    DiscoverySettingsError,
+    delete_affiliate,
+    last_discovered,
+    local_affiliate,
+    normalize_settings,
+    plan_peers,
+    strip_affiliate,
+)
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
+    ReconcileError,
+    Settings,
+    compute_peers,
+    load_state,
+    reconcile_mesh,
+    teardown_mesh,
+)
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import state_lock
+from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError, state_lock
 
 
 def main():
@@ -303,19 +353,48 @@ def main():
             nft_table=dict(type="str", default="kubespan"),
             firewall_backend=dict(type="str", choices=["auto", "nftables", "firewalld", "ufw", "none"], default="auto"),
             firewalld_zone=dict(type="str", default=""),
+            discovery_enabled=dict(type="bool", default=False),
+            discovery_endpoint=dict(type="str", default=""),
+            discovery_insecure=dict(type="bool", default=False),
+            discovery_ca_file=dict(type="path", default=""),
+            discovery_server_name=dict(type="str", default=""),
+            harvest_extra_endpoints=dict(type="bool", default=False),
         ),
         required_if=[("state", "present", ("cluster_id", "cluster_secret"))],
         supports_check_mode=True,
     )
     p = module.params
 
+    def old_state():
+        try:
+            return load_state(p["state_dir"]) or {}
+        except StateFileError:
+            return {}
+
+    def leave_discovery(old, changes):
+        """AffiliateDelete of this node when the last run published it and it must not be published any more."""
+        disc = old.get("discovery") or {}
+        node_id = (old.get("local_affiliate") or {}).get("node_id")
+        if old.get("disabled") or not disc.get("enabled") or not node_id:
+            return
+        changes.append("remove this node's affiliate %s from the discovery service %s" % (node_id, disc.get("endpoint")))
+        if not module.check_mode:
+            try:
+                warning = delete_affiliate(normalize_settings(disc), old.get("cluster_id", ""), node_id)
+            except DiscoverySettingsError as exc:
+                warning = "discovery settings of the last run are unusable (%s): the affiliate expires by itself" % exc
+            if warning:
+                module.warn(warning)
+
     def work():
         if p["state"] == "absent":
             with state_lock(p["state_dir"]):
+                changes = []
+                leave_discovery(old_state(), changes)
                 res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"], route_table=p["route_table"],
                                              rule_priority=p["rule_priority"], nft_table=p["nft_table"],
                                              listen_port=p["listen_port"]), check_mode=module.check_mode)
-            return dict(changed=res.changed, changes=res.changes, peers=[], implementation="")
+            return dict(changed=res.changed or bool(changes), changes=changes + res.changes, peers=[], implementation="")
         cluster_id = validate_cluster_id(p["cluster_id"])
         secret = validate_cluster_secret(p["cluster_secret"])
         settings = Settings(interface=p["interface"], mtu=p["mtu"], listen_port=p["listen_port"], fwmark=p["fwmark"],
@@ -324,6 +403,13 @@ def main():
                             rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"],
                             firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"])
         settings.validate()
+        try:
+            discovery = normalize_settings(dict(enabled=p["discovery_enabled"], endpoint=p["discovery_endpoint"],
+                                                insecure=p["discovery_insecure"], ca_file=p["discovery_ca_file"],
+                                                server_name=p["discovery_server_name"],
+                                                harvest_extra_endpoints=p["harvest_extra_endpoints"]))
+        except DiscoverySettingsError as exc:
+            raise ReconcileError(str(exc))
         ident = load_identity(p["state_dir"])
         if ident is None:
             if module.check_mode:
@@ -331,7 +417,28 @@ def main():
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
         with state_lock(p["state_dir"]):
             peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
-            res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode)
+            extra = None
+            leaving = []
+            if discovery["enabled"]:
+                # the inventory's peers and this node's own affiliate are what the agent merges with the service's
+                # affiliates; this run keeps the peers the agent discovered last (their affiliates, re-checked)
+                local = local_affiliate(p["peers"], ident.public_key, p["local_name"])
+                extra = {"discovery": discovery, "inventory_peers": [strip_affiliate(x) for x in peers], "local_affiliate": local}
+                found = last_discovered(p["state_dir"])
+                if found:
+                    peers, _kept, reasons = plan_peers(peers, found, None, ident.public_key, ident.address, ident.subnet, local,
+                                                       p["local_name"])
+                    warnings = warnings + reasons
+                if local is None:
+                    warnings.append("this host's own affiliate is not among the peers (local_name %r): it is not published to "
+                                    "the discovery service" % p["local_name"])
+            else:
+                leave_discovery(old_state(), leaving)
+            res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode,
+                                 extra_state=extra)
+            if leaving:
+                res.changes = leaving + res.changes
+                res.changed = True
         for w in warnings + res.warnings:
             module.warn(w)
         out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation,

@@ -40,6 +40,8 @@ force=0
 #   ufw, firewalld                the role's other firewall backends (molecule scenario dataplane); both
 #                                 installed disabled: a scenario turns one on where it tests it
 #   tcpdump, iperf3               packet captures (no cleartext to a down peer) and throughput (bench/)
+#   python3-grpcio, python3-cryptography   discovery client in the node agent and the discovery service
+#                                 (molecule scenarios discovery and nat; the containers are offline)
 PACKAGES=(
     python3 python3-apt python3-nacl python3-pyroute2 python3-yaml
     netbase iproute2 nftables kmod
@@ -47,6 +49,7 @@ PACKAGES=(
     systemd systemd-sysv dbus
     iputils-ping procps openssh-server sudo ca-certificates
     ufw firewalld tcpdump iperf3
+    python3-grpcio python3-cryptography
 )
 
 # Units that only cost time or fail in a container: apt's daily jobs, e2scrub, fstrim, gettys.

@@ -1,0 +1,445 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The discovery client side of the node agent and of playbook runs (docs/discovery.md).
+
+The agent is a oneshot run by a timer, so it cannot hold a Watch stream: each tick it calls Hello (the
+address the service sees becomes an extra endpoint candidate of this node), List (the whole cluster), and
+AffiliateUpdate of this node's own affiliate when it changed, when half its TTL has passed (Talos: TTL
+30 min, refresh at 15 min) or when the service no longer has it (a restart without a state file). The
+discovered affiliates are merged with the inventory's peers (discovery_affiliates.merge_affiliates) and
+the new peer set replaces the desired state's peers (under the node lock) when it differs. With
+harvesting on, endpoints of up peers that WireGuard observed are published for those peers.
+
+A service that cannot be reached (or refuses us) never changes the peers: the agent logs a warning and
+keeps the last discovered affiliates. Memory between ticks: ``discovery.json`` in the state directory
+(mode 0600): the last discovered affiliates, when and what was last published, the last reasons logged.
+
+The pure parts (settings, planning what to publish, merging) take plain values; :class:`DiscoveryRound`
+does the I/O through a client made by ``client_factory`` (discovery_grpc.DiscoveryClient by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
+from .peers import PeerError, build_peer_set
+from .statefile import StateFileError, read_json, write_json
+from .wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
+
+DISCOVERY_FILE = "discovery.json"
+DISCOVERY_VERSION = 1
+DEFAULT_TTL = 1800.0  # Talos: 30 min, refreshed at TTL/2
+RPC_TIMEOUT = 5.0  # per call: a dead service must not stall the agent's tick
+AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addresses", "additional_addresses",
+                  "exclude_advertised_networks")
+
+
+class DiscoverySettingsError(ValueError):
+    """Discovery settings are invalid; the message names the setting."""
+
+
+def default_settings() -> dict:
+    return {"enabled": False, "endpoint": "", "insecure": False, "ca_file": "", "server_name": "",
+            "harvest_extra_endpoints": False, "ttl": DEFAULT_TTL, "timeout": RPC_TIMEOUT}
+
+
+def normalize_settings(raw: Optional[dict]) -> dict:
+    """Discovery settings as persisted in the desired state; DiscoverySettingsError on bad values."""
+    out = default_settings()
+    for key, value in (raw or {}).items():
+        if key in out and value is not None:
+            out[key] = value
+    out["enabled"] = bool(out["enabled"])
+    out["insecure"] = bool(out["insecure"])
+    out["harvest_extra_endpoints"] = bool(out["harvest_extra_endpoints"])
+    out["endpoint"] = str(out["endpoint"] or "").strip()
+    out["ca_file"] = str(out["ca_file"] or "")
+    out["server_name"] = str(out["server_name"] or "")
+    try:
+        out["ttl"] = float(out["ttl"])
+        out["timeout"] = float(out["timeout"])
+    except (TypeError, ValueError):
+        raise DiscoverySettingsError("discovery ttl and timeout must be numbers")
+    if not 0 < out["ttl"] <= 1800:
+        raise DiscoverySettingsError("discovery ttl %s must be > 0 and <= 1800 seconds (the service's limit)" % out["ttl"])
+    if not 0 < out["timeout"] <= 60:
+        raise DiscoverySettingsError("discovery timeout %s must be > 0 and <= 60 seconds" % out["timeout"])
+    if out["enabled"]:
+        if not out["endpoint"]:
+            raise DiscoverySettingsError("kubespan_discovery_endpoint is required when kubespan_discovery_enabled is true "
+                                         "(e.g. https://discovery.example.com:443 or 10.0.0.5:3000 with kubespan_discovery_insecure)")
+        target, tls = service_target(out["endpoint"], out["insecure"])
+        if not tls and out["ca_file"]:
+            raise DiscoverySettingsError("kubespan_discovery_ca_file is set but the connection to %s is plaintext "
+                                         "(kubespan_discovery_insecure or an http:// endpoint)" % target)
+    return out
+
+
+def service_target(endpoint: str, insecure: bool) -> Tuple[str, bool]:
+    """(host:port, TLS) of a Talos-style service endpoint, as DiscoveryClient reads it; DiscoverySettingsError if unusable."""
+    text = str(endpoint).strip()
+    if "://" not in text:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise DiscoverySettingsError("kubespan_discovery_endpoint %r: expected https://host[:port]/, http://host:port/ or "
+                                         "host:port" % endpoint)
+    from .discovery_grpc import parse_service_endpoint
+    try:
+        return parse_service_endpoint(text, insecure)
+    except ValueError as exc:
+        raise DiscoverySettingsError("kubespan_discovery_endpoint: %s" % exc)
+
+
+def strip_affiliate(entry: dict) -> dict:
+    """An affiliate dict from a peer spec or an inventory entry (drops allowed_ips, version, ...)."""
+    return {k: entry[k] for k in AFFILIATE_KEYS if k in entry}
+
+
+def local_affiliate(affiliates: Iterable[dict], public_key: str, local_name: Optional[str]) -> Optional[dict]:
+    """This node's own entry among the inventory affiliates (by public key, else by name)."""
+    by_name = None
+    for aff in affiliates:
+        if not isinstance(aff, dict):
+            continue
+        if aff.get("public_key") == public_key:
+            return strip_affiliate(aff)
+        if local_name and aff.get("name") == local_name and by_name is None:
+            by_name = aff
+    return strip_affiliate(by_name) if by_name is not None and by_name.get("public_key") == public_key else None
+
+
+def public_endpoint(client_ip: Optional[str], listen_port: int, subnet: Optional[str] = None) -> Optional[str]:
+    """The endpoint candidate Hello's observed address gives this node (Talos: the public IP as an endpoint), or None.
+
+    Skipped: no address, loopback, link-local, unspecified, multicast, or an address inside the cluster's own
+    KubeSpan subnet (a service reached through the mesh sees our ULA, which is no underlay endpoint).
+    """
+    if not client_ip:
+        return None
+    try:
+        ip = ipaddress.ip_address(str(client_ip).strip())
+    except ValueError:
+        return None
+    if getattr(ip, "ipv4_mapped", None) is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        return None
+    if subnet:
+        try:
+            if ip.version == 6 and ip in ipaddress.ip_network(subnet, strict=False):
+                return None
+        except ValueError:
+            pass
+    return format_endpoint(str(ip), int(listen_port))
+
+
+def publishable_affiliate(local: dict, public_ep: Optional[str]) -> dict:
+    """This node's affiliate as published: its inventory entry plus the Hello-observed endpoint (last, as a fallback)."""
+    aff = strip_affiliate(local)
+    endpoints = []
+    for ep in list(aff.get("endpoints") or []) + ([public_ep] if public_ep else []):
+        try:
+            norm = normalize_endpoint(ep)
+        except ValueError:
+            continue
+        if norm not in endpoints:
+            endpoints.append(norm)
+    aff["endpoints"] = endpoints
+    return aff
+
+
+def affiliate_digest(target: str, cluster_id: str, aff: dict) -> str:
+    """What identifies a publication: the service, the cluster and the affiliate's content (not its ciphertext, which is random)."""
+    text = json.dumps({"target": target, "cluster": cluster_id, "affiliate": aff}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def publish_due(last: Optional[dict], digest: str, now: float, ttl: float, present: bool = True) -> Optional[str]:
+    """Why this node's affiliate must be (re)published now, or None: new, changed, half the TTL passed, or lost by the service."""
+    if not last or not last.get("digest"):
+        return "first publication"
+    if last.get("digest") != digest:
+        return "affiliate changed"
+    at = float(last.get("at") or 0)
+    if now < at or now - at >= ttl / 2.0:
+        return "refresh (TTL/2)"
+    if not present:
+        return "the service does not have it (restarted?)"
+    return None
+
+
+def harvest_plan(statuses: Dict[str, object], peers: Iterable[dict], harvested: Dict[str, dict], now: float, ttl: float,
+                 local_node_id: str = "") -> List[Tuple[str, str]]:
+    """(node ID, endpoint) pairs to publish for up peers whose WireGuard-observed endpoint is new or due for a refresh.
+
+    ``statuses``: public key -> PeerStatus (state, endpoint); ``harvested``: node ID -> {"endpoint", "at"} of the
+    last publication. As Talos's harvestExtraEndpoints: only peers that are up, only the endpoint WireGuard uses.
+    """
+    by_key = {p.get("public_key"): p for p in peers if isinstance(p, dict)}
+    plan = []
+    for key in sorted(statuses):
+        st = statuses[key]
+        spec = by_key.get(key)
+        if spec is None or getattr(st, "state", "") != "up" or not getattr(st, "endpoint", ""):
+            continue
+        node_id = spec.get("node_id") or ""
+        if not node_id or node_id == local_node_id:
+            continue
+        try:
+            endpoint = normalize_endpoint(st.endpoint)
+            host = parse_endpoint(endpoint)[0]
+        except ValueError:
+            continue
+        if ipaddress.ip_address(host).is_loopback:
+            continue
+        last = harvested.get(node_id) or {}
+        at = float(last.get("at") or 0)
+        if last.get("endpoint") == endpoint and at <= now < at + ttl / 2.0:
+            continue
+        plan.append((node_id, endpoint))
+    return plan
+
+
+def plan_peers(inventory_peers: Iterable[dict], discovered: Optional[List[dict]], last_discovered: Optional[List[dict]],
+               local_public_key: str, local_address: str, subnet: str, local: Optional[dict] = None,
+               local_name: Optional[str] = None) -> Tuple[List[dict], List[dict], List[str]]:
+    """The peer set from the inventory's peers and the discovered affiliates: (peer specs, new last_discovered, reasons).
+
+    ``discovered`` None: the service was not asked or not reachable, ``last_discovered`` stands in (an outage
+    never removes peers). A merge that would fail (a clash the merge rules let through) falls back to the
+    inventory's peers alone, with the reason.
+    """
+    net = ipaddress.IPv6Network(subnet)
+    local = local or {}
+    local_addresses = list(local.get("addresses") or [])
+    local_networks = list(local.get("additional_addresses") or [])
+    inventory = [strip_affiliate(p) for p in inventory_peers]
+    merged, reasons = merge_affiliates(inventory, discovered, net, local_node_id=local.get("node_id") or "",
+                                       local_public_key=local_public_key, local_address=local_address,
+                                       local_addresses=local_addresses, local_networks=local_networks,
+                                       last_discovered=last_discovered)
+    try:
+        peers, warnings = build_peer_set(local_public_key, local_address, net, merged, None, None, local_name,
+                                         local_addresses, local_networks)
+    except PeerError as exc:
+        peers, warnings = build_peer_set(local_public_key, local_address, net, inventory, None, None, local_name,
+                                         local_addresses, local_networks)
+        return peers, list(last_discovered or []), reasons + ["discovered affiliates not used: %s" % exc] + warnings
+    return peers, discovered_only(merged), reasons + warnings
+
+
+def same_peers(a: Iterable[dict], b: Iterable[dict]) -> bool:
+    """Peer spec lists equal apart from their resource versions."""
+    def norm(peers):
+        return sorted(json.dumps({k: v for k, v in p.items() if k != "version"}, sort_keys=True) for p in peers)
+    return norm(a) == norm(b)
+
+
+# --- memory between ticks ---------------------------------------------------------------------------
+
+
+def discovery_path(state_dir: str) -> str:
+    return os.path.join(state_dir, DISCOVERY_FILE)
+
+
+def load_memory(state_dir: str) -> Tuple[dict, Optional[str]]:
+    """The discovery memory (empty when missing) and a problem to log when it was corrupt (then: start afresh)."""
+    path = discovery_path(state_dir)
+    try:
+        data = read_json(path)
+    except (StateFileError, ValueError) as exc:
+        return {}, "%s is unreadable (%s): discovery starts afresh" % (path, exc)
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict) or data.get("version") != DISCOVERY_VERSION:
+        return {}, "%s has an unknown format: discovery starts afresh" % path
+    affiliates = data.get("affiliates")
+    if not isinstance(affiliates, list) or not all(isinstance(a, dict) for a in affiliates):
+        data["affiliates"] = []
+    for key in ("published", "harvested"):
+        if not isinstance(data.get(key), dict):
+            data[key] = {}
+    return data, None
+
+
+def save_memory(state_dir: str, memory: dict) -> None:
+    memory = dict(memory, version=DISCOVERY_VERSION)
+    write_json(discovery_path(state_dir), memory)
+
+
+def last_discovered(state_dir: str) -> List[dict]:
+    """The affiliates the agent discovered last (for a playbook run's merge); [] when none or unreadable."""
+    memory, _problem = load_memory(state_dir)
+    return [a for a in memory.get("affiliates") or [] if a.get("source") == SOURCE_DISCOVERY]
+
+
+# --- I/O ------------------------------------------------------------------------------------------
+
+
+def make_client(settings: dict):
+    """A DiscoveryClient for the settings (raises DiscoveryRPCError when grpc is missing, OSError for the CA file)."""
+    from .discovery_grpc import DiscoveryClient
+    ca = None
+    if settings.get("ca_file"):
+        with open(settings["ca_file"], "rb") as handle:
+            ca = handle.read()
+    return DiscoveryClient(settings["endpoint"], insecure=settings["insecure"], ca_cert=ca,
+                           server_name=settings.get("server_name") or None, timeout=float(settings.get("timeout") or RPC_TIMEOUT))
+
+
+def _errors():
+    from .discovery_crypto import DiscoveryCryptoError
+    from .discovery_grpc import DiscoveryRPCError
+    return (DiscoveryRPCError, DiscoveryCryptoError, OSError, ValueError)
+
+
+def delete_affiliate(settings: dict, cluster_id: str, node_id: str, client_factory: Callable = make_client) -> Optional[str]:
+    """AffiliateDelete of this node (KubeSpan or discovery disabled). Returns a warning, or None when done."""
+    if not settings.get("endpoint") or not node_id:
+        return None
+    try:
+        client = client_factory(settings)
+        try:
+            client.delete(cluster_id, node_id)
+        finally:
+            client.close()
+    except _errors() as exc:
+        return ("could not remove this node's affiliate from the discovery service %s (%s): the other nodes drop it "
+                "when it expires (at most %d s)" % (settings.get("endpoint"), exc, int(settings.get("ttl") or DEFAULT_TTL)))
+    return None
+
+
+class DiscoveryRound:
+    """One agent tick's discovery work. ``sync()`` before the data plane is re-applied, ``harvest()`` after sampling.
+
+    ``state``: the desired state (cluster ID and secret, discovery settings, inventory peers, local affiliate).
+    ``update_peers(peers)`` is called (by the agent, under the node lock) when the merged peer set differs.
+    """
+
+    def __init__(self, state_dir: str, state: dict, log: Callable[[str], None], now_fn: Callable[[], float],
+                 client_factory: Callable = make_client, hostname: Optional[str] = None):
+        self.state_dir = state_dir
+        self.state = state
+        self.log = log
+        self.now_fn = now_fn
+        self.client_factory = client_factory
+        self.settings = normalize_settings(state.get("discovery"))
+        self.hostname = hostname or socket.gethostname()
+        self.client = None
+        self.key = None
+        self.memory, problem = load_memory(state_dir)
+        if problem:
+            log(problem)
+        self.reachable = False
+
+    # helpers
+    def _warn_unreachable(self, exc) -> None:
+        kept = len(self.memory.get("affiliates") or [])
+        self.log("discovery service %s unavailable (%s): keeping the inventory peers and the %d affiliates discovered last"
+                 % (self.settings["endpoint"], exc, kept))
+        self.memory["last_error"] = str(exc)[:500]
+
+    def _log_reasons(self, reasons: List[str]) -> None:
+        """Reasons (dropped affiliates, skipped endpoints) are logged when they change, not at every tick."""
+        if reasons != self.memory.get("reasons"):
+            for reason in reasons:
+                self.log("discovery: %s" % reason)
+        self.memory["reasons"] = reasons
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # pylint: disable=broad-except  # closing must never fail a tick
+                pass
+            self.client = None
+
+    def sync(self, update_peers: Callable[[List[dict]], None]) -> bool:
+        """Hello, List, AffiliateUpdate when due, merge. Returns True when the peer set changed (update_peers was called)."""
+        state = self.state
+        errors = _errors()
+        from .discovery_crypto import key_from_secret
+        cluster_id = state["cluster_id"]
+        local = state.get("local_affiliate") or None
+        ident_key = local.get("public_key") if local else ""
+        node_id = (local or {}).get("node_id") or ""
+        settings = state.get("settings") or {}
+        now = self.now_fn()
+        try:
+            self.key = key_from_secret(state["cluster_secret"])
+            self.client = self.client_factory(self.settings)
+            hello = self.client.hello(cluster_id)
+            if hello.redirect:
+                self.log("discovery service %s asks to use %s instead: set kubespan_discovery_endpoint to it"
+                         % (self.settings["endpoint"], hello.redirect))
+            listed = self.client.list(cluster_id)
+            public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
+            if public_ep != self.memory.get("public_endpoint") or "public_endpoint" not in self.memory:
+                self.log("discovery: the service sees this node at %s" % (hello.client_ip or "(not reported)"))
+            self.memory["public_endpoint"] = public_ep
+            if local and node_id:
+                aff = publishable_affiliate(local, public_ep)
+                digest = affiliate_digest(self.settings["endpoint"], cluster_id, aff)
+                present = any(sa.id == node_id and sa.data for sa in listed)
+                why = publish_due(self.memory.get("published"), digest, now, self.settings["ttl"], present)
+                if why:
+                    data, blobs = seal_affiliate(self.key, aff, hostname=self.hostname, operating_system="kubespan.mesh")
+                    self.client.update(cluster_id, node_id, data, blobs, ttl=self.settings["ttl"])
+                    self.memory["published"] = {"digest": digest, "at": now, "endpoints": aff["endpoints"]}
+                    self.log("discovery: published this node's affiliate (%s; %d endpoints)" % (why, len(aff["endpoints"])))
+            else:
+                self.log("discovery: this node's own affiliate is not in the desired state: re-run the playbook to publish it")
+            found, open_reasons = open_affiliates(self.key, listed, local_node_id=node_id)
+        except errors as exc:
+            self._warn_unreachable(exc)
+            self.reachable = False
+            self.close()
+            save_memory(self.state_dir, self.memory)
+            return False
+        self.reachable = True
+        self.memory.pop("last_error", None)
+        self.memory["last_success"] = now
+        peers, new_last, merge_reasons = plan_peers(state.get("inventory_peers") or [], found, self.memory.get("affiliates"),
+                                                    ident_key, state.get("address") or "", state["subnet"], local,
+                                                    (local or {}).get("name"))
+        self._log_reasons(open_reasons + merge_reasons)
+        old_names = {a.get("node_id"): a.get("name") for a in self.memory.get("affiliates") or []}
+        new_names = {a.get("node_id"): a.get("name") for a in new_last}
+        for nid in sorted(set(new_names) - set(old_names)):
+            self.log("discovery: new affiliate %s (%s)" % (new_names[nid], nid))
+        for nid in sorted(set(old_names) - set(new_names)):
+            self.log("discovery: affiliate %s (%s) is gone" % (old_names[nid], nid))
+        self.memory["affiliates"] = new_last
+        save_memory(self.state_dir, self.memory)
+        if same_peers(peers, state.get("peers") or []):
+            return False
+        update_peers(peers)
+        return True
+
+    def harvest(self, statuses: Dict[str, object], peers: List[dict]) -> None:
+        """Publish the endpoints WireGuard observed for up peers (kubespan_harvest_extra_endpoints)."""
+        if not self.settings["harvest_extra_endpoints"] or not self.reachable or self.client is None:
+            return
+        now = self.now_fn()
+        local_node = (self.state.get("local_affiliate") or {}).get("node_id") or ""
+        harvested = self.memory.setdefault("harvested", {})
+        for node_id, endpoint in harvest_plan(statuses, peers, harvested, now, self.settings["ttl"], local_node):
+            try:
+                self.client.update(self.state["cluster_id"], node_id, None, seal_endpoints(self.key, [endpoint]), ttl=self.settings["ttl"])
+            except _errors() as exc:
+                self.log("discovery: harvested endpoint %s of %s not published: %s" % (endpoint, node_id, exc))
+                break
+            if harvested.get(node_id, {}).get("endpoint") != endpoint:
+                self.log("discovery: published harvested endpoint %s for %s" % (endpoint, node_id))
+            harvested[node_id] = {"endpoint": endpoint, "at": now}
+        known = {p.get("node_id") for p in peers}
+        for node_id in [n for n in harvested if n not in known]:
+            del harvested[node_id]
+        save_memory(self.state_dir, self.memory)
