@@ -7,7 +7,9 @@
 #      the way the Ansible docsite would render them;
 #   3. ansible-doc --json of every module: documentation, examples and return values present, and
 #      attributes check_mode and diff_mode declared;
-#   4. relative links in README.md, docs/*.md and roles/*/README.md point to files that exist.
+#   4. relative links in README.md, docs/*.md and roles/*/README.md point to files that exist;
+#   5. every role variable of defaults/main.yml and meta/argument_specs.yml is in the role's README, and
+#      the two agree on the defaults (templated defaults excepted).
 #
 # The collection is copied (the files git would commit) into <tmp>/ansible_collections/kubespan/mesh and
 # only that path is searched (ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false: the venv's bundled collections
@@ -84,6 +86,38 @@ for rel in files:
             bad = 1
             print("%s: broken link %s" % (rel, target))
 print("checked %d files" % len(files))
+sys.exit(bad)
+EOF
+
+echo "--- role variables: defaults, argument specs and README agree"
+python3 - "$REPO_ROOT" <<'EOF' || failed=1
+import os, re, sys
+import yaml
+root = sys.argv[1]
+bad = 0
+for role in sorted(os.listdir(os.path.join(root, "roles"))):
+    base = os.path.join(root, "roles", role)
+    def load(rel):
+        path = os.path.join(base, rel)
+        return (yaml.safe_load(open(path)) or {}) if os.path.exists(path) else {}
+    defaults = load("defaults/main.yml")
+    specs = {}
+    for entry in (load("meta/argument_specs.yml").get("argument_specs") or {}).values():
+        specs.update(entry.get("options") or {})
+    readme_path = os.path.join(base, "README.md")
+    readme = open(readme_path).read() if os.path.exists(readme_path) else ""
+    documented = set(re.findall(r"`([a-z][a-z0-9_]+)`", readme))
+    for name in sorted(set(defaults) - set(specs)):
+        bad = 1
+        print("roles/%s: %s has a default but no argument spec" % (role, name))
+    for name in sorted((set(defaults) | set(specs)) - documented):
+        bad = 1
+        print("roles/%s: %s is not in README.md" % (role, name))
+    for name, spec in sorted(specs.items()):
+        if name in defaults and "default" in spec and spec["default"] != defaults[name] and "{{" not in str(defaults[name]):
+            bad = 1
+            print("roles/%s: %s defaults differ: argument spec %r, defaults/main.yml %r" % (role, name, spec["default"], defaults[name]))
+    print("roles/%s: %d variables checked" % (role, len(set(defaults) | set(specs))))
 sys.exit(bad)
 EOF
 
