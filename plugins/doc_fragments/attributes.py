@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
     """Attributes that ansible.builtin.action_common_attributes does not describe."""
 
     # Use together with ansible.builtin.action_common_attributes (check_mode, diff_mode, platform).
