@@ -280,6 +280,18 @@ def last_discovered(state_dir: str) -> List[dict]:
     return [a for a in memory.get("affiliates") or [] if a.get("source") == SOURCE_DISCOVERY]
 
 
+def agent_warning(state_dir: str) -> Optional[str]:
+    """A warning for a playbook run when the node agent's last discovery round failed (None when it worked or never ran)."""
+    memory, problem = load_memory(state_dir)
+    if problem:
+        return problem
+    error = memory.get("last_error")
+    if not error:
+        return None
+    return ("the node agent could not reach the discovery service at its last tick (%s): the peers are the inventory's "
+            "plus the %d affiliates discovered before" % (error, len(memory.get("affiliates") or [])))
+
+
 # --- I/O ------------------------------------------------------------------------------------------
 
 

@@ -301,6 +301,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import valid
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent import (
     DiscoverySettingsError,
+    agent_warning,
     delete_affiliate,
     last_discovered,
     local_affiliate,
@@ -429,6 +430,9 @@ def main():
                     peers, _kept, reasons = plan_peers(peers, found, None, ident.public_key, ident.address, ident.subnet, local,
                                                        p["local_name"])
                     warnings = warnings + reasons
+                problem = agent_warning(p["state_dir"])
+                if problem:
+                    warnings.append(problem)
                 if local is None:
                     warnings.append("this host's own affiliate is not among the peers (local_name %r): it is not published to "
                                     "the discovery service" % p["local_name"])

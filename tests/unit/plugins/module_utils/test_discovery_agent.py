@@ -293,6 +293,8 @@ def test_unreachable_service_changes_nothing_and_warns(tmp_path):
     assert any("unavailable" in line and "keeping" in line for line in logs)
     memory = dag.load_memory(str(d))[0]
     assert [a["name"] for a in memory["affiliates"]] == ["n1"] and memory["last_error"]
+    assert "could not reach the discovery service" in dag.agent_warning(str(d)) and "the 1 affiliates" in dag.agent_warning(str(d))
+    assert dag.agent_warning(str(tmp_path / "never")) is None
 
 
 def test_forged_affiliate_on_the_service_is_dropped_with_a_logged_reason(tmp_path, service):
