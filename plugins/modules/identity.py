@@ -29,10 +29,11 @@ attributes:
     support: full
     details: A missing identity is reported as would be created; nothing is written.
   diff_mode:
-    support: none
+    support: full
     details:
-      - No diff is returned. What a run created is in RV(identity.created) and RV(identity); in check mode
-        RV(would_create) says whether an identity would be generated. The private key is never part of any result.
+      - When an identity is created (or its address moves to a new cluster subnet), the diff shows the public
+        identity before and after (public key, node ID, address, subnet). In check mode a missing identity shows
+        as C(would be generated). The private key is never part of any result or diff.
   idempotent:
     support: full
     details: The key pair, node ID and address are generated once and kept while the cluster ID is unchanged.
@@ -200,8 +201,16 @@ def main():
             module.params["extra_endpoints"], module.params["advertised_networks"], module.params["exclude_advertised_networks"],
             module.params["kubernetes_networks"])
         if facts.get("would_create"):
-            return dict(changed=True, would_create=True)
-        return dict(changed=changed, identity=facts)
+            out = dict(changed=True, would_create=True)
+            if module._diff:
+                out["diff"] = dict(before="", after="identity: would be generated in %s\n" % module.params["state_dir"])
+            return out
+        out = dict(changed=changed, identity=facts)
+        if module._diff and changed:
+            after = "".join("%s: %s\n" % (k, facts[k]) for k in ("public_key", "node_id", "address", "subnet"))
+            before = "" if facts.get("created") else "(address or subnet before this run differs)\n"
+            out["diff"] = dict(before=before, after=after)
+        return out
 
     module.exit_json(**run_guarded(module, work))
 

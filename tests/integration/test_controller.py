@@ -30,7 +30,7 @@ def collections_path(tmp_path):
 
 def playbook(tmp_path, *args, inventory=None):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(tmp_path), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), PWD=str(tmp_path))
     cmd = [os.path.join(VENV_BIN, "ansible-playbook")]
     if inventory is not None:
         inv = tmp_path / "inventory.yml"
@@ -106,6 +106,13 @@ def test_gen_secrets_writes_once_with_0600(tmp_path):
     assert secret not in out  # the secret is written to the file only
     rc, out = playbook(tmp_path, "kubespan.mesh.gen_secrets", "-e", "kubespan_secrets_file=%s" % target)
     assert rc == 0 and "changed=0" in out and target.read_text() == first  # never overwritten
+
+
+def test_gen_secrets_relative_path_is_relative_to_the_working_directory(tmp_path):
+    rc, out = playbook(tmp_path, "kubespan.mesh.gen_secrets", "-e", "kubespan_secrets_file=group_vars/kubespan/secrets.yml")
+    assert rc == 0, out
+    assert (tmp_path / "group_vars" / "kubespan" / "secrets.yml").is_file()
+    assert not os.path.exists(os.path.join(ROOT, "playbooks", "group_vars"))
 
 
 def test_gen_secrets_refuses_a_corrupt_file(tmp_path):

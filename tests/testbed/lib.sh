@@ -45,11 +45,11 @@ testbed_run_node() {
         "$TESTBED_IMAGE" /sbin/init >/dev/null
 }
 
-# testbed_wait_systemd NAME...: wait (up to 60 s each) until systemd reports "running".
+# testbed_wait_systemd NAME...: wait (up to 180 s each: a loaded 2-core machine can take over 60 s) until systemd reports "running".
 testbed_wait_systemd() {
     local name state
     for name in "$@"; do
-        state="$(timeout 60 podman exec "$name" systemctl is-system-running --wait 2>/dev/null || true)"
+        state="$(timeout 180 podman exec "$name" systemctl is-system-running --wait 2>/dev/null || true)"
         if [[ "$state" != running ]]; then
             echo "systemd in $name is '${state:-unreachable}', not 'running':" >&2
             podman exec "$name" systemctl --failed --no-pager >&2 || true
