@@ -183,7 +183,8 @@ def test_validate_affiliate(aff):
         if isinstance(aff, dict) and isinstance(aff.get("name"), str) and aff.get("name"):
             assert "peer %s" % aff["name"] in str(exc), str(exc)
         # the cluster secret that hostvars may carry next to the peer data is never echoed
-        if isinstance(aff, dict) and aff.get("preshared_key"):
+        others = [repr(v) for k, v in aff.items() if k != "preshared_key"] if isinstance(aff, dict) else []
+        if isinstance(aff, dict) and aff.get("preshared_key") and not any(aff["preshared_key"] in o for o in others):
             assert aff["preshared_key"] not in str(exc)
         return
     assert ipaddress.IPv6Address(norm["address"]) in SUBNET
@@ -362,13 +363,27 @@ def test_cluster_id_argument(value):
         assert "kubespan_cluster_id" in str(exc)
 
 
+def _messages(*values):
+    out = []
+    for v in values:
+        try:
+            validate_cluster_secret(v)
+        except ValueError as exc:
+            out.append(str(exc))
+    return "\n".join(out)
+
+
+# the fixed wording of the errors: a value that is part of it is "found" without being echoed
+_SECRET_MESSAGE_TEXT = _messages("", "!", base64.b64encode(b"x").decode())
+
+
 @given(value=st.one_of(hostile, st.text(max_size=80), keys, st.binary(min_size=1, max_size=64).map(lambda b: base64.b64encode(b).decode())))
 def test_cluster_secret_argument_never_echoed(value):
     try:
         validate_cluster_secret(value)
     except ValueError as exc:
         assert "kubespan_cluster_secret" in str(exc)
-        if isinstance(value, str) and len(value.strip()) >= 4:
+        if isinstance(value, str) and len(value.strip()) >= 4 and value.strip() not in _SECRET_MESSAGE_TEXT:
             assert value.strip() not in str(exc), "the secret is echoed in the error"
 
 
