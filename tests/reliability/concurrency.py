@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
@@ -41,7 +40,7 @@ def device(name):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--inventory", required=True)
     ap.add_argument("--secrets-file", required=True)
     ap.add_argument("--rounds", type=int, default=20)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
@@ -220,7 +219,7 @@ def _tracer_pid(pid):
 def measure(harness, scenario, runs=5):
     """Median wall time of one uninterrupted write (go to exit), to spread random kills over it."""
     times = []
-    for _ in range(runs):
+    for _run in range(runs):
         d, _old = harness.prepare(scenario)
         child = harness.spawn(scenario, d)
         start = time.monotonic()
@@ -234,7 +233,7 @@ def measure(harness, scenario, runs=5):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--random", type=int, default=300, help="random-time SIGKILL trials (spread over the scenarios)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--no-strace", action="store_true")

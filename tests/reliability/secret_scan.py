@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
@@ -83,7 +82,7 @@ def scan_tree(root, secrets, allowed=(), skip=()):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--inventory", required=True)
     ap.add_argument("--secrets-file", required=True, help="the controller's file with kubespan_cluster_secret")
     ap.add_argument("--playbook", default=os.path.join(REPO, "playbooks", "site.yml"))
