@@ -112,3 +112,9 @@ rel_wait_all_pairs() {
     done
     echo "$((SECONDS - start))"
 }
+
+# rel_attach: set REL_NODES from the cluster's inventory (for scripts run on a cluster rel_create made).
+rel_attach() {
+    mapfile -t REL_NODES < <(sed -n 's/^    \(rel-node[0-9]*\):$/\1/p' "$REL_DIR/inventory.yml")
+    ((${#REL_NODES[@]})) || { echo "no cluster inventory at $REL_DIR/inventory.yml" >&2; return 1; }
+}

@@ -7,9 +7,17 @@
 # "fault: <name>: recovered in <s> s". Faults: wireguard-go SIGKILLed; interface deleted; nft table
 # inet kubespan flushed; routes of table 180 deleted; the container restarted; the underlay partitioned
 # (VICTIM drops every packet on its underlay interfaces) for REL_PARTITION_SECONDS (default 120) then healed.
-# Needs env.sh, lib.sh and cluster.sh sourced and REL_NODES set. Exit status 1 if a fault is not repaired
+# Runs on the cluster rel_create made (build/reliability/inventory.yml). Exit status 1 if a fault is not repaired
 # within REL_FAULT_TIMEOUT (default 180 s).
 set -Euo pipefail
+_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=/dev/null
+. "$_here/../testbed/env.sh"
+# shellcheck source=/dev/null
+. "$_here/../testbed/lib.sh"
+# shellcheck source=/dev/null
+. "$_here/cluster.sh"
+rel_attach
 victim="$1"
 timeout="${REL_FAULT_TIMEOUT:-180}"
 fail=0

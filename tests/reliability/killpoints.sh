@@ -2,14 +2,21 @@
 # tests/reliability/killpoints.sh: a playbook killed at every task boundary, then re-run, converges to
 # the same mesh with the same identities.
 #
-# Needs a cluster from cluster.sh on which site.yml has NEVER run (fresh nodes), env.sh, lib.sh and
-# cluster.sh sourced, REL_NODES set. Run k = 1, 2, ...: site.yml is started and SIGKILLed (its whole
+# Needs a cluster from cluster.sh (rel_create) on which site.yml has NEVER run (fresh nodes). Run k = 1, 2, ...: site.yml is started and SIGKILLed (its whole
 # process group, the podman exec clients too) when task k starts: at the boundary for odd k, and a random
 # 0.3-3 s into the task (modules running on the nodes) for even k. The loop ends with the first run that
 # completes without reaching task k. The identities recorded after the first run that got past identity
 # creation must be those at the end; a final plain run must report changed=0 on every host (idempotent,
 # nothing left half-done), and every pair of nodes must answer through the mesh.
 set -Euo pipefail
+_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=/dev/null
+. "$_here/../testbed/env.sh"
+# shellcheck source=/dev/null
+. "$_here/../testbed/lib.sh"
+# shellcheck source=/dev/null
+. "$_here/cluster.sh"
+rel_attach
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 log="$REL_DIR/killpoints.log"
 : >"$log"
