@@ -9,7 +9,7 @@
 # Called by bench/run.sh; the tunnel is removed at the end.
 set -Eeuo pipefail
 A="$1" B="$2" OUT="$3"
-ROUNDS="${KUBESPAN_BENCH_IPERF_ROUNDS:-3}"
+ROUNDS="${KUBESPAN_BENCH_IPERF_ROUNDS:-5}"
 SECONDS_PER_RUN="${KUBESPAN_BENCH_IPERF_SECONDS:-5}"
 PY="${PY:-.venv/bin/python}"
 
@@ -17,11 +17,11 @@ on() { podman exec "$@"; }
 
 ula() {
     on "$1" ip -j -6 addr show dev kubespan scope global |
-        python3 -c 'import json,sys; print(next(a["local"] for i in json.load(sys.stdin) for a in i["addr_info"] if a["local"][:2] in ("fc","fd")))'
+        python3 -c 'import json,sys; print(next(a["local"] for i in json.load(sys.stdin) for a in i["addr_info"] if a.get("local", "")[:2] in ("fc","fd")))'
 }
 linklocal() {
     on "$1" ip -j -6 addr show dev eth0 scope link |
-        python3 -c 'import json,sys; print(next(a["local"] for i in json.load(sys.stdin) for a in i["addr_info"]))'
+        python3 -c 'import json,sys; print(next(a["local"] for i in json.load(sys.stdin) for a in i["addr_info"] if "local" in a))'
 }
 
 # wg-quick falls back to wireguard-go without a kernel module; run it in the foreground under systemd

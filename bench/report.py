@@ -201,6 +201,18 @@ def write(args):
                 r["hosts"], r["facts"]["wall_s"], r["facts"]["cpu_s"], r["site"]["wall_s"], r["site"]["cpu_s"],
                 r["site"]["cpu_s"] / r["facts"]["cpu_s"], slow["name"].replace("kubespan.mesh.kubespan : ", ""), slow["seconds"]))
         out += [""]
+
+        def per_host(r, name):
+            return [t["seconds"] / r["hosts"] for t in r["site"]["tasks"] if t["name"].endswith(name)]
+
+        rec = [(r["hosts"], per_host(r, "Reconcile the WireGuard mesh")) for r in c["sizes"]]
+        others = [(r["hosts"], statistics.median(t["seconds"] / r["hosts"] for t in r["site"]["tasks"]
+                                                 if not t["name"].endswith("Reconcile the WireGuard mesh"))) for r in c["sizes"]]
+        if all(v for _h, v in rec):
+            out.append("- Wall time per host of the task \"Reconcile the WireGuard mesh\" (whose `peers:` collects every host's "
+                       "affiliate from hostvars): %s; the median of the other tasks: %s." % (
+                           ", ".join("%.0f ms at %d hosts" % (v[0] * 1e3, h) for h, v in rec),
+                           ", ".join("%.0f ms" % (v * 1e3) for _h, v in others)))
         for g in c["growth"]:
             out.append("- %d -> %d hosts: site.yml controller CPU grows as n^%.2f, the fact play as n^%.2f." % (
                 g["from"], g["to"], g["site_cpu_exponent"], g["facts_cpu_exponent"]))
