@@ -13,9 +13,17 @@
 #   molecule-dataplane
 #               molecule test -s dataplane: 3 nodes, two sites, ufw / firewalld / drop-policy nftables,
 #               pod networks, MSS clamp, bypass off/on by packet capture, disable and re-enable
-# The molecule scenarios run at the same time (distinct container and network names; they mostly
-# wait for agent ticks and pings): the default one in the foreground, its output live; the others in
-# the background, their logs printed when all are done. Each has its own log.
+#   molecule-discovery, molecule-nat
+#               molecule test -s discovery / nat: the discovery service (role discovery_service), a node
+#               joining from its own inventory, hostile affiliates, service outage; a NAT'd node
+#   installed   tests/installed/run.sh: the release tarball installed into an empty collections path,
+#               the demo run from the installed FQCNs only
+# Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
+# sanity-2.17 (ansible-test sanity with the oldest supported ansible-core, through nox) and
+# reliability (scripts/reliability.sh --quick: crash safety, full disk, fuzzing).
+# The container sections run in two waves of three at the same time (distinct container and network
+# names; they mostly wait for agent ticks and pings): one in the foreground, its output live; the
+# others in the background, their logs printed when the wave is done. Each has its own log.
 # A failing section does not stop the others; the exit status is non-zero if any section failed.
 # The measured recovery and failover times are printed before the summary. The last line is the
 # summary: "N passed, M failed". No section is ever skipped.
@@ -29,8 +37,11 @@ cd "$REPO_ROOT"
 LOG_DIR="$REPO_ROOT/build/test-logs"
 
 # Names used by the molecule scenarios (molecule/default/molecule.yml, molecule/failover/molecule.yml).
-TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2 dp-node1 dp-node2 dp-node3)
-TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b kubespan-dp-a kubespan-dp-b)
+TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2 dp-node1 dp-node2 dp-node3
+    disc-svc disc-node1 disc-node2 disc-node3 disc-node4 nat-svc nat-router nat-node1 nat-node2 nat-node3
+    inst-node1 inst-node2)
+TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b kubespan-dp-a kubespan-dp-b kubespan-disc
+    kubespan-nat-pub kubespan-nat-priv kubespan-inst)
 
 run_start=$SECONDS
 bash scripts/setup.sh
@@ -138,13 +149,20 @@ section unit .venv/bin/python -m pytest tests/unit tests/integration -q -p no:ca
 # --- quality gates -------------------------------------------------------------------------------
 section gates bash tests/gates.sh
 
+# --- documentation and the oldest supported ansible-core ----------------------------------------
+section docs bash tests/installed/docs-lint.sh
+section sanity-2.17 .venv/bin/nox -s "sanity(ansible_core='2.17')"
+
 # --- kernel WireGuard in a QEMU guest ------------------------------------------------------------
 section kernel bash tests/kernel/run.sh
+
+# --- reliability (host only: crash safety, fuzzing, full disk; scripts/reliability.sh --full is longer)
+section reliability bash scripts/reliability.sh --quick
 
 # --- node image ----------------------------------------------------------------------------------
 section image bash tests/testbed/build-image.sh
 
-# --- molecule ------------------------------------------------------------------------------------
+# --- molecule and the installed collection -------------------------------------------------------
 # molecule 26 can print "Executed: Successful" and return 0 although the idempotence step failed
 # (seen here); so the section also fails when molecule logged a failed action.
 molecule_test() {
@@ -159,15 +177,23 @@ molecule_test() {
     rm -f "$out"
     return "$rc"
 }
+CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-failover molecule-nat installed)
 if [[ " ${failed[*]} " == *" image ("* ]]; then
-    failed+=("molecule (not run: no node image)" "molecule-failover (not run: no node image)" "molecule-dataplane (not run: no node image)")
-    printf '\n==================== molecule scenarios: FAILED (not run: the image build failed)\n'
+    for s in "${CONTAINER_SECTIONS[@]}"; do failed+=("$s (not run: no node image)"); done
+    printf '\n==================== %s: FAILED (not run: the image build failed)\n' "${CONTAINER_SECTIONS[*]}"
 else
-    section_start molecule-failover molecule_test failover
+    # Two waves of three (the containers mostly wait for agent ticks and pings; six at once would
+    # starve a 2-core machine): one section in the foreground, its output live, two in the background.
     section_start molecule-dataplane molecule_test dataplane
+    section_start molecule-discovery molecule_test discovery
     section molecule molecule_test default
-    section_finish molecule-failover
     section_finish molecule-dataplane
+    section_finish molecule-discovery
+    section_start molecule-failover molecule_test failover
+    section_start molecule-nat molecule_test nat
+    section installed bash tests/installed/run.sh
+    section_finish molecule-failover
+    section_finish molecule-nat
 fi
 
 # --- summary -------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-#!/usr/bin/python3
-"""ks-routed ADDRESS: print "routed" when ADDRESS is in the routed set of table inet kubespan (the
+"""python3 ks_routed.py ADDRESS: print "routed" when ADDRESS is in the routed set of table inet kubespan (the
 daddr matches that mark traffic into the mesh), else "direct". Prefixes may be merged (two peers'
 10.244.2.0/24 and 10.244.3.0/24 become 10.244.2.0/23), so a string search would not do."""
 import ipaddress
