@@ -16,8 +16,8 @@
 #   molecule-discovery, molecule-nat
 #               molecule test -s discovery / nat: the discovery service (role discovery_service), a node
 #               joining from its own inventory, hostile affiliates, service outage; a NAT'd node
-#   installed   tests/installed/run.sh: the release tarball installed into an empty collections path,
-#               the demo run from the installed FQCNs only
+#   installed   tests/installed/run.sh --debian trixie: the release tarball installed into an empty
+#               collections path, the demo run from the installed FQCNs only, on Debian 13 nodes
 # Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
 # sanity-2.17 (ansible-test sanity with the oldest supported ansible-core, through nox) and
 # reliability (scripts/reliability.sh --quick: crash safety, full disk, fuzzing).
@@ -191,7 +191,8 @@ else
     section_finish molecule-discovery
     section_start molecule-failover molecule_test failover
     section_start molecule-nat molecule_test nat
-    section installed bash tests/installed/run.sh
+    # Debian 13 (trixie) nodes here: every molecule scenario already runs Debian 12 nodes.
+    section installed bash tests/installed/run.sh --debian trixie
     section_finish molecule-failover
     section_finish molecule-nat
 fi
