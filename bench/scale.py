@@ -219,7 +219,7 @@ def main(argv=None):
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--full-cluster-max", type=int, default=100, help="largest n whose whole cluster is timed node by node")
-    ap.add_argument("--cluster-sample", type=int, default=40, help="nodes timed to estimate larger clusters")
+    ap.add_argument("--cluster-sample", type=int, default=20, help="nodes timed to estimate larger clusters")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
