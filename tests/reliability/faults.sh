@@ -66,7 +66,7 @@ t0=$(now); x sh -c 'ip route flush table 180; ip -6 route flush table 180'; meas
 t0=$(now); podman restart --time 5 "$victim" >/dev/null; measure "container restarted (podman restart)" "$t0"
 
 part="${REL_PARTITION_SECONDS:-120}"
-x nft -f - <<'NFT'
+podman exec -i "$victim" nft -f - <<'NFT'
 table inet reltest {
     chain in { type filter hook input priority -300; policy accept; iifname != { "lo", "kubespan" } drop; }
     chain out { type filter hook output priority -300; policy accept; oifname != { "lo", "kubespan" } drop; }

@@ -7,7 +7,7 @@
 #   1. `systemctl start kubespan-agent.service` succeeds;
 #   2. the running agent has only CAP_NET_ADMIN, no_new_privs, a seccomp filter, / read-only and the
 #      state directory writable (read from /proc/<pid> while a tick runs);
-#   3. self-repair under the sandbox: wireguard-go killed (SIGKILL) and the interface deleted, then one
+#   3. self-repair under the sandbox: wireguard-go killed (SIGKILL), its unit stopped, the interface deleted, then one
 #      tick (`systemctl start`, which restarts kubespan-wireguard-go.service over systemd's private socket):
 #      the tick succeeds, the interface is back with the same public key, every PEER answers a ping;
 #   4. `systemd-analyze security` exposure of the unit before this hardening (HEAD~ template as shipped before,
@@ -46,6 +46,9 @@ x sh -c 'while systemctl is-active -q kubespan-agent.service; do sleep 0.2; done
 pub="$(x wg show kubespan public-key)"
 x pkill -KILL -x wireguard-go || true
 x ip link del kubespan 2>/dev/null || true
+# systemd restarts a killed wireguard-go by itself (Restart=on-failure): stop the unit, so that only the
+# agent's `systemctl restart kubespan-wireguard-go.service` (over D-Bus, from inside the sandbox) brings it back
+x systemctl stop kubespan-wireguard-go.service
 sleep 0.5
 since="$(x date '+%Y-%m-%d %H:%M:%S')"
 start=$(date +%s.%N)
@@ -53,6 +56,8 @@ x systemctl start kubespan-agent.service && ok "tick after wireguard-go was kill
 [[ "$(x wg show kubespan public-key 2>/dev/null)" == "$pub" ]] && ok "interface back with the same public key" || bad "interface or key not restored"
 x journalctl -u kubespan-agent --since "$since" --no-pager -o cat | grep -q 'repaired: create userspace WireGuard interface' \
     && ok "the journal shows the repair (wireguard-go restarted through systemctl from inside the sandbox)" || bad "no repair in the journal"
+[[ "$(x systemctl is-active kubespan-wireguard-go.service)" == active ]] && ok "kubespan-wireguard-go.service is active again" \
+    || bad "kubespan-wireguard-go.service was not restarted"
 if x journalctl -u kubespan-agent --since "$since" --no-pager -o cat | grep -Eiq 'denied|Traceback|Read-only file system|Operation not permitted'; then
     bad "the journal shows a sandbox denial:"
     x journalctl -u kubespan-agent --since "$since" --no-pager -o cat | grep -Ei 'denied|Traceback|Read-only|not permitted' | head -5
