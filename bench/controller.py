@@ -92,7 +92,7 @@ def real_facts(workdir):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--hosts", default="100,300,1000")
     ap.add_argument("--forks", type=int, default=5)
     ap.add_argument("--workdir", required=True)

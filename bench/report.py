@@ -235,9 +235,9 @@ def write(args):
                 " (estimated from %d nodes)" % r["cluster_nodes_timed"] if r["cluster_estimated"] else ""))
         out += [""]
         for g in s["growth"]:
+            values = (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"], g["baseline_exponent"], g["memory_exponent"])
             out.append("- %d -> %d nodes: one node's time grows as n^%.2f (n log n would be n^%.2f, the JSON baseline n^%.2f); "
-                       "peak memory as n^%.2f." % (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"], g["baseline_exponent"],
-                                                    g["memory_exponent"]))
+                       "peak memory as n^%.2f." % values)
         out += ["", "![scale growth](benchmarks/scale.png)", ""]
         if args.notes and os.path.exists(os.path.join(args.notes, "scale.md")):
             out += [open(os.path.join(args.notes, "scale.md")).read().rstrip(), ""]
@@ -334,7 +334,7 @@ def write(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("converge-entry")
     c.add_argument("--n", type=int, required=True)

@@ -151,7 +151,7 @@ def node_case(subnet, affiliates, index):
 
 def best_of(fn, repeat):
     best = None
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         gc.collect()
         timings = {}
         fn(timings)
@@ -163,7 +163,7 @@ def best_of(fn, repeat):
 def measure(n: int, repeat: int, full_cluster_max: int, sample: int) -> dict:
     subnet, affiliates = synthetic_cluster(n)
     payload = json.dumps({"peers": affiliates, "members": [a["name"] for a in affiliates]})
-    base = min(_timed(lambda: json.loads(payload)) for _ in range(max(repeat, 3)))
+    base = min(_timed(lambda: json.loads(payload)) for _attempt in range(max(repeat, 3)))
 
     index = n // 2
     inp, dev = node_case(subnet, affiliates, index)
@@ -215,7 +215,7 @@ def exponent(n1, t1, n2, t2):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--full-cluster-max", type=int, default=100, help="largest n whose whole cluster is timed node by node")
