@@ -130,8 +130,8 @@ def summary(get):
     three = [r for r in conv if r["n"] == 3]
 
     def span(values, fmt):
-        lo, hi = min(values), max(values)
-        return fmt % lo if abs(hi - lo) < 1e-9 else (fmt + " to " + fmt) % (lo, hi)
+        lo, hi = fmt % min(values), fmt % max(values)
+        return lo if lo == hi else "%s to %s" % (lo, hi)
 
     if three:
         c = [r["cold_ratio"] for r in three]
