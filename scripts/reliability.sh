@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # scripts/reliability.sh: the reliability and security suite (docs/reliability.md reports its figures).
 #
-#   scripts/reliability.sh --quick   host only, for CI (about 3 minutes on the 2-core test machine):
+#   scripts/reliability.sh --quick   host only, for CI (about 3.5 minutes on the 2-core test machine):
 #                                    crash safety (SIGKILL at every system call of the identity and state
 #                                    writers under strace, plus 120 random-time kills), full disk on a tmpfs,
 #                                    hypothesis fuzzing (300 examples per property)
-#   scripts/reliability.sh --full    the longer run (about 45 minutes): the same with 600 random kills and
+#   scripts/reliability.sh --full    the longer run (about an hour): the same with 600 random kills and
 #                                    3000 examples per property, then on containers of its own:
 #                                    a 3-node cluster (rel-node1..3): the first playbook run killed at every
 #                                    task boundary and inside tasks, then converged (same identities);
