@@ -172,15 +172,17 @@ gate_build() {
     # Only the installed copy: no checkout on the collections path, and not run from inside one.
     local doc
     for doc in "module kubespan.mesh.identity" "module kubespan.mesh.mesh" "module kubespan.mesh.cluster_secrets" \
-        "role kubespan.mesh.kubespan"; do
+        "module kubespan.mesh.peer_status_info" "filter kubespan.mesh.settings_errors" \
+        "role kubespan.mesh.kubespan" "role kubespan.mesh.discovery_service"; do
         local type=${doc%% *} name=${doc#* } text
         text="$(cd "$WORK" && ANSIBLE_COLLECTIONS_PATH="$installed" ansible-doc -t "$type" "$name")"
         if [[ -z "$text" ]]; then
             echo "ansible-doc -t $type $name rendered nothing" >&2
             return 1
         fi
-        printf '%s\n' "$text" | head -n 3
-        echo "  ... ansible-doc -t $type $name: $(printf '%s\n' "$text" | wc -l) lines"
+        # no pipe into head: with pipefail, printf's SIGPIPE (rc 141) once the text outgrows the pipe
+        sed -n '1,3p' <<<"$text"
+        echo "  ... ansible-doc -t $type $name: $(wc -l <<<"$text") lines"
     done
 }
 
