@@ -69,6 +69,16 @@ class Settings:
             raise ReconcileError(str(exc))
 
     def validate(self) -> None:
+        try:
+            self._validate()
+        except (TypeError, ValueError) as exc:
+            # only a hand-edited or foreign state file gets here: module arguments are typed
+            raise ReconcileError("invalid KubeSpan setting (module arguments or the desired state file): %s; "
+                                 "re-run the kubespan.mesh playbook to rewrite the state" % exc)
+
+    def _validate(self) -> None:
+        if not isinstance(self.interface, str):
+            raise TypeError("interface %r is not a string" % (self.interface,))
         if not self.interface or len(self.interface) > 15 or "/" in self.interface or " " in self.interface:
             raise ReconcileError("interface name %r is invalid: 1-15 characters, no '/' or spaces" % self.interface)
         if not MIN_MTU <= int(self.mtu) <= 65535:
@@ -430,7 +440,11 @@ def replace_state_peers(state_dir: str, peers: List[dict]) -> List[dict]:
 
 def settings_from_state(state: dict) -> Settings:
     """The Settings a playbook run persisted (keys of other versions are ignored)."""
-    return Settings(**{k: v for k, v in state["settings"].items() if k in Settings.__dataclass_fields__})
+    raw = state.get("settings") if isinstance(state, dict) else None
+    if not isinstance(raw, dict):
+        raise ReconcileError("the desired state file has no settings mapping (got %s): re-run the kubespan.mesh playbook "
+                             "to rewrite it" % type(raw).__name__)
+    return Settings(**{k: v for k, v in raw.items() if k in Settings.__dataclass_fields__})
 
 
 def agent_up_peers(state_dir: str) -> List[str]:

@@ -35,7 +35,7 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
         raise PeerError("%s: public_key %s" % (where, exc))
     node_id = aff.get("node_id") or ""
     if node_id and not valid_node_id(node_id):
-        raise PeerError("%s: node_id %r is not a base62 node ID" % (where, node_id[:60]))
+        raise PeerError("%s: node_id %s is not a base62 node ID" % (where, repr(node_id)[:60]))
     try:
         address = ipaddress.IPv6Address(str(aff.get("address", "")).split("/", 1)[0])
     except ValueError:

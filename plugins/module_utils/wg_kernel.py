@@ -252,8 +252,11 @@ def _key_value(value: Any) -> Optional[str]:
     if isinstance(value, (bytes, bytearray)) and len(value) == WG_KEY_LEN:
         raw = bytes(value)
     else:
-        text = value.decode("ascii") if isinstance(value, (bytes, bytearray)) else str(value)
-        raw = key_to_bytes(text)
+        try:
+            text = value.decode("ascii") if isinstance(value, (bytes, bytearray)) else str(value)
+            raw = key_to_bytes(text)
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise WireGuardError("malformed key attribute from the kernel (%d bytes): %s" % (len(value) if hasattr(value, "__len__") else 0, exc))
     return None if raw == _ZERO_KEY else key_to_b64(raw)
 
 

@@ -48,7 +48,14 @@ def _b64(key_hex: str) -> str:
 
 
 def parse_get_response(text: str) -> DeviceState:
-    """Parse the answer to ``get=1`` into a DeviceState."""
+    """Parse the answer to ``get=1`` into a DeviceState; a malformed answer is a WireGuardError naming the line."""
+    try:
+        return _parse_get_response(text)
+    except (ValueError, TypeError) as exc:
+        raise WireGuardError("malformed UAPI answer from wireguard-go: %s" % exc)
+
+
+def _parse_get_response(text: str) -> DeviceState:
     state = DeviceState()
     peer = None
     errno_value = None
