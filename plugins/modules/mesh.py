@@ -230,6 +230,39 @@ options:
         C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
     type: bool
     default: false
+  agent:
+    description:
+      - Install and enable the node agent in the same call, before the mesh is reconciled (its units must
+        exist by then). The agent's code (a zipapp of the collection's module_utils) in O(agent.lib_dir), the
+        C(kubespan) command, and the units C(kubespan-wireguard-go.service), C(kubespan-agent.service) (sandboxed)
+        and C(kubespan-agent.timer). Only files whose content or mode differ are written (atomically), and
+        systemd is reloaded only when a unit changed. After the reconcile, C(kubespan-wireguard-go.service)
+        is enabled at boot exactly when the userspace data path is in use, and the timer is enabled and started.
+      - Omit to leave the agent alone (for example an ad hoc call of this module).
+    type: dict
+    suboptions:
+      bundle:
+        description:
+          - The agent's code, a base64 zipapp; pass C(lookup('kubespan.mesh.agent_bundle')), which builds it from
+            this collection's module_utils on the controller.
+        type: str
+        required: true
+      lib_dir:
+        description: Directory of the agent's code on the node.
+        type: path
+        default: /usr/lib/kubespan
+      interval:
+        description: Seconds between two agent ticks (the timer's C(OnUnitActiveSec)).
+        type: int
+        default: 30
+      metrics_file:
+        description: The agent's Prometheus text file; empty for C(metrics.prom) in O(state_dir).
+        type: path
+        default: ""
+      command_path:
+        description: Where the C(kubespan) command is installed.
+        type: path
+        default: /usr/local/sbin/kubespan
 """
 
 EXAMPLES = r"""
@@ -248,6 +281,15 @@ EXAMPLES = r"""
     peers: "{{ my_affiliates }}"
     mtu: 1320
     implementation: userspace
+
+- name: Reconcile and install the node agent in the same call (what the kubespan.mesh.kubespan role does)
+  kubespan.mesh.mesh:
+    cluster_id: "{{ kubespan_cluster_id }}"
+    cluster_secret: "{{ kubespan_cluster_secret }}"
+    peers: "{{ my_affiliates }}"
+    agent:
+      bundle: "{{ lookup('kubespan.mesh.agent_bundle') }}"
+      interval: 30
 """
 
 RETURN = r"""
@@ -256,6 +298,12 @@ implementation:
   returned: success
   type: str
   sample: userspace
+agent_changes:
+  description: What was (or in check mode would be) changed in the node agent's files and units, one line each.
+  returned: when O(agent) is given
+  type: list
+  elements: str
+  sample: ["update /etc/systemd/system/kubespan-agent.timer", "systemctl enable --now kubespan-agent.timer"]
 firewall_backend:
   description: The host firewall the port was opened in (V(none) when nothing manages it or it was turned off).
   returned: when O(state=present)
@@ -297,6 +345,7 @@ peers:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions, decode_bundle, enable_units, install
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent import (
@@ -360,6 +409,13 @@ def main():
             discovery_ca_file=dict(type="path", default=""),
             discovery_server_name=dict(type="str", default=""),
             harvest_extra_endpoints=dict(type="bool", default=False),
+            agent=dict(type="dict", options=dict(
+                bundle=dict(type="str", required=True, no_log=True),
+                lib_dir=dict(type="path", default="/usr/lib/kubespan"),
+                interval=dict(type="int", default=30),
+                metrics_file=dict(type="path", default=""),
+                command_path=dict(type="path", default="/usr/local/sbin/kubespan"),
+            )),
         ),
         required_if=[("state", "present", ("cluster_id", "cluster_secret"))],
         supports_check_mode=True,
@@ -416,6 +472,13 @@ def main():
             if module.check_mode:
                 return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
+        agent = None
+        if p["agent"]:
+            a = p["agent"]
+            agent = install(AgentOptions(bundle=decode_bundle(a["bundle"]), lib_dir=a["lib_dir"], state_dir=p["state_dir"],
+                                         interface=p["interface"], interval=a["interval"], metrics_file=a["metrics_file"],
+                                         discovery_endpoint=discovery["endpoint"] if discovery["enabled"] else None,
+                                         command_path=a["command_path"]), check_mode=module.check_mode)
         with state_lock(p["state_dir"]):
             peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
             extra = None
@@ -447,9 +510,16 @@ def main():
             module.warn(w)
         out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation,
                    firewall_backend=res.firewall_backend)
+        diffs = []
         if module._diff and res.changed:
-            out["diff"] = dict(before=res.before, after=res.after,
-                               before_header="%s (before)" % p["interface"], after_header="%s (after)" % p["interface"])
+            diffs.append(dict(before=res.before, after=res.after,
+                              before_header="%s (before)" % p["interface"], after_header="%s (after)" % p["interface"]))
+        if agent is not None:
+            out["agent_changes"] = agent.changes + enable_units(res.implementation == "userspace", module.check_mode)
+            out["changed"] = out["changed"] or bool(out["agent_changes"])
+            diffs.extend(agent.diffs)
+        if module._diff and diffs:
+            out["diff"] = diffs if len(diffs) > 1 else diffs[0]
         return out
 
     module.exit_json(**run_guarded(module, work))

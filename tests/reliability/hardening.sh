@@ -79,8 +79,8 @@ x systemctl start kubespan-agent.timer
 before_unit="$(git -C "$REPO_ROOT" log --format=%H -n 1 -S 'CapabilityBoundingSet' -- roles/kubespan/templates/kubespan-agent.service.j2)"
 if [[ -n "$before_unit" ]]; then
     git -C "$REPO_ROOT" show "$before_unit~1:roles/kubespan/templates/kubespan-agent.service.j2"
-else
-    cat "$REPO_ROOT/roles/kubespan/templates/kubespan-agent.service.j2"
+else  # a clone without history: the unit as it was before the sandbox (the template is gone, see agentfiles.py)
+    printf '[Unit]\nDescription=KubeSpan node agent\n\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/kubespan agent --metrics-file {{ kubespan_agent_metrics_file }}\n'
 fi | sed -n '/^\[Unit\]/,$p' | sed 's#{{ kubespan_agent_metrics_file }}#/var/lib/kubespan/metrics.prom#' |
     podman exec -i "$node" sh -c 'mkdir -p /root/unhardened && cat >/root/unhardened/kubespan-agent.service'
 score_before="$(x systemd-analyze security --offline=yes /root/unhardened/kubespan-agent.service 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: //p')"

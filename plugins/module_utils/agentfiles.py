@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The node agent's files on a node: its code, the ``kubespan`` command and the three systemd units.
+
+Rendering is pure (``render_files``); ``install`` compares each file with what is on disk and writes only
+the ones that differ (atomically), reloads systemd only when a unit changed, and ``enable_units`` brings
+the units' enablement and the timer to the wanted state with one ``systemctl show`` when nothing needs to
+change. The mesh module calls both, so a playbook run installs the agent in the same remote call that
+reconciles the mesh (docs/benchmarks.md: one remote call instead of eight).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .statefile import StateFileError, atomic_write
+
+WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
+AGENT_SERVICE = "kubespan-agent.service"
+AGENT_TIMER = "kubespan-agent.timer"
+HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
+
+# Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+\-/@:,=]*$")
+
+
+class AgentFilesError(ValueError):
+    """A bad agent option; the message names the value and the fix."""
+
+
+@dataclass
+class AgentOptions:
+    bundle: bytes
+    lib_dir: str = "/usr/lib/kubespan"
+    state_dir: str = "/var/lib/kubespan"
+    interface: str = "kubespan"
+    interval: int = 30
+    metrics_file: str = ""
+    discovery_endpoint: Optional[str] = None  # set when the discovery client is on: the unit must allow IP traffic
+    command_path: str = "/usr/local/sbin/kubespan"
+    unit_dir: str = "/etc/systemd/system"
+
+    def validate(self) -> None:
+        for label, value in (("lib_dir", self.lib_dir), ("state_dir", self.state_dir), ("metrics_file", self.metrics_file),
+                             ("command_path", self.command_path), ("unit_dir", self.unit_dir)):
+            if not _SAFE_PATH.match(value or "") or "//" in value or value.endswith("/") and value != "/":
+                raise AgentFilesError(
+                    "agent %s %r: must be an absolute path of letters, digits and ._+-/@:,= (no spaces, no '%%', "
+                    "no trailing '/'), since it is written unquoted into systemd units" % (label, value))
+        if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= 86400:
+            raise AgentFilesError("agent interval %r: must be a whole number of seconds from 1 to 86400" % (self.interval,))
+        if not re.match(r"^[A-Za-z0-9_.\-]{1,15}$", self.interface or ""):
+            raise AgentFilesError("interface %r: 1-15 letters, digits, '_', '.' or '-'" % (self.interface,))
+        if not self.bundle.startswith(b"PK"):
+            raise AgentFilesError("agent bundle: not a zip archive (pass lookup('kubespan.mesh.agent_bundle'))")
+
+
+def decode_bundle(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise AgentFilesError("agent bundle: not base64 (pass lookup('kubespan.mesh.agent_bundle'))")
+
+
+def _agent_service(o: AgentOptions) -> str:
+    metrics_dir = os.path.dirname(o.metrics_file)
+    lines = [HEADER, "[Unit]",
+             "Description=KubeSpan node agent: re-applies the mesh's desired state, tracks peers",
+             "After=network.target %s" % WIREGUARD_GO_UNIT, "", "[Service]", "Type=oneshot"]
+    if metrics_dir != o.state_dir:
+        lines += ["# The metrics directory (e.g. node_exporter's textfile directory) may not exist yet: create it before",
+                  "# the sandbox below is set up (\"+\": this one command runs without it).",
+                  "ExecStartPre=+/bin/mkdir -p -m 0755 %s" % metrics_dir]
+    lines += ["ExecStart=%s agent --metrics-file %s" % (o.command_path, o.metrics_file), "",
+              "# Least privilege (docs/reliability.md has the `systemd-analyze security` score). The agent runs as root",
+              "# and needs: CAP_NET_ADMIN (netlink: links, addresses, routes, rules, WireGuard; nftables), netlink and",
+              "# unix sockets (nft, wireguard-go's UAPI socket in /run/wireguard, systemd's private socket for",
+              "# `systemctl restart %s`), UDP sockets (a bind test of the listen port), and" % WIREGUARD_GO_UNIT,
+              "# write access to its state directory and the metrics file's directory only.",
+              "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=",
+              "ProtectSystem=strict", "ReadWritePaths=%s" % o.state_dir]
+    if metrics_dir != o.state_dir:
+        lines.append("ReadWritePaths=%s" % metrics_dir)
+    lines += ["ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
+              "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
+              "ProtectHostname=yes", "ProtectProc=invisible", "ProcSubset=pid",
+              "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6", "RestrictNamespaces=yes",
+              "RestrictRealtime=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
+              "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+              "SystemCallFilter=~@privileged @resources", "SystemCallErrorNumber=EPERM"]
+    if o.discovery_endpoint is not None:
+        lines.append("# No IPAddressDeny: the discovery client talks gRPC to %s." % o.discovery_endpoint.replace("\n", " "))
+    else:
+        lines.append("IPAddressDeny=any")
+    lines.append("UMask=0077")
+    return "\n".join(lines) + "\n"
+
+
+def _agent_timer(o: AgentOptions) -> str:
+    return "\n".join([HEADER, "[Unit]", "Description=Run the KubeSpan node agent at boot and every %d s" % o.interval, "",
+                      "[Timer]", "OnBootSec=3", "OnUnitActiveSec=%d" % o.interval, "AccuracySec=1", "",
+                      "[Install]", "WantedBy=timers.target"]) + "\n"
+
+
+def _wireguard_go(o: AgentOptions) -> str:
+    return "\n".join([HEADER, "[Unit]", "Description=KubeSpan userspace WireGuard (wireguard-go) on %s" % o.interface,
+                      "Before=%s" % AGENT_SERVICE, "", "[Service]", "Type=simple",
+                      "# Foreground under systemd: wireguard-go's self-daemonizing mode is not used.",
+                      "Environment=LOG_LEVEL=error", "ExecStart=/usr/bin/wireguard-go -f %s" % o.interface,
+                      "Restart=on-failure", "RestartSec=2", "", "[Install]", "WantedBy=multi-user.target"]) + "\n"
+
+
+def _command(o: AgentOptions) -> str:
+    return "\n".join([
+        "#!/usr/bin/python3", HEADER,
+        "# The kubespan command: node agent and talosctl-like listings. Its code is the collection's",
+        "# plugins/module_utils, bundled in %s/kubespan-agent.pyz." % o.lib_dir,
+        "import sys", "",
+        "sys.path.insert(0, %r)" % (o.lib_dir + "/kubespan-agent.pyz"),
+        "from kubespan_mesh.cli import main  # noqa: E402", "",
+        "sys.exit(main(sys.argv[1:], state_dir=%r))" % o.state_dir]) + "\n"
+
+
+def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
+    """Every file of the agent as (path, content, mode), in the order they are installed."""
+    if not o.metrics_file:
+        o = replace(o, metrics_file=o.state_dir + "/metrics.prom")
+    o.validate()
+    unit = o.unit_dir + "/"
+    return [
+        (o.lib_dir + "/kubespan-agent.pyz", o.bundle, 0o644),
+        (o.command_path, _command(o).encode(), 0o755),
+        (unit + WIREGUARD_GO_UNIT, _wireguard_go(o).encode(), 0o644),
+        (unit + AGENT_SERVICE, _agent_service(o).encode(), 0o644),
+        (unit + AGENT_TIMER, _agent_timer(o).encode(), 0o644),
+    ]
+
+
+def _current(path: str) -> Tuple[Optional[bytes], Optional[int]]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return data, os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        raise StateFileError("cannot read %s: %s" % (path, exc.strerror or exc))
+
+
+def _diff_text(path: str, data: Optional[bytes]) -> str:
+    if data is None:
+        return ""
+    if path.endswith(".pyz"):
+        return "zipapp, sha256 %s, %d bytes\n" % (hashlib.sha256(data).hexdigest(), len(data))
+    return data.decode("utf-8", "replace")
+
+
+@dataclass
+class InstallResult:
+    changes: List[str]
+    diffs: List[Dict[str, str]]
+    units_changed: bool
+
+
+def install(o: AgentOptions, check_mode: bool, run: Callable = None) -> InstallResult:
+    """Write the files that differ from ``render_files`` (content or mode); ``daemon-reload`` if a unit changed."""
+    run = run or _systemctl
+    changes: List[str] = []
+    diffs: List[Dict[str, str]] = []
+    units_changed = False
+    for path, data, mode in render_files(o):
+        old, old_mode = _current(path)
+        if old == data and old_mode == mode:
+            continue
+        changes.append("%s %s" % ("update" if old is not None else "install", path)
+                       + (" (mode %04o)" % mode if old == data else ""))
+        diffs.append(dict(before_header=path, after_header=path, before=_diff_text(path, old), after=_diff_text(path, data)))
+        if path.startswith(o.unit_dir + "/"):
+            units_changed = True
+        if not check_mode:
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                try:
+                    os.makedirs(directory, 0o755)
+                except OSError as exc:
+                    raise StateFileError("cannot create %s: %s" % (directory, exc.strerror or exc))
+            atomic_write(path, data, mode)
+    if units_changed and not check_mode:
+        _check(run("daemon-reload"), "systemctl daemon-reload")
+    return InstallResult(changes, diffs, units_changed)
+
+
+def _systemctl(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=60, check=False)
+
+
+def _check(res, what: str) -> None:
+    if res.returncode != 0:
+        raise RuntimeError("%s failed: %s" % (what, (res.stdout or "").strip()[-500:]))
+
+
+def parse_show(text: str) -> Dict[str, Dict[str, str]]:
+    """``systemctl show -p Id -p ...`` of several units: {Id: {property: value}} (blocks split by empty lines)."""
+    units: Dict[str, Dict[str, str]] = {}
+    for block in text.split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("Id"):
+            units[props["Id"]] = props
+    return units
+
+
+def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple[str, ...]]:
+    """The systemctl calls that bring the units to the wanted state: wireguard-go enabled at boot exactly when the
+    userspace data path is in use, the agent timer enabled and running."""
+    calls: List[Tuple[str, ...]] = []
+    wg = states.get(WIREGUARD_GO_UNIT, {}).get("UnitFileState", "")
+    if userspace and wg != "enabled":
+        calls.append(("enable", WIREGUARD_GO_UNIT))
+    elif not userspace and wg == "enabled":
+        calls.append(("disable", WIREGUARD_GO_UNIT))
+    timer = states.get(AGENT_TIMER, {})
+    if timer.get("UnitFileState", "") != "enabled" or timer.get("ActiveState", "") != "active":
+        calls.append(("enable", "--now", AGENT_TIMER))
+    return calls
+
+
+def enable_units(userspace: bool, check_mode: bool, run: Callable = None) -> List[str]:
+    """Bring the units' enablement and the timer to the wanted state; returns the changes made (or to make)."""
+    run = run or _systemctl
+    res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER)
+    _check(res, "systemctl show")
+    calls = plan_units(parse_show(res.stdout), userspace)
+    changes = []
+    for call in calls:
+        changes.append("systemctl " + " ".join(call))
+        if not check_mode:
+            _check(run(*call), "systemctl " + " ".join(call))
+    return changes
