@@ -99,6 +99,18 @@ options:
     type: list
     elements: str
     default: []
+  requirements:
+    description:
+      - Before anything else, check that what these groups need is installed on the node, without importing
+        it or calling a package manager; V(base) is PyNaCl, pyroute2, C(nft), C(ip) and C(wg), V(userspace)
+        is C(wireguard-go), V(discovery) is gRPC and cryptography for the discovery client.
+      - When something is missing, nothing else is done and RV(missing_requirements) lists it, so the caller
+        can install packages and call the module again. The C(kubespan.mesh.kubespan) role uses this to skip
+        fact gathering and the package manager on a routine run.
+    type: list
+    elements: str
+    choices: [base, userspace, discovery]
+    default: []
 """
 
 EXAMPLES = r"""
@@ -113,6 +125,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+missing_requirements:
+  description:
+    - For each group of O(requirements) with something missing, what is missing. Empty when nothing is; when not
+      empty, no identity was read or created (RV(identity) is absent).
+  returned: success
+  type: dict
+  sample: {"base": ["python module nacl", "command nft"]}
 identity:
   description: The node's public identity. Absent in check mode when the identity does not exist yet.
   returned: success
@@ -174,6 +193,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ensure_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import missing
 
 
 def main():
@@ -189,23 +209,27 @@ def main():
             advertised_networks=dict(type="list", elements="str", default=[]),
             exclude_advertised_networks=dict(type="list", elements="str", default=[]),
             kubernetes_networks=dict(type="list", elements="str", default=[]),
+            requirements=dict(type="list", elements="str", choices=["base", "userspace", "discovery"], default=[]),
         ),
         supports_check_mode=True,
     )
 
     def work():
         cluster_id = validate_cluster_id(module.params["cluster_id"])
+        gaps = missing(module.params["requirements"])
+        if gaps:
+            return dict(changed=False, missing_requirements=gaps)
         _ident, facts, changed = ensure_identity(
             module.params["state_dir"], cluster_id, module.params["address_source"], module.check_mode,
             module.params["listen_port"], module.params["interface"], module.params["endpoint_filters"],
             module.params["extra_endpoints"], module.params["advertised_networks"], module.params["exclude_advertised_networks"],
             module.params["kubernetes_networks"])
         if facts.get("would_create"):
-            out = dict(changed=True, would_create=True)
+            out = dict(changed=True, would_create=True, missing_requirements={})
             if module._diff:
                 out["diff"] = dict(before="", after="identity: would be generated in %s\n" % module.params["state_dir"])
             return out
-        out = dict(changed=changed, identity=facts)
+        out = dict(changed=changed, identity=facts, missing_requirements={})
         if module._diff and changed:
             after = "".join("%s: %s\n" % (k, facts[k]) for k in ("public_key", "node_id", "address", "subnet"))
             before = "" if facts.get("created") else "(address or subnet before this run differs)\n"
