@@ -31,6 +31,14 @@ def format_address(family: int, value: int) -> str:
         return "%d.%d.%d.%d" % (value >> 24, (value >> 16) & 255, (value >> 8) & 255, value & 255)
     if value < _V6_PLAIN:
         return ipaddress.IPv6Address(value).compressed
+    text = socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+    if _NTOP_RFC5952:
+        return text
+    return _format_v6(value)
+
+
+def _format_v6(value: int) -> str:
+    """RFC 5952 text of an IPv6 address of 2**48 or more, in Python (the reference for inet_ntop's output)."""
     hextets = ["%x" % ((value >> shift) & 0xFFFF) for shift in range(112, -16, -16)]
     best_start, best_len, start, run = -1, 0, -1, 0
     for index, hextet in enumerate(hextets):
@@ -47,6 +55,18 @@ def format_address(family: int, value: int) -> str:
     return ":".join(hextets)
 
 
+def _ntop_is_rfc5952() -> bool:
+    """True when this libc's inet_ntop writes IPv6 as RFC 5952 (as ipaddress does) on tricky cases; else the
+    Python formatter is used (same text, slower)."""
+    samples = (0x20010DB8000000000000000000000001, 0x20010DB8000000010000000000000001, 0x20010DB8000100000001000000000000,
+               0xFD000000000000000000000000000000, 0x20010DB8000000000001000000000000, 0xFFFF << 112,
+               0x20010DB8AAAABBBBCCCCDDDDEEEE0000, 0x1 << 48, 0x20010DB800000000FFFF000000000000)
+    try:
+        return all(socket.inet_ntop(socket.AF_INET6, v.to_bytes(16, "big")) == _format_v6(v) for v in samples)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     """Fast path of parse_range for text in the form this module and ipaddress write (``10.0.0.0/8``,
     ``fd00::1``): inet_pton, then the text must read back unchanged. None for anything else, which then
@@ -54,10 +74,15 @@ def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     addr, sep, length_text = text.partition("/")
     family = 6 if ":" in addr else 4
     try:
-        number = int.from_bytes(socket.inet_pton(_AF[family], addr), "big")
+        packed = socket.inet_pton(_AF[family], addr)
     except (OSError, ValueError):
         return None
-    if (family == 6 and number < _V6_PLAIN) or format_address(family, number) != addr:
+    number = int.from_bytes(packed, "big")
+    if family == 6 and number < _V6_PLAIN:
+        return None
+    # canonical when it reads back unchanged: inet_ntop writes what ipaddress writes (checked at import for IPv6)
+    canonical = socket.inet_ntop(_AF[family], packed) if family == 4 or _NTOP_RFC5952 else format_address(family, number)
+    if canonical != addr:
         return None
     bits = BITS[family]
     length = bits
@@ -104,6 +129,9 @@ def range_to_prefixes(family: int, first: int, last: int) -> List[str]:
         result.append("%s/%d" % (format_address(family, first), bits - size.bit_length() + 1))
         first += size
     return result
+
+
+_NTOP_RFC5952 = _ntop_is_rfc5952()
 
 
 class IPSet:

@@ -9,7 +9,8 @@ import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .identity import valid_node_id
-from .peerspec import assign_allowed_ips
+from .ipset import BITS, IPSet, _parse_canonical, format_address
+from .peerspec import assign_claims, local_ipset
 from .wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
@@ -20,8 +21,49 @@ class PeerError(ValueError):
     """Affiliate data is invalid; the message names the host and the value."""
 
 
-def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
-    """Return a normalized copy of one affiliate or raise PeerError naming the host and the field."""
+def _endpoint(value) -> str:
+    """normalize_endpoint with a fast path for canonical text (``10.0.0.1:51820``, ``[fd00::1]:51820``): same
+    result, and anything else (including every error) goes through normalize_endpoint."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+        else:
+            host, sep, port = text.rpartition(":")
+        if sep and "/" not in host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            parsed = _parse_canonical(host)
+            if parsed is not None and (parsed[0] == 6) == text.startswith("["):
+                return "[%s]:%d" % (host, int(port)) if parsed[0] == 6 else "%s:%d" % (host, int(port))
+    return normalize_endpoint(value)
+
+
+def _address(value) -> Tuple[str, Tuple[int, int, int]]:
+    """(text, range) of a node address as validate_affiliate normalizes it (``10.0.0.5/24`` is 10.0.0.5)."""
+    text = str(value).strip()
+    parsed = None if "/" in text else _parse_canonical(text)
+    if parsed is not None:
+        return text, parsed
+    ip = ipaddress.ip_interface(text).ip
+    number = int(ip)
+    return str(ip), (ip.version, number, number)
+
+
+def _prefix(value) -> Tuple[str, Tuple[int, int, int]]:
+    """(text, range) of a network as validate_affiliate normalizes it (host bits dropped)."""
+    text = str(value).strip()
+    parsed = _parse_canonical(text)
+    if parsed is not None:
+        family, first, last = parsed
+        return "%s/%d" % (format_address(family, first), BITS[family] - (last - first).bit_length()), parsed
+    net = ipaddress.ip_network(text, strict=False)
+    return str(net), (net.version, int(net.network_address), int(net.broadcast_address))
+
+
+_NORMALIZE = {"address": _address, "prefix": _prefix}
+
+
+def _validate(aff: dict, subnet: ipaddress.IPv6Network) -> Tuple[dict, IPSet]:
+    """validate_affiliate plus the IP set the peer claims (peerspec.peer_ipset of the result), from one parse."""
     if not isinstance(aff, dict):
         raise PeerError("peer entry must be a mapping, got %s" % type(aff).__name__)
     name = aff.get("name")
@@ -36,11 +78,18 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
     node_id = aff.get("node_id") or ""
     if node_id and not valid_node_id(node_id):
         raise PeerError("%s: node_id %s is not a base62 node ID" % (where, repr(node_id)[:60]))
-    try:
-        address = ipaddress.IPv6Address(str(aff.get("address", "")).split("/", 1)[0])
-    except ValueError:
-        raise PeerError("%s: address %r is not an IPv6 address" % (where, aff.get("address")))
-    if address not in subnet:
+    address_text = str(aff.get("address", "")).split("/", 1)[0]
+    parsed = _parse_canonical(address_text)
+    if parsed is not None and parsed[0] == 6 and address_text.strip() == address_text:
+        address, number = address_text, parsed[1]
+    else:
+        try:
+            ip = ipaddress.IPv6Address(address_text)
+        except ValueError:
+            raise PeerError("%s: address %r is not an IPv6 address" % (where, aff.get("address")))
+        address, number = str(ip), int(ip)
+    subnet_first = int(subnet.network_address)
+    if not subnet_first <= number <= subnet_first | int(subnet.hostmask):
         raise PeerError(
             "%s: KubeSpan address %s is outside this cluster's subnet %s: the nodes disagree on "
             "kubespan_cluster_id; give every host of the group the same cluster secrets" % (where, address, subnet))
@@ -52,7 +101,7 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
         raise PeerError("%s: %d endpoints, at most %d are allowed" % (where, len(raw_eps), MAX_ENDPOINTS))
     for ep in raw_eps:
         try:
-            norm = normalize_endpoint(ep)
+            norm = _endpoint(ep)
         except ValueError as exc:
             raise PeerError("%s: %s" % (where, exc))
         if norm not in endpoints:
@@ -61,27 +110,67 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
         "name": name,
         "node_id": node_id,
         "public_key": pub,
-        "address": str(address),
+        "address": address,
         "endpoints": endpoints,
     }
+    ranges = {}
     for key, kind in (("addresses", "address"), ("additional_addresses", "prefix"), ("exclude_advertised_networks", "prefix")):
         values = aff.get(key) or []
         if not isinstance(values, (list, tuple)):
             raise PeerError("%s: %s must be a list, got %r" % (where, key, values))
         if len(values) > MAX_NETWORKS:
             raise PeerError("%s: %d %s, at most %d are allowed" % (where, len(values), key, MAX_NETWORKS))
-        normalized = []
+        normalized, found = [], []
+        convert = _NORMALIZE[kind]
         for value in values:
             try:
-                if kind == "address":
-                    normalized.append(str(ipaddress.ip_interface(str(value).strip()).ip))
-                else:
-                    normalized.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
+                text, span = convert(value)
             except ValueError:
                 raise PeerError("%s: %s entry %r is not an IP %s" % (where, key, value, kind))
+            normalized.append(text)
+            found.append(span)
         if normalized:
             result[key] = normalized
-    return result
+        ranges[key] = found
+    # the claim as peerspec.peer_ipset builds it: pod networks, node addresses as hosts, minus the excluded
+    # networks, plus the KubeSpan address
+    claim = IPSet()
+    for span in ranges["additional_addresses"]:
+        claim.add_range(*span)
+    for span in ranges["addresses"]:
+        claim.add_range(*span)
+    for span in ranges["exclude_advertised_networks"]:
+        claim.remove_range(*span)
+    claim.add_range(6, number, number)
+    return result, claim
+
+
+def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
+    """Return a normalized copy of one affiliate or raise PeerError naming the host and the field."""
+    return _validate(aff, subnet)[0]
+
+
+_FIELDS = ("name", "public_key", "address")
+_LISTS = ("endpoints", "addresses", "additional_addresses", "exclude_advertised_networks")
+
+
+def _same_as(entry, norm: dict) -> bool:
+    """True when validating ``entry`` gives exactly ``norm`` (an affiliate validate_affiliate returned): every
+    field it reads equals norm's, which is its own normalization (validation reads only these fields,
+    through ``.get(...) or default``, and is idempotent on its result)."""
+    if not isinstance(entry, dict):
+        return False
+    get = entry.get
+    if (get("node_id") or "") != norm["node_id"]:
+        return False
+    for key in _FIELDS:
+        if get(key) != norm[key]:
+            return False
+    for key in _LISTS:
+        value = get(key) or []
+        if value != norm.get(key, []) or type(value) is not list:
+            return False
+    return True
 
 
 def build_peer_set(
@@ -104,23 +193,30 @@ def build_peer_set(
     """
     warnings = []
     fresh = {}
+    claims: Dict[str, IPSet] = {}  # name -> the IP set its fresh entry claims
+    known_claims: Dict[str, IPSet] = {}  # name -> the IP set its last-known entry claims
     for aff in affiliates:
-        norm = validate_affiliate(aff, subnet)
+        norm, claim = _validate(aff, subnet)
         if norm["name"] in fresh:
             raise PeerError("peer %s is listed twice" % norm["name"])
         fresh[norm["name"]] = norm
+        claims[norm["name"]] = claim
 
     chosen: Dict[str, dict] = dict(fresh)
     if members is not None:
         member_set = list(dict.fromkeys(members))
         known = {}
         for entry in last_known or []:
+            current = fresh.get(entry.get("name")) if isinstance(entry, dict) and isinstance(entry.get("name"), str) else None
+            if current is not None and _same_as(entry, current):
+                continue  # valid (it equals fresh data, already validated) and unused: the fresh data wins
             try:
-                norm = validate_affiliate(entry, subnet)
+                norm, claim = _validate(entry, subnet)
             except PeerError as exc:
                 warnings.append("ignoring last-known peer data: %s" % exc)
                 continue
             known[norm["name"]] = norm
+            known_claims[norm["name"]] = claim
         for name in member_set:
             if name in chosen or name == local_name:
                 continue
@@ -137,7 +233,8 @@ def build_peer_set(
 
     by_key: Dict[str, str] = {}
     by_addr: Dict[str, str] = {}
-    peers = []
+    peers, peer_claims = [], []
+    own_address = None
     for name in sorted(chosen):
         aff = chosen[name]
         if aff["public_key"] == local_public_key or name == local_name:
@@ -148,15 +245,18 @@ def build_peer_set(
         if aff["public_key"] in by_key:
             raise PeerError("peers %s and %s have the same public key %s: two hosts share one identity "
                             "(a cloned /var/lib/kubespan?)" % (by_key[aff["public_key"]], name, aff["public_key"]))
-        if aff["address"] == str(ipaddress.IPv6Address(local_address.split("/")[0])):
+        if own_address is None:
+            own_address = str(ipaddress.IPv6Address(local_address.split("/")[0]))
+        if aff["address"] == own_address:
             raise PeerError("peer %s claims this node's own KubeSpan address %s" % (name, aff["address"]))
         if aff["address"] in by_addr:
             raise PeerError("peers %s and %s claim the same KubeSpan address %s" % (by_addr[aff["address"]], name, aff["address"]))
         by_key[aff["public_key"]] = name
         by_addr[aff["address"]] = name
-        peers.append(dict(aff))
+        peers.append(aff)
+        peer_claims.append(claims[name] if name in fresh else known_claims[name])
     # AllowedIPs as Talos builds them: pod networks, node addresses as hosts, minus excluded networks,
     # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in key order.
     local = [str(local_address).split("/", 1)[0]] + list(local_addresses)
-    peers, assign_warnings = assign_allowed_ips(peers, local, local_networks)
+    peers, assign_warnings = assign_claims(peers, peer_claims, local_ipset(local, local_networks))
     return peers, warnings + assign_warnings

@@ -127,20 +127,28 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
     """
     local_set = local_ipset(local_addresses, local_networks)
     ordered = sorted(peers, key=lambda p: p["public_key"])
+    return assign_claims(ordered, [peer_ipset(peer) for peer in ordered], local_set)
+
+
+def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> Tuple[List[dict], List[str]]:
+    """assign_allowed_ips for peers whose claims (``peer_ipset`` of each, same order) are already built;
+    ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed."""
+    order = sorted(range(len(peers)), key=lambda i: peers[i]["public_key"])
     claimed = IPSet()
     owners = _Owners()
     done: List[Tuple[dict, IPSet]] = []
     result, warnings = [], []
-    for peer in ordered:
-        ipset = peer_ipset(peer)
-        refused = ipset & local_set
-        if refused:
+    check_local = not local_set.is_empty()
+    for index in order:
+        peer, ipset = peers[index], claims[index]
+        if check_local and ipset.overlaps(local_set):
+            refused = ipset & local_set
             warnings.append("peer %s claims this node's own addresses %s: they are not routed to it" % (_label(peer), _summary(refused)))
             ipset.difference_update(refused)
         if ipset.overlaps(claimed):
             holders = owners.find(ipset & claimed)
-            for index in holders[:MAX_LISTED]:
-                other, other_set = done[index]
+            for held in holders[:MAX_LISTED]:
+                other, other_set = done[held]
                 warnings.append("peer address overlap: %s claims %s, already held by peer %s, which keeps it"
                                 % (_label(peer), _summary(ipset & other_set), _label(other)))
             if len(holders) > MAX_LISTED:
