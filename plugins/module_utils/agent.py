@@ -96,6 +96,9 @@ def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: 
         return applied
     try:
         with state_lock(state_dir, timeout=lock_timeout):
+            # the statuses first: a playbook run (mesh module) reads them to build the same routed set, and would
+            # otherwise undo this change with the last tick's statuses until the end of this one
+            write_json(status_path(state_dir), statuses_to_json(statuses))
             bypass = reapply_from_state(state_dir, up_peers=want)
     except LockBusy as exc:
         log("bypass set not updated now: %s" % exc)

@@ -230,6 +230,60 @@ options:
         C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
     type: bool
     default: false
+  identity:
+    description:
+      - Ensure the node identity in this same call, as M(kubespan.mesh.identity) does with these options, and return
+        it (RV(identity), RV(affiliate)). Needed by O(settle).
+      - When something of O(identity.requirements) is missing, nothing else is done and RV(missing_requirements)
+        lists it.
+    type: dict
+    suboptions:
+      address_source:
+        description: As M(kubespan.mesh.identity)'s O(kubespan.mesh.identity#module:address_source).
+        type: str
+        choices: [auto, mac, node-id]
+        default: auto
+      endpoint_filters:
+        description: As M(kubespan.mesh.identity)'s.
+        type: list
+        elements: str
+        default: []
+      extra_endpoints:
+        description: As M(kubespan.mesh.identity)'s.
+        type: list
+        elements: str
+        default: []
+      advertised_networks:
+        description: As M(kubespan.mesh.identity)'s.
+        type: list
+        elements: str
+        default: []
+      exclude_advertised_networks:
+        description: As M(kubespan.mesh.identity)'s.
+        type: list
+        elements: str
+        default: []
+      kubernetes_networks:
+        description: As M(kubespan.mesh.identity)'s.
+        type: list
+        elements: str
+        default: []
+      requirements:
+        description: As M(kubespan.mesh.identity)'s.
+        type: list
+        elements: str
+        choices: [base, userspace, discovery]
+        default: []
+  settle:
+    description:
+      - O(peers) is the controller's cache of the cluster's affiliates from an earlier run, not fresh data. The mesh
+        is reconciled only when this host's own fresh affiliate (O(identity) is required) is its cached entry and
+        the peer set built from O(peers) is exactly the one the host already has, with the same O(members); then
+        RV(settled) is true. Otherwise nothing from O(peers) is applied and RV(settled) is false, so the caller
+        exchanges fresh affiliates and calls again. The C(kubespan.mesh.kubespan) role uses this to make a routine
+        run one remote call per host. Always false with O(discovery_enabled).
+    type: bool
+    default: false
   agent:
     description:
       - Install and enable the node agent in the same call, before the mesh is reconciled (its units must
@@ -298,6 +352,27 @@ implementation:
   returned: success
   type: str
   sample: userspace
+settled:
+  description: With O(settle), whether the cache was current and the mesh reconciled (see O(settle)).
+  returned: when O(settle) is true
+  type: bool
+settle_reason:
+  description: With O(settle), why the cache was not used (empty when RV(settled)).
+  returned: when O(settle) is true
+  type: str
+  sample: this host's affiliate changed (endpoints)
+identity:
+  description: The node's public identity, as M(kubespan.mesh.identity) returns it.
+  returned: when O(identity) is given and nothing is missing
+  type: dict
+affiliate:
+  description: This host's affiliate as the other hosts get it in O(peers) (no key material but the public key).
+  returned: when O(identity) is given and nothing is missing
+  type: dict
+missing_requirements:
+  description: As M(kubespan.mesh.identity)'s; when not empty nothing else was done.
+  returned: when O(identity) is given
+  type: dict
 agent_changes:
   description: What was (or in check mode would be) changed in the node agent's files and units, one line each.
   returned: when O(agent) is given
@@ -362,11 +437,15 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
     ReconcileError,
     Settings,
     compute_peers,
+    ensure_identity,
     load_state,
     reconcile_mesh,
     teardown_mesh,
 )
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import missing
+from ansible_collections.kubespan.mesh.plugins.module_utils.settle import affiliate_of
+from ansible_collections.kubespan.mesh.plugins.module_utils.settle import check as settle_check
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError, state_lock
 
 
@@ -409,6 +488,16 @@ def main():
             discovery_ca_file=dict(type="path", default=""),
             discovery_server_name=dict(type="str", default=""),
             harvest_extra_endpoints=dict(type="bool", default=False),
+            identity=dict(type="dict", options=dict(
+                address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
+                endpoint_filters=dict(type="list", elements="str", default=[]),
+                extra_endpoints=dict(type="list", elements="str", default=[]),
+                advertised_networks=dict(type="list", elements="str", default=[]),
+                exclude_advertised_networks=dict(type="list", elements="str", default=[]),
+                kubernetes_networks=dict(type="list", elements="str", default=[]),
+                requirements=dict(type="list", elements="str", choices=["base", "userspace", "discovery"], default=[]),
+            )),
+            settle=dict(type="bool", default=False),
             agent=dict(type="dict", options=dict(
                 bundle=dict(type="str", required=True, no_log=True),
                 lib_dir=dict(type="path", default="/usr/lib/kubespan"),
@@ -417,7 +506,7 @@ def main():
                 command_path=dict(type="path", default="/usr/local/sbin/kubespan"),
             )),
         ),
-        required_if=[("state", "present", ("cluster_id", "cluster_secret"))],
+        required_if=[("state", "present", ("cluster_id", "cluster_secret")), ("settle", True, ("identity", "local_name"))],
         supports_check_mode=True,
     )
     p = module.params
@@ -467,20 +556,45 @@ def main():
                                                 harvest_extra_endpoints=p["harvest_extra_endpoints"]))
         except DiscoverySettingsError as exc:
             raise ReconcileError(str(exc))
+        head = {}
+        if p["identity"] is not None:
+            i = p["identity"]
+            gaps = missing(i["requirements"])
+            if gaps:
+                return dict(changed=False, missing_requirements=gaps, changes=[], peers=[], implementation="",
+                            **(dict(settled=False, settle_reason="missing requirements") if p["settle"] else {}))
+            _ident, facts, id_changed = ensure_identity(
+                p["state_dir"], cluster_id, i["address_source"], module.check_mode, p["listen_port"], p["interface"],
+                i["endpoint_filters"], i["extra_endpoints"], i["advertised_networks"], i["exclude_advertised_networks"],
+                i["kubernetes_networks"])
+            if facts.get("would_create"):
+                return dict(changed=True, would_create=True, missing_requirements={}, peers=[], implementation="",
+                            changes=["create identity and mesh (identity does not exist yet)"],
+                            **(dict(settled=False, settle_reason="no identity yet") if p["settle"] else {}))
+            head = dict(identity=facts, affiliate=affiliate_of(p["local_name"] or "", facts), missing_requirements={})
+            if id_changed:
+                head["identity_changed"] = True
         ident = load_identity(p["state_dir"])
         if ident is None:
             if module.check_mode:
                 return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
         agent = None
-        if p["agent"]:
-            a = p["agent"]
-            agent = install(AgentOptions(bundle=decode_bundle(a["bundle"]), lib_dir=a["lib_dir"], state_dir=p["state_dir"],
-                                         interface=p["interface"], interval=a["interval"], metrics_file=a["metrics_file"],
-                                         discovery_endpoint=discovery["endpoint"] if discovery["enabled"] else None,
-                                         command_path=a["command_path"]), check_mode=module.check_mode)
         with state_lock(p["state_dir"]):
             peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
+            if p["settle"]:
+                settled, reason = (False, "discovery is on") if discovery["enabled"] else settle_check(
+                    p["peers"], head["affiliate"], peers, old_state() or None, p["members"])
+                head.update(settled=settled, settle_reason=reason)
+                if not settled:
+                    return dict(head, changed=bool(head.pop("identity_changed", False)), changes=[], peers=[],
+                                implementation="")
+            if p["agent"]:
+                a = p["agent"]
+                agent = install(AgentOptions(bundle=decode_bundle(a["bundle"]), lib_dir=a["lib_dir"], state_dir=p["state_dir"],
+                                             interface=p["interface"], interval=a["interval"], metrics_file=a["metrics_file"],
+                                             discovery_endpoint=discovery["endpoint"] if discovery["enabled"] else None,
+                                             command_path=a["command_path"]), check_mode=module.check_mode)
             extra = None
             leaving = []
             if discovery["enabled"]:
@@ -508,8 +622,8 @@ def main():
                 res.changed = True
         for w in warnings + res.warnings:
             module.warn(w)
-        out = dict(changed=res.changed, changes=res.changes, peers=res.peers, implementation=res.implementation,
-                   firewall_backend=res.firewall_backend)
+        out = dict(head, changed=res.changed or bool(head.pop("identity_changed", False)), changes=res.changes, peers=res.peers,
+                   implementation=res.implementation, firewall_backend=res.firewall_backend)
         diffs = []
         if module._diff and res.changed:
             diffs.append(dict(before=res.before, after=res.after,
