@@ -67,6 +67,10 @@ def _ntop_is_rfc5952() -> bool:
         return False
 
 
+_LENGTHS = {family: {str(length): length for length in range(bits + 1)} for family, bits in BITS.items()}
+_HOSTMASKS = {family: [(1 << (bits - length)) - 1 for length in range(bits + 1)] for family, bits in BITS.items()}
+
+
 def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     """Fast path of parse_range for text in the form this module and ipaddress write (``10.0.0.0/8``,
     ``fd00::1``): inet_pton, then the text must read back unchanged. None for anything else, which then
@@ -84,13 +88,10 @@ def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     canonical = socket.inet_ntop(_AF[family], packed) if family == 4 or _NTOP_RFC5952 else format_address(family, number)
     if canonical != addr:
         return None
-    bits = BITS[family]
-    length = bits
-    if sep:
-        if not (length_text.isascii() and length_text.isdigit()) or str(int(length_text)) != length_text or int(length_text) > bits:
-            return None
-        length = int(length_text)
-    host = (1 << (bits - length)) - 1
+    length = _LENGTHS[family].get(length_text) if sep else BITS[family]  # "24", never "024", "+24" or "٢٤"
+    if length is None:
+        return None
+    host = _HOSTMASKS[family][length]
     first = number & ~host
     return family, first, first | host
 
@@ -100,13 +101,7 @@ def parse_range(value) -> Tuple[int, int, int]:
 
     Accepts strings and ipaddress objects; raises ValueError naming the value.
     """
-    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
-        net = value.network
-    elif isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        net = value
-    elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        net = ipaddress.ip_network(value)
-    elif isinstance(value, str):
+    if isinstance(value, str):
         fast = _parse_canonical(value.strip())
         if fast is not None:
             return fast
@@ -114,6 +109,12 @@ def parse_range(value) -> Tuple[int, int, int]:
             net = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
             raise ValueError("%r is not an IP address or prefix" % (value,))
+    elif isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        net = value.network
+    elif isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        net = value
+    elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        net = ipaddress.ip_network(value)
     else:
         raise ValueError("%r is not an IP address or prefix" % (value,))
     return net.version, int(net.network_address), int(net.broadcast_address)
@@ -122,6 +123,9 @@ def parse_range(value) -> Tuple[int, int, int]:
 def range_to_prefixes(family: int, first: int, last: int) -> List[str]:
     """The minimal list of prefixes covering first..last (inclusive), in address order."""
     bits = BITS[family]
+    size = last - first + 1
+    if not size & (size - 1) and not first & (size - 1) and size > 0:  # one aligned block: a single prefix
+        return ["%s/%d" % (format_address(family, first), bits - size.bit_length() + 1)]
     result = []
     while first <= last:
         align = first & -first if first else 1 << bits
@@ -183,8 +187,10 @@ class IPSet:
 
     def update(self, other: IPSet) -> IPSet:
         """In-place union."""
-        for family, first, last in other.intervals():
-            self.add_range(family, first, last)
+        for family in (4, 6):
+            add = self.add_range
+            for first, last in zip(other._starts[family], other._ends[family]):
+                add(family, first, last)
         return self
 
     def difference_update(self, other: IPSet) -> IPSet:
@@ -212,7 +218,9 @@ class IPSet:
                 yield fam, first, last
 
     def interval_count(self, family: Optional[int] = None) -> int:
-        return sum(len(self._starts[fam]) for fam in ((4, 6) if family is None else (family,)))
+        if family is None:
+            return len(self._starts[4]) + len(self._starts[6])
+        return len(self._starts[family])
 
     def _overlapping(self, family: int, first: int, last: int) -> Tuple[int, int]:
         """Index range [i, j) of this set's intervals that overlap first..last."""
@@ -232,10 +240,13 @@ class IPSet:
         if not isinstance(other, IPSet):
             other = IPSet([other])
         small, big = (self, other) if self.interval_count() <= other.interval_count() else (other, self)
-        for family, first, last in small.intervals():
-            i, j = big._overlapping(family, first, last)
-            if i < j:
-                return True
+        for family in (4, 6):
+            big_starts, big_ends = big._starts[family], big._ends[family]
+            if not big_starts:
+                continue
+            for first, last in zip(small._starts[family], small._ends[family]):
+                if bisect_left(big_ends, first) < bisect_right(big_starts, last):
+                    return True
         return False
 
     def intersection(self, other: IPSet) -> IPSet:

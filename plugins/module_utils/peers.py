@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .identity import valid_node_id
+from .identity import BASE62_ALPHABET, valid_node_id
 from .ipset import BITS, IPSet, _parse_canonical, format_address
 from .peerspec import assign_claims, local_ipset
 from .wgtypes import key_to_bytes, normalize_endpoint
@@ -76,7 +76,9 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network) -> Tuple[dict, IPSet]:
     except ValueError as exc:
         raise PeerError("%s: public_key %s" % (where, exc))
     node_id = aff.get("node_id") or ""
-    if node_id and not valid_node_id(node_id):
+    # valid_node_id's rule, with str.strip doing the per-character test in C (then the same call decides)
+    if node_id and not (isinstance(node_id, str) and len(node_id) <= 256 and not node_id.strip(BASE62_ALPHABET)) \
+            and not valid_node_id(node_id):
         raise PeerError("%s: node_id %s is not a base62 node ID" % (where, repr(node_id)[:60]))
     address_text = str(aff.get("address", "")).split("/", 1)[0]
     parsed = _parse_canonical(address_text)

@@ -51,8 +51,9 @@ class _Owners:
 
     def add(self, ipset: IPSet, owner: int) -> None:
         for family, first, last in ipset.intervals():
-            i = bisect_left(self.starts[family], first)
-            self.starts[family].insert(i, first)
+            starts = self.starts[family]
+            i = bisect_left(starts, first)
+            starts.insert(i, first)
             self.ends[family].insert(i, (last, owner))
 
     def find(self, ipset: IPSet) -> List[int]:
