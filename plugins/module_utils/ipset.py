@@ -122,15 +122,20 @@ def parse_range(value) -> Tuple[int, int, int]:
 
 def range_to_prefixes(family: int, first: int, last: int) -> List[str]:
     """The minimal list of prefixes covering first..last (inclusive), in address order."""
+    return [span[0] for span in prefix_spans(family, first, last)]
+
+
+def prefix_spans(family: int, first: int, last: int) -> List[Tuple[str, int, int]]:
+    """range_to_prefixes with each prefix's own first and last address: (text, first, last)."""
     bits = BITS[family]
     size = last - first + 1
     if not size & (size - 1) and not first & (size - 1) and size > 0:  # one aligned block: a single prefix
-        return ["%s/%d" % (format_address(family, first), bits - size.bit_length() + 1)]
+        return [("%s/%d" % (format_address(family, first), bits - size.bit_length() + 1), first, last)]
     result = []
     while first <= last:
         align = first & -first if first else 1 << bits
         size = min(align, 1 << ((last - first + 1).bit_length() - 1))
-        result.append("%s/%d" % (format_address(family, first), bits - size.bit_length() + 1))
+        result.append(("%s/%d" % (format_address(family, first), bits - size.bit_length() + 1), first, first + size - 1))
         first += size
     return result
 
@@ -312,6 +317,10 @@ class IPSet:
         for fam, first, last in self.intervals(family):
             result.extend(range_to_prefixes(fam, first, last))
         return result
+
+    def prefix_spans(self, family: Optional[int] = None) -> List[Tuple[str, int, int, int]]:
+        """prefixes() with each prefix's range: (text, family, first, last)."""
+        return [(text, fam, lo, hi) for fam, first, last in self.intervals(family) for text, lo, hi in prefix_spans(fam, first, last)]
 
     def ranges(self, family: Optional[int] = None) -> List[Tuple[str, str]]:
         """(first, last) address strings of each maximal interval, sorted, IPv4 first."""

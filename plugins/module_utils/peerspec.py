@@ -23,6 +23,10 @@ from .ipset import IPSet
 
 MAX_LISTED = 8
 
+# prefix text -> (family, first, last) of every AllowedIPs prefix of the last assign_claims call: routed_set,
+# which usually follows in the same process, reads these instead of parsing the text again (same values).
+_ASSIGNED: Dict[str, Tuple[int, int, int]] = {}
+
 
 def _label(peer: dict) -> str:
     name = peer.get("name") or peer.get("label") or ""
@@ -55,6 +59,15 @@ class _Owners:
             i = bisect_left(starts, first)
             starts.insert(i, first)
             self.ends[family].insert(i, (last, owner))
+
+    def overlapping(self, ipset: IPSet) -> IPSet:
+        """The held intervals that overlap ``ipset`` (an IPSet; empty when nothing is held there)."""
+        held = IPSet()
+        for family, first, last in ipset.intervals():
+            starts, ends = self.starts[family], self.ends[family]
+            for k in range(bisect_left(ends, (first, -1)), bisect_right(starts, last)):
+                held.add_range(family, starts[k], ends[k][0])
+        return held
 
     def find(self, ipset: IPSet) -> List[int]:
         """Owner indexes of the intervals that overlap ``ipset``, in order of first appearance."""
@@ -135,18 +148,20 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> T
     """assign_allowed_ips for peers whose claims (``peer_ipset`` of each, same order) are already built;
     ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed."""
     order = sorted(range(len(peers)), key=lambda i: peers[i]["public_key"])
-    claimed = IPSet()
-    owners = _Owners()
+    owners = _Owners()  # every interval held so far: what Talos's loop keeps as the union of earlier peers' sets
     done: List[Tuple[dict, IPSet]] = []
     result, warnings = [], []
     check_local = not local_set.is_empty()
+    assigned = _ASSIGNED
+    assigned.clear()
     for index in order:
         peer, ipset = peers[index], claims[index]
         if check_local and ipset.overlaps(local_set):
             refused = ipset & local_set
             warnings.append("peer %s claims this node's own addresses %s: they are not routed to it" % (_label(peer), _summary(refused)))
             ipset.difference_update(refused)
-        if ipset.overlaps(claimed):
+        claimed = owners.overlapping(ipset)  # the part of the union that matters for this peer
+        if claimed:
             holders = owners.find(ipset & claimed)
             for held in holders[:MAX_LISTED]:
                 other, other_set = done[held]
@@ -158,11 +173,13 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> T
             ipset.difference_update(claimed)
             if ipset.is_empty():
                 warnings.append("peer %s has no address left after resolving overlaps: no traffic is routed to it" % _label(peer))
-        claimed.update(ipset)
         owners.add(ipset, len(done))
         done.append((peer, ipset))
         spec = dict(peer)
-        spec["allowed_ips"] = ipset.prefixes()
+        allowed = spec["allowed_ips"] = []
+        for text, family, first, last in ipset.prefix_spans():
+            allowed.append(text)
+            assigned[text] = (family, first, last)
         result.append(spec)
     return result, warnings
 
@@ -182,10 +199,15 @@ def routed_set(
     """
     up = set(up_peers or ()) if allow_down_peer_bypass else None
     result = IPSet()
+    known = _ASSIGNED
     for peer in peers:
         if up is not None and peer["public_key"] not in up:
             continue
         for prefix in peer.get("allowed_ips") or []:
-            result.add(prefix)
+            span = known.get(prefix) if type(prefix) is str else None
+            if span is None:
+                result.add(prefix)
+            else:
+                result.add_range(*span)
     result.remove(kubespan_prefix)
     return result
