@@ -206,7 +206,7 @@ def build_peer_set(
 
     chosen: Dict[str, dict] = dict(fresh)
     if members is not None:
-        member_set = list(dict.fromkeys(members))
+        member_set = dict.fromkeys(members)  # in order, and a constant-time membership test
         known = {}
         for entry in last_known or []:
             current = fresh.get(entry.get("name")) if isinstance(entry, dict) and isinstance(entry.get("name"), str) else None
