@@ -19,7 +19,7 @@ import ipaddress
 from bisect import bisect_left, bisect_right
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .ipset import IPSet
+from .ipset import IPSet, parse_range
 
 MAX_LISTED = 8
 
@@ -200,14 +200,15 @@ def routed_set(
     up = set(up_peers or ()) if allow_down_peer_bypass else None
     result = IPSet()
     known = _ASSIGNED
+    spans = []
     for peer in peers:
         if up is not None and peer["public_key"] not in up:
             continue
         for prefix in peer.get("allowed_ips") or []:
             span = known.get(prefix) if type(prefix) is str else None
-            if span is None:
-                result.add(prefix)
-            else:
-                result.add_range(*span)
+            spans.append(parse_range(prefix) if span is None else span)  # parse_range raises naming a bad value
+    spans.sort()  # a union is order-free; in address order each interval lands at the end of its list
+    for span in spans:
+        result.add_range(*span)
     result.remove(kubespan_prefix)
     return result
