@@ -170,7 +170,7 @@ def _same_as(entry, norm: dict) -> bool:
             return False
     for key in _LISTS:
         value = get(key) or []
-        if value != norm.get(key, []) or type(value) is not list:
+        if value != norm.get(key, []):  # a tuple never equals a list
             return False
     return True
 

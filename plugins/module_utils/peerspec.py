@@ -205,7 +205,7 @@ def routed_set(
         if up is not None and peer["public_key"] not in up:
             continue
         for prefix in peer.get("allowed_ips") or []:
-            span = known.get(prefix) if type(prefix) is str else None
+            span = known.get(prefix) if isinstance(prefix, str) else None
             spans.append(parse_range(prefix) if span is None else span)  # parse_range raises naming a bad value
     spans.sort()  # a union is order-free; in address order each interval lands at the end of its list
     for span in spans:
