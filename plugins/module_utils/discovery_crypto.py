@@ -24,14 +24,9 @@ import binascii
 import os
 from typing import Optional
 
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-except ImportError:  # pragma: no cover - reported when used
-    HAS_CRYPTOGRAPHY = False
-else:
-    HAS_CRYPTOGRAPHY = True
+# cryptography is imported on first use, not with this module: the mesh module imports the discovery code on every
+# run, discovery on or not, and the import costs about 35 ms of CPU (docs/benchmarks.md).
+_CRYPTO = {}
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -46,10 +41,18 @@ class DiscoveryCryptoError(ValueError):
     """Encrypted discovery data cannot be opened (or a key is unusable); the message says why."""
 
 
-def _require() -> None:
-    if not HAS_CRYPTOGRAPHY:
-        raise DiscoveryCryptoError("the Python 'cryptography' package is required for discovery: install python3-cryptography "
-                                   "(Debian/Ubuntu) or python3-cryptography (Fedora/RHEL)")
+def _require() -> dict:
+    """The cryptography classes this module uses, imported once."""
+    if not _CRYPTO:
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:
+            raise DiscoveryCryptoError("the Python 'cryptography' package is required for discovery: install python3-cryptography "
+                                       "(Debian/Ubuntu) or python3-cryptography (Fedora/RHEL)")
+        _CRYPTO.update(InvalidTag=InvalidTag, Cipher=Cipher, algorithms=algorithms, modes=modes, AESGCM=AESGCM)
+    return _CRYPTO
 
 
 def key_from_secret(secret: str) -> bytes:
@@ -76,7 +79,7 @@ def seal_data(key: bytes, plaintext: bytes, nonce: Optional[bytes] = None) -> by
         nonce = os.urandom(NONCE_SIZE)
     if len(nonce) != NONCE_SIZE:
         raise DiscoveryCryptoError("the nonce must be %d bytes" % NONCE_SIZE)
-    return bytes(nonce) + AESGCM(bytes(key)).encrypt(bytes(nonce), bytes(plaintext), None)
+    return bytes(nonce) + _require()["AESGCM"](bytes(key)).encrypt(bytes(nonce), bytes(plaintext), None)
 
 
 def open_data(key: bytes, blob: bytes) -> bytes:
@@ -89,14 +92,16 @@ def open_data(key: bytes, blob: bytes) -> bytes:
         raise DiscoveryCryptoError("affiliate data is %d bytes, more than the %d the service accepts" % (len(blob), MAX_DATA_SIZE))
     if len(blob) < NONCE_SIZE + TAG_SIZE:
         raise DiscoveryCryptoError("affiliate data is %d bytes, shorter than nonce and tag (%d)" % (len(blob), NONCE_SIZE + TAG_SIZE))
+    crypto = _require()
     try:
-        return AESGCM(bytes(key)).decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), None)
-    except InvalidTag:
+        return crypto["AESGCM"](bytes(key)).decrypt(bytes(blob[:NONCE_SIZE]), bytes(blob[NONCE_SIZE:]), None)
+    except crypto["InvalidTag"]:
         raise DiscoveryCryptoError("affiliate data does not authenticate: another cluster secret, or corrupted or forged data")
 
 
 def _ecb(key: bytes, data: bytes, encrypt: bool) -> bytes:
-    cipher = Cipher(algorithms.AES(bytes(key)), modes.ECB())
+    c = _require()
+    cipher = c["Cipher"](c["algorithms"].AES(bytes(key)), c["modes"].ECB())
     ctx = cipher.encryptor() if encrypt else cipher.decryptor()
     return ctx.update(data) + ctx.finalize()
 
