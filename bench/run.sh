@@ -77,6 +77,7 @@ echo "machine: $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB, kernel 
 cluster_create() {
     local n="$1" i
     cleanup
+    rm -rf "$WORK/cluster/controller-cache"
     testbed_create_network "$NETWORK" 10.89.80.0/24 2001:db8:80::/64
     NODES=("${ALL_NODES[@]:0:n}")
     for i in "${!NODES[@]}"; do
@@ -97,6 +98,8 @@ cluster_create() {
         echo "  vars:"
         echo "    ansible_connection: containers.podman.podman"
         echo "    ansible_python_interpreter: /usr/bin/python3"
+        # the role's affiliates cache: per bench cluster (a fresh cluster has none), never the user's ~/.cache
+        echo "    kubespan_controller_cache_dir: $WORK/cluster/controller-cache"
     } >"$INVENTORY"
     printf -- '- name: Plain fact gathering (baseline)\n  hosts: kubespan\n  become: true\n  gather_facts: true\n  tasks: []\n' \
         >"$WORK/cluster/facts.yml"

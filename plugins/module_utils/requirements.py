@@ -49,3 +49,19 @@ def missing(groups: Sequence[str], has_python: Callable[[str], bool] = _has_pyth
         if gaps:
             out[group] = gaps
     return out
+
+
+def identity_option_spec() -> Dict[str, dict]:
+    """The argument spec of the identity options, shared by the identity module and the mesh module's ``identity``
+    (a new dict each call: AnsibleModule may change what it is given)."""
+    def strings():
+        return dict(type="list", elements="str", default=[])
+    return dict(
+        address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
+        endpoint_filters=strings(),
+        extra_endpoints=strings(),
+        advertised_networks=strings(),
+        exclude_advertised_networks=strings(),
+        kubernetes_networks=strings(),
+        requirements=dict(type="list", elements="str", choices=list(GROUPS), default=[]),
+    )

@@ -193,7 +193,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ensure_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import missing
+from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
 
 
 def main():
@@ -201,15 +201,9 @@ def main():
         argument_spec=dict(
             cluster_id=dict(type="str", required=True),
             state_dir=dict(type="path", default="/var/lib/kubespan"),
-            address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
             listen_port=dict(type="int", default=51820),
             interface=dict(type="str", default="kubespan"),
-            endpoint_filters=dict(type="list", elements="str", default=[]),
-            extra_endpoints=dict(type="list", elements="str", default=[]),
-            advertised_networks=dict(type="list", elements="str", default=[]),
-            exclude_advertised_networks=dict(type="list", elements="str", default=[]),
-            kubernetes_networks=dict(type="list", elements="str", default=[]),
-            requirements=dict(type="list", elements="str", choices=["base", "userspace", "discovery"], default=[]),
+            **identity_option_spec()
         ),
         supports_check_mode=True,
     )

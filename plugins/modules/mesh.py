@@ -443,7 +443,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
     teardown_mesh,
 )
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import missing
+from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
 from ansible_collections.kubespan.mesh.plugins.module_utils.settle import affiliate_of
 from ansible_collections.kubespan.mesh.plugins.module_utils.settle import check as settle_check
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError, state_lock
@@ -488,15 +488,7 @@ def main():
             discovery_ca_file=dict(type="path", default=""),
             discovery_server_name=dict(type="str", default=""),
             harvest_extra_endpoints=dict(type="bool", default=False),
-            identity=dict(type="dict", options=dict(
-                address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
-                endpoint_filters=dict(type="list", elements="str", default=[]),
-                extra_endpoints=dict(type="list", elements="str", default=[]),
-                advertised_networks=dict(type="list", elements="str", default=[]),
-                exclude_advertised_networks=dict(type="list", elements="str", default=[]),
-                kubernetes_networks=dict(type="list", elements="str", default=[]),
-                requirements=dict(type="list", elements="str", choices=["base", "userspace", "discovery"], default=[]),
-            )),
+            identity=dict(type="dict", options=identity_option_spec()),
             settle=dict(type="bool", default=False),
             agent=dict(type="dict", options=dict(
                 bundle=dict(type="str", required=True, no_log=True),

@@ -439,6 +439,7 @@ def routed_set(
     result.remove(kubespan_prefix)
     return result
 
+
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import valid_node_id
 from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import key_to_bytes, normalize_endpoint
 
