@@ -230,6 +230,7 @@ def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
         ip daddr <set> meta mark set (mark & ~mask) ^ force accept             (then ip6)
     A family whose part of the set is empty gets no set rules.
     """
+    _OPERAND_CACHE.clear()  # one plan's operands: a module run parses its sets as if the cache were new
     base = {"family": NFT_FAMILY, "table": cfg.nft_table}
     families = [fam for fam in (4, 6) if routed.interval_count(fam)]
     items = [{"table": {"family": NFT_FAMILY, "name": cfg.nft_table}}]
@@ -267,9 +268,53 @@ def nft_delete_batch(table: str = NFT_TABLE) -> dict:
 # --- comparing with the host -----------------------------------------------------------------------
 
 
+# Prefixes of operands whose elements are all strings, by their tuple of elements: a table carries the same set in
+# three rules per family and a diff or before/after text reads two tables, so most operands were parsed already.
+_OPERAND_CACHE: dict = {}
+_OPERAND_CACHE_MAX = 16
+
+
 def _address_operand(value) -> Optional[List[str]]:
     """Prefixes of an nft address operand (address, prefix, range or set of them), or None if it is not one."""
     elements = value["set"] if isinstance(value, dict) and "set" in value else [value]
+    key = _operand_key(elements)
+    if key is not None:
+        cached = _OPERAND_CACHE.get(key)
+        if cached is None:
+            cached = _address_operand_parse(elements)
+            if len(_OPERAND_CACHE) >= _OPERAND_CACHE_MAX:
+                _OPERAND_CACHE.clear()
+            _OPERAND_CACHE[key] = cached
+        return None if cached is None else list(cached)
+    return _address_operand_parse(elements)
+
+
+def _operand_key(elements) -> Optional[tuple]:
+    """A hashable key that determines what _address_operand_parse reads of the elements (exact str and int types
+    only, as json.loads gives them), or None when an element is anything else (then nothing is cached)."""
+    if type(elements) is not list:  # pylint: disable=unidiomatic-typecheck
+        return None
+    key = []
+    for element in elements:
+        kind = type(element)
+        if kind is str:
+            key.append(element)
+        elif kind is dict and "prefix" in element:
+            prefix = element["prefix"]
+            if type(prefix) is not dict or type(prefix.get("addr")) is not str or type(prefix.get("len")) is not int:  # pylint: disable=unidiomatic-typecheck
+                return None
+            key.append(("prefix", prefix["addr"], prefix["len"]))
+        elif kind is dict and "range" in element:
+            bounds = element["range"]
+            if type(bounds) is not list or not all(type(a) is str for a in bounds):  # pylint: disable=unidiomatic-typecheck
+                return None
+            key.append(("range",) + tuple(bounds))
+        else:
+            return None
+    return tuple(key)
+
+
+def _address_operand_parse(elements) -> Optional[List[str]]:
     ipset = IPSet()
     try:
         for element in elements:

@@ -66,7 +66,8 @@ def generate_node_id() -> str:
 
 
 def valid_node_id(node_id: str) -> bool:
-    return isinstance(node_id, str) and bool(node_id) and len(node_id) <= 256 and all(c in BASE62_ALPHABET for c in node_id)
+    # str.strip removes every leading and trailing alphabet character: nothing is left iff all are in it
+    return isinstance(node_id, str) and bool(node_id) and len(node_id) <= 256 and not node_id.strip(BASE62_ALPHABET)
 
 
 @dataclass

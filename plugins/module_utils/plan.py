@@ -125,15 +125,13 @@ def render_device(ifname: str, link: dict, device: Optional[DeviceState], labels
         lines.append("public_key = %s" % (device.public_key or "unset"))
         lines.append("listen_port = %s" % device.listen_port)
         lines.append("fwmark = %#x" % device.fwmark)
-        for key in sorted(device.peers):
-            peer = device.peers[key]
-            lines.append("")
-            lines.append("[Peer] %s" % (labels.get(key) or ""))
-            lines.append("public_key = %s" % key)
-            lines.append("preshared_key = %s" % ("(set)" if peer.preshared_key else "(none)"))
-            lines.append("allowed_ips = %s" % ", ".join(sorted(peer.allowed_ips)))
-            lines.append("endpoint = %s" % (peer.endpoint or "none"))
-            lines.append("persistent_keepalive = %s" % peer.persistent_keepalive)
+        peers = device.peers
+        # one string per peer: its blank line and six lines (what the join of each line would give)
+        lines.extend(
+            "\n[Peer] %s\npublic_key = %s\npreshared_key = %s\nallowed_ips = %s\nendpoint = %s\npersistent_keepalive = %s" % (
+                labels.get(key) or "", key, "(set)" if peers[key].preshared_key else "(none)", ", ".join(sorted(peers[key].allowed_ips)),
+                peers[key].endpoint or "none", peers[key].persistent_keepalive)
+            for key in sorted(peers))
     return "\n".join(lines) + "\n"
 
 
