@@ -13,9 +13,12 @@
 #                                    mesh module; runtime faults with recovery times (partition:
 #                                    REL_PARTITION_SECONDS, default 120);
 #                                    a 10-node mesh (rel-node1..10, 90 directed links): converge time and
-#                                    pings across all pairs
+#                                    pings across all pairs;
+#                                    a netns mesh on the host (netns, tests/reliability/netns_mesh.sh, sizes
+#                                    REL_NETNS_SIZES, default "10 20 40 80"): one network namespace and one
+#                                    wireguard-go per node, handshakes on every link, agent tick CPU and RSS
 #   --only PART[,PART...]            run only these parts: crash, disk, fuzz, killpoints, secrets, hardening,
-#                                    concurrency, faults, mesh10
+#                                    concurrency, faults, mesh10, netns
 #   --keep                           leave the last cluster running (default: removed on exit)
 #
 # Containers rel-node1..10 on networks kubespan-rel (10.89.90.0/24, 2001:db8:90::/64); they are removed by
@@ -44,7 +47,7 @@ if [[ "$mode" == quick ]]; then
     random_kills=120
     fuzz_examples=300
 else
-    parts=(crash disk fuzz killpoints secrets hardening concurrency faults mesh10)
+    parts=(crash disk fuzz killpoints secrets hardening concurrency faults mesh10 netns)
     random_kills=600
     fuzz_examples=3000
 fi
@@ -91,6 +94,9 @@ want crash && run_part crash "$PY" tests/reliability/crash_safety.py --random "$
 want disk && run_part disk "$PY" tests/reliability/full_disk.py
 want fuzz && run_part fuzz env RELIABILITY_FUZZ_EXAMPLES="$fuzz_examples" "$PY" -m pytest tests/reliability -q -p no:cacheprovider \
     -o console_output_style=classic -rxX
+# netns: a mesh of network namespaces on the host (no containers), agent cost per node
+# shellcheck disable=SC2086  # REL_NETNS_SIZES is a list of sizes
+want netns && run_part netns bash tests/reliability/netns_mesh.sh ${REL_NETNS_SIZES:-10 20 40 80}
 
 # mesh10: the 10-node mesh (90 directed links): converge time, every pair answers, every peer up
 # shellcheck disable=SC2317  # called through run_part
