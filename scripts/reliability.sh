@@ -15,7 +15,7 @@
 #                                    a 10-node mesh (rel-node1..10, 90 directed links): converge time and
 #                                    pings across all pairs;
 #                                    a netns mesh on the host (netns, tests/reliability/netns_mesh.sh, sizes
-#                                    REL_NETNS_SIZES, default "10 20 40 80"): one network namespace and one
+#                                    REL_NETNS_SIZES, default "10 20 40"): one network namespace and one
 #                                    wireguard-go per node, handshakes on every link, agent tick CPU and RSS
 #   --only PART[,PART...]            run only these parts: crash, disk, fuzz, killpoints, secrets, hardening,
 #                                    concurrency, faults, mesh10, netns
@@ -96,7 +96,7 @@ want fuzz && run_part fuzz env RELIABILITY_FUZZ_EXAMPLES="$fuzz_examples" "$PY" 
     -o console_output_style=classic -rxX
 # netns: a mesh of network namespaces on the host (no containers), agent cost per node
 # shellcheck disable=SC2086  # REL_NETNS_SIZES is a list of sizes
-want netns && run_part netns bash tests/reliability/netns_mesh.sh ${REL_NETNS_SIZES:-10 20 40 80}
+want netns && run_part netns bash tests/reliability/netns_mesh.sh ${REL_NETNS_SIZES:-10 20 40}
 
 # mesh10: the 10-node mesh (90 directed links): converge time, every pair answers, every peer up
 # shellcheck disable=SC2317  # called through run_part
