@@ -17,13 +17,13 @@ import binascii
 import hashlib
 import os
 import re
-import subprocess
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .engine import WIREGUARD_GO_UNIT
+from .engine import _systemctl as systemctl
 from .statefile import StateFileError, atomic_write
 
-WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 AGENT_SERVICE = "kubespan-agent.service"
 AGENT_TIMER = "kubespan-agent.timer"
 HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
@@ -172,7 +172,7 @@ class InstallResult:
 
 def install(o: AgentOptions, check_mode: bool, run: Callable = None) -> InstallResult:
     """Write the files that differ from ``render_files`` (content or mode); ``daemon-reload`` if a unit changed."""
-    run = run or _systemctl
+    run = run or systemctl
     changes: List[str] = []
     diffs: List[Dict[str, str]] = []
     units_changed = False
@@ -196,11 +196,6 @@ def install(o: AgentOptions, check_mode: bool, run: Callable = None) -> InstallR
     if units_changed and not check_mode:
         _check(run("daemon-reload"), "systemctl daemon-reload")
     return InstallResult(changes, diffs, units_changed)
-
-
-def _systemctl(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=60, check=False)
 
 
 def _check(res, what: str) -> None:
@@ -235,7 +230,7 @@ def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple
 
 def enable_units(userspace: bool, check_mode: bool, run: Callable = None) -> List[str]:
     """Bring the units' enablement and the timer to the wanted state; returns the changes made (or to make)."""
-    run = run or _systemctl
+    run = run or systemctl
     res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER)
     _check(res, "systemctl show")
     calls = plan_units(parse_show(res.stdout), userspace)
