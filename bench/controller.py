@@ -3,11 +3,16 @@
 """Controller side of playbooks/site.yml on large inventories (bench/plugins/connection/benchfake.py answers
 for the hosts), against a plain fact-gathering play on the same inventory as the same-run baseline.
 
-For each size: an inventory of n hosts in group kubespan (one cluster ID and secret), then
+For each size: an inventory of n hosts in group kubespan (one cluster ID and secret, the role's controller
+cache of affiliates in a directory of --workdir, never the user's ~/.cache), then
   facts  a play with gather_facts only (full fact set, replayed from a real one)
-  site   playbooks/site.yml, as a re-run would go (the fake hosts report no change)
+  site   playbooks/site.yml without the controller's cache (first run, or a cache lost): round 1 is skipped,
+         the identity module, the affiliates collected, round 2 (the mesh module with every affiliate)
+  rerun  playbooks/site.yml again, the cache now current: round 1 (mesh module with the cached affiliates and
+         the identity) settles on every host, round 2 is skipped; the routine run
 timed as wall seconds and CPU seconds of ansible-playbook and its workers (the machine is shared, CPU is the
-steadier figure), with the per-task profile (bench/plugins/callback/bench_profile.py).
+steadier figure), with the per-task profile (bench/plugins/callback/bench_profile.py). The fake hosts report no
+change. Each run is checked to have taken the path it is named for (which tasks ran or were skipped).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +38,7 @@ FACTS_PLAY = """- name: Plain fact gathering (baseline)
 """
 
 
-def write_inventory(workdir, n):
+def write_inventory(workdir, n, cache_dir):
     lines = ["kubespan:", "  hosts:"]
     for i in range(n):
         lines.append("    host-%05d: {ansible_host: 10.%d.%d.%d}" % (i, 100 + (i >> 16), (i >> 8) & 255, i & 255))
@@ -41,14 +47,15 @@ def write_inventory(workdir, n):
               "    ansible_python_interpreter: /usr/bin/python3",
               "    kubespan_cluster_id: kubespan-bench-controller-cluster",
               "    kubespan_cluster_secret: " + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=",
-              "    kubespan_install_packages: true"]
+              "    kubespan_install_packages: true",
+              "    kubespan_controller_cache_dir: " + cache_dir]
     path = os.path.join(workdir, "inventory-%d.yml" % n)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
 
 
-def run_play(workdir, inventory, playbook, label, forks):
+def run_play(workdir, inventory, playbook, label, forks, cprofile=False):
     profile = os.path.join(workdir, "profile-%s.json" % label)
     env = dict(os.environ)
     env.update({
@@ -66,7 +73,10 @@ def run_play(workdir, inventory, playbook, label, forks):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as out:
-        rc = subprocess.call(["ansible-playbook", "-i", inventory, playbook], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        cmd = ["ansible-playbook", "-i", inventory, playbook]
+        if cprofile:  # the main process only (templating of set_fact/run_once, results, strategy); workers are forks
+            cmd = [sys.executable, "-m", "cProfile", "-o", os.path.join(workdir, "%s.pstats" % label), shutil.which("ansible-playbook")] + cmd[1:]
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc != 0:
@@ -77,6 +87,24 @@ def run_play(workdir, inventory, playbook, label, forks):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": cpu, "max_rss_bytes": after.ru_maxrss * 1024, "tasks": prof["tasks"],
             "changed": sum(h.get("changed", 0) for h in prof["recap"].values())}
+
+
+def task_counts(run, ending):
+    rows = [t for t in run["tasks"] if t["name"].endswith(ending)]
+    return (sum(t["ok"] for t in rows), sum(t["skipped"] for t in rows)) if rows else (0, 0)
+
+
+def check_path(label, run, n, cold):
+    """The run took the path it is named for: (ok, skipped) counts of the tasks that tell the two apart."""
+    want = {"Ensure the node identity": (n, 0) if cold else (0, n),
+            "Reconcile the WireGuard mesh if the cached affiliates are current": (0, n) if cold else (n, 0),
+            "Reconcile the WireGuard mesh": (n, 0) if cold else (0, n),
+            "Keep the cluster's affiliates on the controller for the next run": (1, 0)}
+    got = {k: task_counts(run, k) for k in want}
+    if got != want:
+        raise SystemExit("%s did not take the expected path: %s, expected %s" % (label, got, want))
+    if run["changed"]:
+        raise SystemExit("%s reported %d changes (the fake hosts change nothing)" % (label, run["changed"]))
 
 
 def real_facts(workdir):
@@ -93,10 +121,11 @@ def real_facts(workdir):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    ap.add_argument("--hosts", default="100,300,1000")
+    ap.add_argument("--hosts", default="25,50,100")
     ap.add_argument("--forks", type=int, default=5)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--cprofile", action="store_true", help="also write <workdir>/<run>.pstats (main process only)")
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     os.environ["KUBESPAN_BENCH_FACTS"] = real_facts(args.workdir)
@@ -104,24 +133,33 @@ def main(argv=None):
     with open(facts_play, "w") as f:
         f.write(FACTS_PLAY)
     results = []
-    print("%6s %12s %12s %12s %12s %8s  %s" % ("hosts", "facts wall", "facts CPU", "site wall", "site CPU", "ratio", "slowest task (CPU share)"))
+    site_yml = os.path.join(ROOT, "playbooks", "site.yml")
+    print("%6s %16s %16s %16s %8s  %s" % ("hosts", "facts wall/CPU", "first run", "re-run", "ratio", "slowest task of the first run"))
     for n in [int(x) for x in args.hosts.split(",")]:
-        inv = write_inventory(args.workdir, n)
+        cache_dir = os.path.join(args.workdir, "controller-cache-%d" % n)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        inv = write_inventory(args.workdir, n, cache_dir)
         facts = run_play(args.workdir, inv, facts_play, "facts-%d" % n, args.forks)
-        site = run_play(args.workdir, inv, os.path.join(ROOT, "playbooks", "site.yml"), "site-%d" % n, args.forks)
+        site = run_play(args.workdir, inv, site_yml, "site-%d" % n, args.forks, args.cprofile)
+        check_path("site-%d" % n, site, n, cold=True)
+        rerun = run_play(args.workdir, inv, site_yml, "rerun-%d" % n, args.forks, args.cprofile)
+        check_path("rerun-%d" % n, rerun, n, cold=False)
         slow = max(site["tasks"], key=lambda t: t["seconds"])
-        results.append({"hosts": n, "facts": facts, "site": site})
-        print("%6d %10.1f s %10.1f s %10.1f s %10.1f s %7.1fx  %s (%.0f%% of wall)" % (
-            n, facts["wall_s"], facts["cpu_s"], site["wall_s"], site["cpu_s"], site["cpu_s"] / facts["cpu_s"], slow["name"],
-            100 * slow["seconds"] / site["wall_s"]), flush=True)
+        results.append({"hosts": n, "facts": facts, "site": site, "rerun": rerun})
+        print("%6d %6.1f/%6.1f s %6.1f/%6.1f s %6.1f/%6.1f s %7.1fx  %s (%.0f%% of wall)" % (
+            n, facts["wall_s"], facts["cpu_s"], site["wall_s"], site["cpu_s"], rerun["wall_s"], rerun["cpu_s"],
+            site["cpu_s"] / facts["cpu_s"], slow["name"], 100 * slow["seconds"] / site["wall_s"]), flush=True)
     growth = []
     for a, b in zip(results, results[1:]):
-        k = math.log(b["site"]["cpu_s"] / a["site"]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
-        kf = math.log(b["facts"]["cpu_s"] / a["facts"]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
-        growth.append({"from": a["hosts"], "to": b["hosts"], "site_cpu_exponent": k, "facts_cpu_exponent": kf})
-        print("growth %d -> %d hosts: site.yml CPU ~ n^%.2f, fact gathering ~ n^%.2f" % (a["hosts"], b["hosts"], k, kf))
+        def exp(key, a=a, b=b):
+            return math.log(b[key]["cpu_s"] / a[key]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
+        growth.append({"from": a["hosts"], "to": b["hosts"], "site_cpu_exponent": exp("site"), "rerun_cpu_exponent": exp("rerun"),
+                       "facts_cpu_exponent": exp("facts")})
+        print("growth %d -> %d hosts: site.yml CPU ~ n^%.2f (first run), n^%.2f (re-run), fact gathering ~ n^%.2f" % (
+            a["hosts"], b["hosts"], exp("site"), exp("rerun"), exp("facts")))
     with open(args.out, "w") as f:
-        json.dump({"sizes": results, "growth": growth, "forks": args.forks}, f, indent=1)
+        json.dump({"sizes": results, "growth": growth, "forks": args.forks, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+                  f, indent=1)
 
 
 if __name__ == "__main__":

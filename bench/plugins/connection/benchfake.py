@@ -9,8 +9,10 @@ packaging and argument serialization, result processing, callbacks. Nothing runs
 Module calls arrive pipelined (the AnsiballZ wrapper on stdin, whose trailer names the module and holds its
 JSON arguments); the answers have the shape and size of the real modules' results on an idempotent run:
 identity returns this host's public data (derived from its ansible_host), mesh returns one peer entry per
-affiliate it was given, setup returns the facts stored in $KUBESPAN_BENCH_FACTS (a real fact set) or the
-distribution subset. Shell commands (temporary directories, `echo ~`) get the output Ansible expects.
+affiliate it was given, and in the role's round 1 (identity and settle given) also the identity and whether
+the controller's cached affiliates are current for this host (``settled``, see _mesh); setup returns the
+facts stored in $KUBESPAN_BENCH_FACTS (a real fact set) or the distribution subset. Shell commands (temporary directories, `echo ~`) get the output Ansible
+expects.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ _MODULE = re.compile(r"^ansible_module='([^']*)',$", re.M)
 _PARAMS = re.compile(r"^params=(.*),$", re.M)
 _TMP = re.compile(r"echo (ansible-tmp-[^=\s]+)=")
 _FACTS = None
+_AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addresses", "additional_addresses",
+                   "exclude_advertised_networks")
 
 
 def _facts(full):
@@ -75,6 +79,48 @@ def _identity(addr):
     }
 
 
+def _affiliate(name, identity):
+    return dict({"name": name}, **{k: identity[k] for k in _AFFILIATE_KEYS[1:]})
+
+
+def _mesh(params, addr):
+    """The mesh module on an idempotent host whose state holds the peers of the last run (see settle.py).
+
+    With ``identity`` (round 1) the result carries the identity and the affiliate, as the module's do; with
+    ``settle`` the host reports settled when its own entry among the given (cached) affiliates is its current
+    affiliate and every given affiliate is a member of the group (the fake has no state.json: a host whose
+    cache entry is current is taken to hold the peers built from it, as on a routine re-run). An unsettled
+    host applies nothing and returns no peers, like the real module.
+    """
+    local = params.get("local_name")
+    given = params.get("peers") or []
+    head = {}
+    if params.get("identity") is not None:
+        identity = _identity(addr)
+        head = {"identity": identity, "affiliate": _affiliate(local, identity), "missing_requirements": {}}
+    if params.get("settle"):
+        members = set(params.get("members") or [])
+        mine = [a for a in given if a.get("name") == local]
+        if len(mine) != 1 or {k: mine[0].get(k) for k in _AFFILIATE_KEYS} != head["affiliate"]:
+            reason = "this host is not in the controller's cache" if not mine else "this host's affiliate changed"
+        elif any(a.get("name") not in members for a in given):
+            reason = "the members of the cluster group changed"
+        else:
+            reason = ""
+        head.update(settled=not reason, settle_reason=reason)
+        if reason:
+            return dict(head, changed=False, changes=[], peers=[], implementation="")
+    peers = []
+    for aff in given:
+        if aff.get("name") == local:
+            continue
+        peer = dict(aff, version=1)
+        peer["allowed_ips"] = sorted(aff.get("addresses") or []) + [aff.get("address", "")]
+        peers.append(peer)
+    return dict(head, changed=False, changes=[], peers=peers, implementation="userspace", firewall_backend="nftables",
+                agent_changes=[])
+
+
 class Connection(ConnectionBase):
     transport = "benchfake"
     has_pipelining = True
@@ -89,17 +135,9 @@ class Connection(ConnectionBase):
             subset = params.get("gather_subset") or ["all"]
             return {"changed": False, "ansible_facts": _facts("all" in subset)}
         if module.endswith("identity"):
-            return {"changed": False, "identity": _identity(addr)}
+            return {"changed": False, "identity": _identity(addr), "missing_requirements": {}}
         if module.endswith("mesh"):
-            local = params.get("local_name")
-            peers = []
-            for aff in params.get("peers") or []:
-                if aff.get("name") == local:
-                    continue
-                peer = dict(aff)
-                peer["allowed_ips"] = sorted(aff.get("addresses") or []) + [aff.get("address", "")]
-                peers.append(peer)
-            return {"changed": False, "changes": [], "peers": peers, "implementation": "userspace", "firewall_backend": "nftables"}
+            return _mesh(params, addr)
         if module.endswith("stat"):
             return {"changed": False, "stat": {"exists": False}}
         return {"changed": False}
@@ -111,6 +149,7 @@ class Connection(ConnectionBase):
             module = _MODULE.search(text)
             params = _PARAMS.search(text)
             args = json.loads(ast.literal_eval(params.group(1))) if params else {}
+            args = args.get("ANSIBLE_MODULE_ARGS", args)  # the wrapper's params: {"ANSIBLE_MODULE_ARGS": {...}}
             return 0, json.dumps(self._answer(module.group(1) if module else "", args)).encode(), b""
         tmp = _TMP.search(cmd)
         if tmp:
