@@ -29,14 +29,17 @@ import socket
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
+from .endpoints import endpoints_from_inputs
 from .peers import PeerError, build_peer_set
 from .statefile import StateFileError, read_json, write_json
 from .wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
 
 DISCOVERY_FILE = "discovery.json"
+ANNOUNCE_FILE = "announce.json"  # the inputs of the announced endpoints (engine.ensure_identity), read at each tick
 DISCOVERY_VERSION = 1
 DEFAULT_TTL = 1800.0  # Talos: 30 min, refreshed at TTL/2
 RPC_TIMEOUT = 5.0  # per call: a dead service must not stall the agent's tick
+MAX_REDIRECTS = 3  # Hello redirects followed per tick (Talos's client follows them; a loop or a chain stops here)
 AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addresses", "additional_addresses",
                   "exclude_advertised_networks")
 
@@ -140,9 +143,22 @@ def public_endpoint(client_ip: Optional[str], listen_port: int, subnet: Optional
     return format_endpoint(str(ip), int(listen_port))
 
 
-def publishable_affiliate(local: dict, public_ep: Optional[str]) -> dict:
-    """This node's affiliate as published: its inventory entry plus the Hello-observed endpoint (last, as a fallback)."""
+def publishable_affiliate(local: dict, public_ep: Optional[str], announce: Optional[dict] = None) -> dict:
+    """This node's affiliate as published: its inventory entry with the Hello-observed endpoint.
+
+    With ``announce`` (the inputs of the node's announced endpoints, kept by the identity step), the endpoints are
+    computed again with the observed address inserted where Talos inserts it: after the node's own addresses and
+    before the endpoint filters and the extra endpoints, so the filters apply to it. Without it (a node set up by
+    an older version), the observed endpoint is appended last.
+    """
     aff = strip_affiliate(local)
+    if announce is not None:
+        try:
+            observed = [parse_endpoint(public_ep)[0]] if public_ep else []
+            aff["endpoints"] = endpoints_from_inputs(announce, observed)
+            return aff
+        except (KeyError, TypeError, ValueError):
+            pass  # unusable announce data: the inventory's endpoints, as below
     endpoints = []
     for ep in list(aff.get("endpoints") or []) + ([public_ep] if public_ep else []):
         try:
@@ -269,6 +285,31 @@ def load_memory(state_dir: str) -> Tuple[dict, Optional[str]]:
     return data, None
 
 
+def announce_path(state_dir: str) -> str:
+    return os.path.join(state_dir, ANNOUNCE_FILE)
+
+
+def save_announce_inputs(state_dir: str, inputs: dict) -> None:
+    """Keep what the announced endpoints are computed from, for the node agent: with discovery, it inserts the
+    address the service sees (Hello) where Talos does, before the endpoint filters. Written only when it differs."""
+    path = announce_path(state_dir)
+    try:
+        if read_json(path) == inputs:
+            return
+    except StateFileError:
+        pass  # rewritten below
+    write_json(path, inputs)
+
+
+def load_announce_inputs(state_dir: str) -> Optional[dict]:
+    """The inputs save_announce_inputs kept, or None (none yet, or unreadable: the caller keeps its old behaviour)."""
+    try:
+        value = read_json(announce_path(state_dir))
+    except (OSError, StateFileError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def save_memory(state_dir: str, memory: dict) -> None:
     memory = dict(memory, version=DISCOVERY_VERSION)
     write_json(discovery_path(state_dir), memory)
@@ -350,12 +391,47 @@ class DiscoveryRound:
         if problem:
             log(problem)
         self.reachable = False
+        self.endpoint = self.settings["endpoint"]  # the service in use: the configured one, or where it redirected
 
     # helpers
+    def _hello(self, cluster_id: str):
+        """Connect and say Hello, following the service's redirects as Talos's client does (at most MAX_REDIRECTS
+        hops, never back to a service already asked). The redirected connection keeps the TLS mode and CA file;
+        the certificate is checked against the new host. Logged when where it leads changes, not at every tick."""
+        settings = self.settings
+        self.client = self.client_factory(settings)
+        hello = self.client.hello(cluster_id)
+        asked = [settings["endpoint"]]
+        while hello.redirect and len(asked) <= MAX_REDIRECTS:
+            target = str(hello.redirect).strip()
+            if target in asked:
+                self.log("discovery service %s redirects back to %s: staying with %s" % (asked[-1], target, asked[-1]))
+                break
+            settings = dict(settings, endpoint=target, server_name="")
+            try:
+                service_target(target, settings["insecure"])
+            except DiscoverySettingsError as exc:
+                self.log("discovery service %s redirects to an unusable endpoint (%s): staying with it" % (asked[-1], exc))
+                break
+            self.close()
+            self.client = self.client_factory(settings)
+            asked.append(target)
+            hello = self.client.hello(cluster_id)
+        self.endpoint = asked[-1]
+        redirected = asked[-1] if len(asked) > 1 else None
+        if redirected != self.memory.get("redirected_to"):
+            if redirected:
+                self.log("discovery service %s redirects to %s: using it (set kubespan_discovery_endpoint to it to skip the "
+                         "redirect)" % (self.settings["endpoint"], redirected))
+            else:
+                self.log("discovery service %s answers without a redirect" % self.settings["endpoint"])
+            self.memory["redirected_to"] = redirected
+        return hello
+
     def _warn_unreachable(self, exc) -> None:
         kept = len(self.memory.get("affiliates") or [])
         self.log("discovery service %s unavailable (%s): keeping the inventory peers and the %d affiliates discovered last"
-                 % (self.settings["endpoint"], exc, kept))
+                 % (self.endpoint, exc, kept))
         self.memory["last_error"] = str(exc)[:500]
 
     def _log_reasons(self, reasons: List[str]) -> None:
@@ -386,19 +462,15 @@ class DiscoveryRound:
         now = self.now_fn()
         try:
             self.key = key_from_secret(state["cluster_secret"])
-            self.client = self.client_factory(self.settings)
-            hello = self.client.hello(cluster_id)
-            if hello.redirect:
-                self.log("discovery service %s asks to use %s instead: set kubespan_discovery_endpoint to it"
-                         % (self.settings["endpoint"], hello.redirect))
+            hello = self._hello(cluster_id)
             listed = self.client.list(cluster_id)
             public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
             if public_ep != self.memory.get("public_endpoint") or "public_endpoint" not in self.memory:
                 self.log("discovery: the service sees this node at %s" % (hello.client_ip or "(not reported)"))
             self.memory["public_endpoint"] = public_ep
             if local and node_id:
-                aff = publishable_affiliate(local, public_ep)
-                digest = affiliate_digest(self.settings["endpoint"], cluster_id, aff)
+                aff = publishable_affiliate(local, public_ep, load_announce_inputs(self.state_dir))
+                digest = affiliate_digest(self.endpoint, cluster_id, aff)
                 present = any(sa.id == node_id and sa.data for sa in listed)
                 why = publish_due(self.memory.get("published"), digest, now, self.settings["ttl"], present)
                 if why:

@@ -118,3 +118,24 @@ def announced_endpoints(
         if endpoint not in result:
             result.append(endpoint)
     return result
+
+
+ANNOUNCE_VERSION = 1
+
+
+def announce_inputs(addresses: Iterable, exclude: Iterable, filters: Optional[Sequence[str]], port: int,
+                    extra_endpoints: Iterable[str]) -> dict:
+    """What announced_endpoints is computed from, as plain JSON data (kept on the node for the agent)."""
+    return {"version": ANNOUNCE_VERSION, "addresses": [str(a) for a in addresses], "exclude": [str(n) for n in exclude],
+            "filters": [str(f) for f in filters or ()], "port": int(port), "extra_endpoints": [str(e) for e in extra_endpoints or ()]}
+
+
+def endpoints_from_inputs(inputs: dict, discovered_public_ips: Iterable = ()) -> List[str]:
+    """announced_endpoints of ``announce_inputs`` data, with the addresses the discovery service saw this node come
+    from inserted where Talos inserts them: after the node's own addresses, before the filters and the extra
+    endpoints (so a filter that excludes it drops it, and its place follows the filters' order)."""
+    if inputs.get("version") != ANNOUNCE_VERSION:
+        raise ValueError("unknown announce data version %r" % (inputs.get("version"),))
+    return announced_endpoints(inputs["addresses"], exclude=inputs["exclude"], discovered_public_ips=discovered_public_ips,
+                               filters=inputs["filters"] or None, port=int(inputs["port"]),
+                               extra_endpoints=inputs["extra_endpoints"])

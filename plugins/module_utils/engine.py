@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .addressing import first_physical_link, node_address
-from .endpoints import announced_endpoints
+from .endpoints import announce_inputs, endpoints_from_inputs
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
@@ -138,8 +138,11 @@ def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto
         save_identity(state_dir, ident, node_file=created)
     not_node = [str(subnet)] + [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in kubernetes_networks or ()]
     node_ips = endpoint_candidates(host_addrs, not_node)
-    endpoints = announced_endpoints([a for _n, a in host_addrs], exclude=not_node, filters=endpoint_filters or None,
-                                    port=int(listen_port), extra_endpoints=extra_endpoints or ())
+    inputs = announce_inputs([a for _n, a in host_addrs], not_node, endpoint_filters, int(listen_port), extra_endpoints)
+    endpoints = endpoints_from_inputs(inputs)
+    if not check_mode:
+        from .discovery_agent import save_announce_inputs
+        save_announce_inputs(state_dir, inputs)
     additional = [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in advertised_networks or ()]
     excluded = [str(ipaddress.ip_network(str(n).strip(), strict=False)) for n in exclude_advertised_networks or ()]
     facts = {

@@ -91,6 +91,37 @@ def test_publishable_affiliate_appends_the_public_endpoint_once():
     assert dag.publishable_affiliate(local, None)["endpoints"] == ["10.0.0.1:51820"]
 
 
+def test_publishable_affiliate_places_the_public_address_as_talos_does():
+    local = aff(1, endpoints=["10.0.0.1:51820", "198.51.100.9:4000"])
+    inputs = {"version": 1, "addresses": ["10.0.0.1/24", "fd7f:175a:b97c:5602::1/128"], "exclude": [SUBNET],
+              "filters": ["0.0.0.0/0", "!192.0.2.0/24"], "port": 51820, "extra_endpoints": ["198.51.100.9:4000"]}
+    # after the node's addresses, before the extra endpoints (not appended last)
+    assert dag.publishable_affiliate(local, "203.0.113.7:51820", inputs)["endpoints"] == [
+        "10.0.0.1:51820", "203.0.113.7:51820", "198.51.100.9:4000"]
+    # the endpoint filters apply to it
+    assert dag.publishable_affiliate(local, "192.0.2.7:51820", inputs)["endpoints"] == ["10.0.0.1:51820", "198.51.100.9:4000"]
+    # unusable announce data: the inventory's endpoints with the public one appended, as without it
+    assert dag.publishable_affiliate(local, "203.0.113.7:51820", {"version": 1})["endpoints"] == [
+        "10.0.0.1:51820", "198.51.100.9:4000", "203.0.113.7:51820"]
+
+
+def test_announce_inputs_file(tmp_path):
+    d = str(tmp_path)
+    assert dag.load_announce_inputs(d) is None
+    inputs = {"version": 1, "addresses": ["10.0.0.1"], "exclude": [], "filters": [], "port": 51820, "extra_endpoints": []}
+    dag.save_announce_inputs(d, inputs)
+    path = dag.announce_path(d)
+    assert dag.load_announce_inputs(d) == inputs and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    before = os.stat(path).st_mtime_ns
+    dag.save_announce_inputs(d, dict(inputs))  # unchanged: not rewritten
+    assert os.stat(path).st_mtime_ns == before
+    with open(path, "w") as f:
+        f.write("{broken")
+    assert dag.load_announce_inputs(d) is None
+    dag.save_announce_inputs(d, inputs)  # a corrupt file is replaced
+    assert dag.load_announce_inputs(d) == inputs
+
+
 def test_local_affiliate_by_key_or_name():
     affs = [aff(2), aff(1, allowed_ips=["fd7f::1/128"])]
     assert dag.local_affiliate(affs, pub(1), None) == aff(1)
@@ -270,6 +301,22 @@ def test_two_nodes_find_each_other_through_the_service(tmp_path, service):
     assert any("refresh (TTL/2)" in line for line in logs)
 
 
+def test_published_endpoints_follow_the_kept_announce_inputs(tmp_path, service):
+    _server, target = service
+    clock, logs = Clock(), []
+    d = tmp_path / "a"
+    d.mkdir()
+    # the filters put 10.9.0.1 first; the published endpoints come from these inputs, not from the entry in the
+    # desired state (the same inputs made both; here the entry is left stale to tell them apart)
+    dag.save_announce_inputs(str(d), {"version": 1, "addresses": ["10.0.0.1", "10.9.0.1"], "exclude": [], "port": 51820,
+                                      "filters": ["10.9.0.0/16", "10.0.0.0/8"], "extra_endpoints": ["198.51.100.1:4000"]})
+    a = node_state(1, target)
+    a["local_affiliate"] = dict(a["local_affiliate"], endpoints=["10.0.0.1:51820"])
+    run_round(tmp_path, "a", a, clock, logs)
+    _rnd, changed_b = run_round(tmp_path, "b", node_state(2, target), clock, logs)
+    assert changed_b[0][0]["endpoints"] == ["10.9.0.1:51820", "10.0.0.1:51820", "198.51.100.1:4000"]
+
+
 def test_service_restart_without_state_makes_nodes_re_register(tmp_path, service):
     server, target = service
     clock, logs = Clock(), []
@@ -404,3 +451,53 @@ def test_cli_discovery_serve_dispatches_to_the_service_cli(capsys):
     with pytest.raises(SystemExit):
         cli.main(["discovery-serve", "--help"])
     assert "--tls-cert" in capsys.readouterr().out
+
+
+def _start(svc):
+    server = dg.DiscoveryServer(svc, listen="127.0.0.1:0", max_workers=8, logger=logging.getLogger("test"))
+    return server, "127.0.0.1:%d" % server.start()
+
+
+def test_hello_redirect_is_followed_and_logged_once(tmp_path):
+    new_server, new_target = _start(ds.DiscoveryService(ds.DiscoveryState(), ds.RateLimiter(1000, 1000)))
+    old_server, old_target = _start(ds.DiscoveryService(ds.DiscoveryState(), ds.RateLimiter(1000, 1000), redirect=new_target))
+    try:
+        clock, logs = Clock(), []
+        a = node_state(1, old_target)
+        rnd, _changed = run_round(tmp_path, "a", a, clock, logs)
+        assert rnd.reachable and rnd.endpoint == new_target
+        # the affiliate went to the service the old one redirected to, not to the old one
+        assert [x.id for x in new_server.service.state.list(CLUSTER)] == ["Node1Id"]
+        assert old_server.service.state.list(CLUSTER) == []
+        assert sum("redirects to %s: using it" % new_target in line for line in logs) == 1
+        memory = dag.load_memory(str(tmp_path / "a"))[0]
+        assert memory["redirected_to"] == new_target
+        # a second node pointed at the old service finds the first one through the redirect
+        _rnd, changed_b = run_round(tmp_path, "b", node_state(2, old_target), clock, logs)
+        assert [p["name"] for p in changed_b[0]] == ["n1"]
+        # the next tick: same redirect, nothing logged about it again
+        logs.clear()
+        run_round(tmp_path, "a", a, clock, logs)
+        assert not any("redirect" in line for line in logs)
+        # the old service stops redirecting: logged once, and the node talks to it again
+        old_server.service.redirect = ""
+        rnd, _changed = run_round(tmp_path, "a", a, clock, logs)
+        assert rnd.endpoint == old_target and any("answers without a redirect" in line for line in logs)
+        assert dag.load_memory(str(tmp_path / "a"))[0]["redirected_to"] is None
+    finally:
+        old_server.stop()
+        new_server.stop()
+
+
+def test_hello_redirect_loop_stops(tmp_path):
+    svc = ds.DiscoveryService(ds.DiscoveryState(), ds.RateLimiter(1000, 1000))
+    server, target = _start(svc)
+    try:
+        svc.redirect = target  # redirects to itself
+        logs = []
+        rnd, _changed = run_round(tmp_path, "a", node_state(1, target), Clock(), logs)
+        assert rnd.reachable and rnd.endpoint == target
+        assert any("redirects back to %s" % target in line for line in logs)
+        assert [x.id for x in svc.state.list(CLUSTER)] == ["Node1Id"]
+    finally:
+        server.stop()

@@ -1,13 +1,20 @@
 """Announced endpoints and FilterIPs: Talos's vectors, edge cases, error messages, properties."""
 
 import ipaddress
+import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.addressing import eui64_address, ula_prefix
-from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import announced_endpoints, filter_ips, parse_filter
+from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import (
+    announce_inputs,
+    announced_endpoints,
+    endpoints_from_inputs,
+    filter_ips,
+    parse_filter,
+)
 
 CLUSTER_ID = "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="
 OWN_KUBESPAN = str(eui64_address(ula_prefix(CLUSTER_ID), "ea:71:1b:b2:cc:ee"))
@@ -31,6 +38,23 @@ def test_talos_local_affiliate_vector():
         extra_endpoints=["10.5.0.1:51820", "1.2.3.4:5678"],
     )
     assert result == ["172.20.0.2:51820", "10.5.0.1:51820", "1.1.1.1:51820", "[2001:123:4567::1]:51820", "1.2.3.4:5678"]
+
+
+def test_talos_vector_through_the_announce_inputs_the_agent_keeps():
+    # the identity step keeps the inputs (JSON on the node); the agent adds the address Hello reports, later
+    addresses = ["172.20.0.2/24", "10.5.0.1/32", "192.168.192.168/24", "2001:123:4567::1/64", "2001:123:4567::1/128",
+                 SIDEROLINK + "/128", OWN_KUBESPAN + "/128"]
+    inputs = json.loads(json.dumps(announce_inputs(addresses, [OWN_KUBESPAN, SIDEROLINK], ["0.0.0.0/0", "!192.168.0.0/16", "2001::/16"],
+                                                   51820, ["10.5.0.1:51820", "1.2.3.4:5678"])))
+    assert endpoints_from_inputs(inputs, ["1.1.1.1", "2001:123:4567::1"]) == [
+        "172.20.0.2:51820", "10.5.0.1:51820", "1.1.1.1:51820", "[2001:123:4567::1]:51820", "1.2.3.4:5678"]
+    # without an observed address: what the identity step announces
+    assert endpoints_from_inputs(inputs) == ["172.20.0.2:51820", "10.5.0.1:51820", "[2001:123:4567::1]:51820", "1.2.3.4:5678"]
+    # a filter that excludes the observed address drops it, as in Talos
+    inputs["filters"] = ["0.0.0.0/0", "!1.0.0.0/8"]
+    assert "1.1.1.1:51820" not in endpoints_from_inputs(inputs, ["1.1.1.1"])
+    with pytest.raises(ValueError, match="version"):
+        endpoints_from_inputs(dict(inputs, version=99))
 
 
 def test_without_filters_every_usable_address_in_host_order():
