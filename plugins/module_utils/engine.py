@@ -31,7 +31,6 @@ DEFAULT_STATE_DIR = "/var/lib/kubespan"
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
-MIN_MTU = 1280
 PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
              "exclude_advertised_networks")
 
@@ -77,24 +76,27 @@ class Settings:
                                  "re-run the kubespan.mesh playbook to rewrite the state" % exc)
 
     def _validate(self) -> None:
-        if not isinstance(self.interface, str):
-            raise TypeError("interface %r is not a string" % (self.interface,))
-        if not self.interface or len(self.interface) > 15 or "/" in self.interface or " " in self.interface:
-            raise ReconcileError("interface name %r is invalid: 1-15 characters, no '/' or spaces" % self.interface)
-        if not MIN_MTU <= int(self.mtu) <= 65535:
-            raise ReconcileError("kubespan_mtu %s is out of range: WireGuard over IPv6 needs at least %d "
-                                 "(use underlay MTU - 80, e.g. 1420 for a 1500 underlay)" % (self.mtu, MIN_MTU))
-        if not 1 <= int(self.listen_port) <= 65535:
-            raise ReconcileError("kubespan_listen_port %s must be 1-65535" % self.listen_port)
-        if not 0 <= int(self.fwmark) <= 0xFFFFFFFF:
-            raise ReconcileError("kubespan_fwmark %s must be a 32-bit value" % self.fwmark)
-        if not 0 <= int(self.persistent_keepalive) <= 65535:
-            raise ReconcileError("kubespan_persistent_keepalive %s must be 0-65535 seconds" % self.persistent_keepalive)
-        if self.implementation not in ("auto", "kernel", "userspace"):
-            raise ReconcileError("kubespan_wireguard_implementation %r must be auto, kernel or userspace" % self.implementation)
-        from .firewall import BACKENDS
-        if self.firewall_backend not in BACKENDS:
-            raise ReconcileError("kubespan_firewall_backend %r is unknown: use one of %s" % (self.firewall_backend, ", ".join(BACKENDS)))
+        # one set of rules and messages for the role's early check and the modules (settingscheck.py)
+        from .settingscheck import settings_errors
+        errors = settings_errors({var: getattr(self, name) for name, var in ROLE_VARIABLES.items()})
+        if errors:
+            raise ReconcileError("; ".join(errors))
+
+
+# Settings field -> the role variable settingscheck knows it by (its messages name the variable)
+ROLE_VARIABLES = {
+    "interface": "kubespan_interface",
+    "mtu": "kubespan_mtu",
+    "listen_port": "kubespan_listen_port",
+    "fwmark": "kubespan_fwmark",
+    "persistent_keepalive": "kubespan_persistent_keepalive",
+    "implementation": "kubespan_wireguard_implementation",
+    "route_table": "kubespan_route_table",
+    "rule_priority": "kubespan_rule_priority",
+    "force_mark": "kubespan_force_mark",
+    "mark_mask": "kubespan_mark_mask",
+    "firewall_backend": "kubespan_firewall_backend",
+}
 
 
 # ----------------------------------------------------------------------------------------------- identity

@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Check a host's KubeSpan role variables before anything is changed. Pure.
 
-The modules refuse bad values too, but only when they run, after earlier tasks may already have
-changed the host. The role calls ``settings_errors`` (through the ``kubespan.mesh.settings_errors``
+The modules refuse bad values with the same rules and messages (engine.Settings calls ``settings_errors``),
+but only when they run, after earlier tasks may already have changed the host. The role calls ``settings_errors`` (through the ``kubespan.mesh.settings_errors``
 filter) in its first task, so a bad CIDR, port, MTU or firewall backend stops the run on every host
 before the first change, with a message naming the variable, the value and the fix.
 """
@@ -19,6 +19,7 @@ from .firewall import BACKENDS
 from .wgtypes import parse_endpoint
 
 MIN_MTU = 1280
+IMPLEMENTATIONS = ("auto", "kernel", "userspace")
 
 
 def _int(errors: List[str], settings: dict, name: str, low: int, high: int, hint: str) -> None:
@@ -56,6 +57,9 @@ def settings_errors(settings: dict) -> List[str]:
     for name in ("kubespan_fwmark", "kubespan_force_mark", "kubespan_mark_mask"):
         _int(errors, settings, name, 1, 0xFFFFFFFF, "a 32-bit firewall mark (Talos: fwmark 0x20, force 0x40, mask 0x60)")
     _int(errors, settings, "kubespan_agent_interval", 5, 86400, "seconds between agent ticks, 5-86400")
+    implementation = settings.get("kubespan_wireguard_implementation")
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        errors.append("kubespan_wireguard_implementation=%r: use one of %s" % (implementation, ", ".join(IMPLEMENTATIONS)))
     backend = settings.get("kubespan_firewall_backend")
     if backend is not None and backend not in BACKENDS:
         errors.append("kubespan_firewall_backend=%r: use one of %s" % (backend, ", ".join(BACKENDS)))

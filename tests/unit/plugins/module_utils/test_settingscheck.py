@@ -2,6 +2,7 @@
 
 import pytest
 
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_VARIABLES, ReconcileError, Settings
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
 
 DEFAULTS = {
@@ -33,6 +34,7 @@ def test_defaults_are_fine():
     ("kubespan_extra_announced_endpoints", ["203.0.113.7:99999"], "port"),
     ("kubespan_agent_interval", 1, "5-86400"),
     ("kubespan_fwmark", 0, "32-bit"),
+    ("kubespan_wireguard_implementation", "boringtun", "auto, kernel, userspace"),
 ])
 def test_bad_value_is_named(name, value, needle):
     errors = settings_errors(dict(DEFAULTS, **{name: value}))
@@ -43,3 +45,23 @@ def test_bad_value_is_named(name, value, needle):
 def test_all_problems_reported_at_once():
     errors = settings_errors(dict(DEFAULTS, kubespan_mtu=100, kubespan_listen_port=-1, kubespan_kubernetes_networks=["x"]))
     assert len(errors) == 3
+
+
+def test_modules_apply_the_same_rules_and_messages():
+    # engine.Settings (the mesh module, the agent reading the desired state) checks through settings_errors
+    Settings().validate()
+    assert set(ROLE_VARIABLES) <= set(Settings.__dataclass_fields__)
+    for field, value, needle in [("mtu", 1000, "kubespan_mtu=1000: the MTU must be 1280-65535"),
+                                 ("fwmark", 0, "kubespan_fwmark=0: a 32-bit firewall mark"),
+                                 ("listen_port", 65536, "kubespan_listen_port=65536"),
+                                 ("implementation", "boringtun", "kubespan_wireguard_implementation='boringtun'"),
+                                 ("firewall_backend", "pf", "kubespan_firewall_backend='pf'"),
+                                 ("interface", 5, "kubespan_interface=5"),
+                                 ("route_table", 0, "kubespan_route_table=0")]:
+        with pytest.raises(ReconcileError) as info:
+            Settings(**{field: value}).validate()
+        assert needle in str(info.value), info.value
+    # every problem at once
+    with pytest.raises(ReconcileError) as info:
+        Settings(mtu=1, listen_port=0).validate()
+    assert "kubespan_mtu" in str(info.value) and "kubespan_listen_port" in str(info.value)
