@@ -67,6 +67,8 @@ def _ntop_is_rfc5952() -> bool:
         return False
 
 
+# "/length" text of a block of 2**(b - 1) addresses, by b (the block size's bit_length)
+_SUFFIXES = {family: ["/%d" % (bits + 1 - b) if b else "" for b in range(bits + 2)] for family, bits in BITS.items()}
 _LENGTHS = {family: {str(length): length for length in range(bits + 1)} for family, bits in BITS.items()}
 _HOSTMASKS = {family: [(1 << (bits - length)) - 1 for length in range(bits + 1)] for family, bits in BITS.items()}
 
@@ -320,7 +322,18 @@ class IPSet:
 
     def prefix_spans(self, family: Optional[int] = None) -> List[Tuple[str, int, int, int]]:
         """prefixes() with each prefix's range: (text, family, first, last)."""
-        return [(text, fam, lo, hi) for fam, first, last in self.intervals(family) for text, lo, hi in prefix_spans(fam, first, last)]
+        result = []
+        append = result.append
+        for fam in (4, 6) if family is None else (family,):
+            suffixes = _SUFFIXES[fam]
+            for first, last in zip(self._starts[fam], self._ends[fam]):
+                size = last - first + 1
+                if not size & (size - 1) and not first & (size - 1):  # one aligned block (the usual case): its own text
+                    append((format_address(fam, first) + suffixes[size.bit_length()], fam, first, last))
+                else:
+                    for text, lo, hi in prefix_spans(fam, first, last):
+                        append((text, fam, lo, hi))
+        return result
 
     def ranges(self, family: Optional[int] = None) -> List[Tuple[str, str]]:
         """(first, last) address strings of each maximal interval, sorted, IPv4 first."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_left, bisect_right
+from itertools import accumulate, compress, repeat
+from operator import add, gt, is_, le
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .ipset import IPSet, parse_range
@@ -26,6 +28,9 @@ MAX_LISTED = 8
 # prefix text -> (family, first, last) of every AllowedIPs prefix of the last assign_claims call: routed_set,
 # which usually follows in the same process, reads these instead of parsing the text again (same values).
 _ASSIGNED: Dict[str, Tuple[int, int, int]] = {}
+# the last assign_claims call: [its AllowedIPs lists, copies of them, the union of its peers' sets]; routed_set
+# uses the union when it is handed exactly those lists, unchanged and in the same order (what a module run does).
+_LAST: list = []
 
 
 def _label(peer: dict) -> str:
@@ -144,17 +149,55 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
     return assign_claims(ordered, [peer_ipset(peer) for peer in ordered], local_set)
 
 
+def _contested(claims: List[IPSet], local_set: IPSet) -> Tuple[set, IPSet]:
+    """(indexes of the claims that overlap another claim or the local set, the union of the claims and the local
+    set). One sort of every interval per family: a claim none of whose intervals overlaps an interval of
+    another claim or of the local set keeps its whole set with no warning, whatever the key order, so only
+    the contested ones need the held-interval index. The test is on whole claims, before the local set is
+    removed (a superset of what matters, which only sends a few more peers down the exact path)."""
+    contested = set()
+    union = IPSet()
+    for family in (4, 6):
+        items = []
+        for index, claim in enumerate(claims):
+            starts = claim._starts[family]
+            if starts:
+                items.extend(zip(starts, claim._ends[family], repeat(index)))
+        local_starts = local_set._starts[family]
+        if local_starts:
+            items.extend(zip(local_starts, local_set._ends[family], repeat(-1)))
+        if not items:
+            continue
+        items.sort()
+        starts, ends, owners = zip(*items)
+        reach = list(accumulate(ends, max))  # reach[k]: the largest end among items 0..k
+        # item k overlaps an earlier one when it starts at or before reach[k - 1]; a run of such items k..m
+        # forms one cluster with item k - 1 (the cluster's first item), so all of k - 1..m are marked
+        previous = -2
+        for k in compress(range(1, len(items)), map(le, starts[1:], reach)):
+            if k != previous + 1:
+                contested.add(owners[k - 1])
+            contested.add(owners[k])
+            previous = k
+        # the union (local set included, removed below): a new interval where an item starts past reach + 1
+        breaks = list(compress(range(1, len(items)), map(gt, starts[1:], map(add, reach, repeat(1)))))
+        union._starts[family] = [starts[0]] + [starts[k] for k in breaks]
+        union._ends[family] = [reach[k - 1] for k in breaks] + [reach[-1]]
+    contested.discard(-1)
+    union.difference_update(local_set)
+    return contested, union
+
+
 def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> Tuple[List[dict], List[str]]:
     """assign_allowed_ips for peers whose claims (``peer_ipset`` of each, same order) are already built;
     ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed."""
     order = sorted(range(len(peers)), key=lambda i: peers[i]["public_key"])
-    owners = _Owners()  # every interval held so far: what Talos's loop keeps as the union of earlier peers' sets
+    contested, union = _contested(claims, local_set)
+    owners = _Owners()  # every interval a contested peer holds so far: the part of Talos's union that can matter
     done: List[Tuple[dict, IPSet]] = []
-    result, warnings = [], []
+    warnings = []
     check_local = not local_set.is_empty()
-    assigned = _ASSIGNED
-    assigned.clear()
-    for index in order:
+    for index in (order if len(contested) == len(peers) else [i for i in order if i in contested]):
         peer, ipset = peers[index], claims[index]
         if check_local and ipset.overlaps(local_set):
             refused = ipset & local_set
@@ -175,12 +218,20 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> T
                 warnings.append("peer %s has no address left after resolving overlaps: no traffic is routed to it" % _label(peer))
         owners.add(ipset, len(done))
         done.append((peer, ipset))
+    # every claim is now the peer's final set (the uncontested ones as they came): the specs, built in the
+    # peers' own order (it is their order in memory, which keeps large clusters cache-friendly), then sorted
+    assigned = _ASSIGNED
+    assigned.clear()
+    specs = []
+    for peer, ipset in zip(peers, claims):
         spec = dict(peer)
         allowed = spec["allowed_ips"] = []
         for text, family, first, last in ipset.prefix_spans():
             allowed.append(text)
             assigned[text] = (family, first, last)
-        result.append(spec)
+        specs.append(spec)
+    result = [specs[i] for i in order]
+    _LAST[:] = [[spec["allowed_ips"] for spec in result], [list(spec["allowed_ips"]) for spec in result], union]
     return result, warnings
 
 
@@ -198,6 +249,14 @@ def routed_set(
     key is in ``up_peers`` count, and traffic to the others takes the normal routes while they are down.
     """
     up = set(up_peers or ()) if allow_down_peer_bypass else None
+    if up is None and _LAST:
+        peers = list(peers)
+        lists, copies, union = _LAST
+        given = [peer.get("allowed_ips") for peer in peers]
+        if len(given) == len(lists) and all(map(is_, given, lists)) and given == copies:
+            result = union.copy()
+            result.remove(kubespan_prefix)
+            return result
     result = IPSet()
     known = _ASSIGNED
     spans = []
