@@ -98,6 +98,28 @@ def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     return family, first, first | host
 
 
+def _parse_canonical_exact(text: str) -> Optional[Tuple[int, int, int, bool]]:
+    """_parse_canonical plus whether the text has no host bits (then it is its own normalized form)."""
+    addr, sep, length_text = text.partition("/")
+    family = 6 if ":" in addr else 4
+    try:
+        packed = socket.inet_pton(_AF[family], addr)
+    except (OSError, ValueError):
+        return None
+    number = int.from_bytes(packed, "big")
+    if family == 6 and number < _V6_PLAIN:
+        return None
+    canonical = socket.inet_ntop(_AF[family], packed) if family == 4 or _NTOP_RFC5952 else format_address(family, number)
+    if canonical != addr:
+        return None
+    length = _LENGTHS[family].get(length_text) if sep else BITS[family]
+    if length is None:
+        return None
+    host = _HOSTMASKS[family][length]
+    first = number & ~host
+    return family, first, first | host, first == number
+
+
 def parse_range(value) -> Tuple[int, int, int]:
     """(family, first, last) of an address or prefix; host bits of a prefix are ignored (10.244.3.1/24 is 10.244.3.0/24).
 

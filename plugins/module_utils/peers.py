@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .identity import BASE62_ALPHABET, valid_node_id
-from .ipset import BITS, IPSet, _parse_canonical, format_address
+from .ipset import BITS, IPSet, _parse_canonical, _parse_canonical_exact, format_address
 from .peerspec import assign_claims, local_ipset
 from .wgtypes import key_to_bytes, normalize_endpoint
 
@@ -33,6 +34,8 @@ def _endpoint(value) -> str:
         if sep and "/" not in host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
             parsed = _parse_canonical(host)
             if parsed is not None and (parsed[0] == 6) == text.startswith("["):
+                if port[0] != "0":
+                    return text  # what the formatting below gives: the port has no leading zero
                 return "[%s]:%d" % (host, int(port)) if parsed[0] == 6 else "%s:%d" % (host, int(port))
     return normalize_endpoint(value)
 
@@ -51,36 +54,45 @@ def _address(value) -> Tuple[str, Tuple[int, int, int]]:
 def _prefix(value) -> Tuple[str, Tuple[int, int, int]]:
     """(text, range) of a network as validate_affiliate normalizes it (host bits dropped)."""
     text = str(value).strip()
-    parsed = _parse_canonical(text)
+    parsed = _parse_canonical_exact(text)
     if parsed is not None:
-        family, first, last = parsed
-        return "%s/%d" % (format_address(family, first), BITS[family] - (last - first).bit_length()), parsed
+        family, first, last, exact = parsed
+        if exact and "/" in text:
+            return text, (family, first, last)  # canonical address, canonical length, no host bits: as written
+        return "%s/%d" % (format_address(family, first), BITS[family] - (last - first).bit_length()), (family, first, last)
     net = ipaddress.ip_network(text, strict=False)
     return str(net), (net.version, int(net.network_address), int(net.broadcast_address))
 
 
-_NORMALIZE = {"address": _address, "prefix": _prefix}
+_KINDS = (("addresses", "address", _address), ("additional_addresses", "prefix", _prefix),
+          ("exclude_advertised_networks", "prefix", _prefix))  # in the order their errors are reported
 
 
-def _validate(aff: dict, subnet: ipaddress.IPv6Network) -> Tuple[dict, IPSet]:
-    """validate_affiliate plus the IP set the peer claims (peerspec.peer_ipset of the result), from one parse."""
+def _subnet_bounds(subnet: ipaddress.IPv6Network) -> Tuple[int, int]:
+    first = int(subnet.network_address)
+    return first, first | int(subnet.hostmask)
+
+
+def _validate(aff: dict, subnet: ipaddress.IPv6Network, bounds: Optional[Tuple[int, int]] = None) -> Tuple[dict, IPSet]:
+    """validate_affiliate plus the IP set the peer claims (peerspec.peer_ipset of the result), from one parse.
+    ``bounds``: _subnet_bounds(subnet), when the caller validates many affiliates."""
     if not isinstance(aff, dict):
         raise PeerError("peer entry must be a mapping, got %s" % type(aff).__name__)
-    name = aff.get("name")
+    get = aff.get
+    name = get("name")
     if not name or not isinstance(name, str):
         raise PeerError("peer entry without a name: %r" % ({k: aff[k] for k in aff if k != "preshared_key"},))
-    where = "peer %s" % name
-    pub = aff.get("public_key")
+    pub = get("public_key")
     try:
         key_to_bytes(pub)
     except ValueError as exc:
-        raise PeerError("%s: public_key %s" % (where, exc))
-    node_id = aff.get("node_id") or ""
+        raise PeerError("peer %s: public_key %s" % (name, exc))
+    node_id = get("node_id") or ""
     # valid_node_id's rule, with str.strip doing the per-character test in C (then the same call decides)
     if node_id and not (isinstance(node_id, str) and len(node_id) <= 256 and not node_id.strip(BASE62_ALPHABET)) \
             and not valid_node_id(node_id):
-        raise PeerError("%s: node_id %s is not a base62 node ID" % (where, repr(node_id)[:60]))
-    address_text = str(aff.get("address", "")).split("/", 1)[0]
+        raise PeerError("peer %s: node_id %s is not a base62 node ID" % (name, repr(node_id)[:60]))
+    address_text = str(get("address", "")).split("/", 1)[0]
     parsed = _parse_canonical(address_text)
     if parsed is not None and parsed[0] == 6 and address_text.strip() == address_text:
         address, number = address_text, parsed[1]
@@ -88,24 +100,24 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network) -> Tuple[dict, IPSet]:
         try:
             ip = ipaddress.IPv6Address(address_text)
         except ValueError:
-            raise PeerError("%s: address %r is not an IPv6 address" % (where, aff.get("address")))
+            raise PeerError("peer %s: address %r is not an IPv6 address" % (name, get("address")))
         address, number = str(ip), int(ip)
-    subnet_first = int(subnet.network_address)
-    if not subnet_first <= number <= subnet_first | int(subnet.hostmask):
+    subnet_first, subnet_last = bounds or _subnet_bounds(subnet)
+    if not subnet_first <= number <= subnet_last:
         raise PeerError(
-            "%s: KubeSpan address %s is outside this cluster's subnet %s: the nodes disagree on "
-            "kubespan_cluster_id; give every host of the group the same cluster secrets" % (where, address, subnet))
+            "peer %s: KubeSpan address %s is outside this cluster's subnet %s: the nodes disagree on "
+            "kubespan_cluster_id; give every host of the group the same cluster secrets" % (name, address, subnet))
     endpoints = []
-    raw_eps = aff.get("endpoints") or []
+    raw_eps = get("endpoints") or []
     if not isinstance(raw_eps, (list, tuple)):
-        raise PeerError("%s: endpoints must be a list, got %r" % (where, raw_eps))
+        raise PeerError("peer %s: endpoints must be a list, got %r" % (name, raw_eps))
     if len(raw_eps) > MAX_ENDPOINTS:
-        raise PeerError("%s: %d endpoints, at most %d are allowed" % (where, len(raw_eps), MAX_ENDPOINTS))
+        raise PeerError("peer %s: %d endpoints, at most %d are allowed" % (name, len(raw_eps), MAX_ENDPOINTS))
     for ep in raw_eps:
         try:
             norm = _endpoint(ep)
         except ValueError as exc:
-            raise PeerError("%s: %s" % (where, exc))
+            raise PeerError("peer %s: %s" % (name, exc))
         if norm not in endpoints:
             endpoints.append(norm)
     result = {
@@ -115,35 +127,53 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network) -> Tuple[dict, IPSet]:
         "address": address,
         "endpoints": endpoints,
     }
-    ranges = {}
-    for key, kind in (("addresses", "address"), ("additional_addresses", "prefix"), ("exclude_advertised_networks", "prefix")):
-        values = aff.get(key) or []
+    spans = []  # the claimed ranges: pod networks and node addresses
+    excluded = ()
+    for key, kind, convert in _KINDS:
+        values = get(key) or []
         if not isinstance(values, (list, tuple)):
-            raise PeerError("%s: %s must be a list, got %r" % (where, key, values))
+            raise PeerError("peer %s: %s must be a list, got %r" % (name, key, values))
+        if not values:
+            continue
         if len(values) > MAX_NETWORKS:
-            raise PeerError("%s: %d %s, at most %d are allowed" % (where, len(values), key, MAX_NETWORKS))
-        normalized, found = [], []
-        convert = _NORMALIZE[kind]
+            raise PeerError("peer %s: %d %s, at most %d are allowed" % (name, len(values), key, MAX_NETWORKS))
+        normalized = []
+        if key == "exclude_advertised_networks":
+            found = excluded = []
+        else:
+            found = spans
         for value in values:
             try:
                 text, span = convert(value)
             except ValueError:
-                raise PeerError("%s: %s entry %r is not an IP %s" % (where, key, value, kind))
+                raise PeerError("peer %s: %s entry %r is not an IP %s" % (name, key, value, kind))
             normalized.append(text)
             found.append(span)
-        if normalized:
-            result[key] = normalized
-        ranges[key] = found
+        result[key] = normalized
     # the claim as peerspec.peer_ipset builds it: pod networks, node addresses as hosts, minus the excluded
-    # networks, plus the KubeSpan address
+    # networks, plus the KubeSpan address (a union is order-free: the ranges are merged in address order)
+    kubespan = (6, number, number)
+    if not excluded:
+        spans.append(kubespan)
     claim = IPSet()
-    for span in ranges["additional_addresses"]:
-        claim.add_range(*span)
-    for span in ranges["addresses"]:
-        claim.add_range(*span)
-    for span in ranges["exclude_advertised_networks"]:
-        claim.remove_range(*span)
-    claim.add_range(6, number, number)
+    if spans:
+        spans.sort()
+        family, first, last = spans[0]
+        starts, ends = claim._starts, claim._ends
+        for fam, lo, hi in spans:
+            if fam == family and lo <= last + 1:
+                if hi > last:
+                    last = hi
+                continue
+            starts[family].append(first)
+            ends[family].append(last)
+            family, first, last = fam, lo, hi
+        starts[family].append(first)
+        ends[family].append(last)
+    if excluded:
+        for span in excluded:
+            claim.remove_range(*span)
+        claim.add_range(*kubespan)
     return result, claim
 
 
@@ -193,12 +223,29 @@ def build_peer_set(
     peers), and a last-known entry whose host is no longer a member is dropped. ``members`` None means
     the fresh affiliates are the whole cluster.
     """
+    # this makes many small objects and no reference cycles to speak of: the cyclic collector would walk every
+    # live object of the process several times on a large cluster (tens of ms at 5,000 peers) to free nothing;
+    # it is off for the call and back to its previous state after it (what it would have found, it finds later)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_peer_set(local_public_key, local_address, subnet, affiliates, members, last_known, local_name,
+                               local_addresses, local_networks)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_peer_set(local_public_key, local_address, subnet, affiliates, members, last_known, local_name, local_addresses,
+                    local_networks):
+    """build_peer_set's work (the collector state is the caller's business)."""
     warnings = []
     fresh = {}
     claims: Dict[str, IPSet] = {}  # name -> the IP set its fresh entry claims
     known_claims: Dict[str, IPSet] = {}  # name -> the IP set its last-known entry claims
+    bounds = _subnet_bounds(subnet)
     for aff in affiliates:
-        norm, claim = _validate(aff, subnet)
+        norm, claim = _validate(aff, subnet, bounds)
         if norm["name"] in fresh:
             raise PeerError("peer %s is listed twice" % norm["name"])
         fresh[norm["name"]] = norm
@@ -213,7 +260,7 @@ def build_peer_set(
             if current is not None and _same_as(entry, current):
                 continue  # valid (it equals fresh data, already validated) and unused: the fresh data wins
             try:
-                norm, claim = _validate(entry, subnet)
+                norm, claim = _validate(entry, subnet, bounds)
             except PeerError as exc:
                 warnings.append("ignoring last-known peer data: %s" % exc)
                 continue

@@ -11,6 +11,8 @@ learned from authenticated traffic (roaming) is left alone while the peer is up.
 
 from __future__ import annotations
 
+import functools
+import gc
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -18,6 +20,22 @@ from .wgtypes import DeviceState, DeviceUpdate, PeerUpdate
 
 # Talos: a peer without a handshake for this long is down (180 s + 5 s + 90 s).
 PEER_DOWN_INTERVAL = 275.0
+
+
+def _collector_off(function):
+    """Run ``function`` with the cyclic garbage collector off, then restore its previous state: the plans make
+    one or a few small objects per peer and no cycles, and on thousands of peers the collector would walk
+    every live object of the process several times to free nothing."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+    return wrapper
 
 
 @dataclass
@@ -41,6 +59,7 @@ class DesiredDevice:
         return "DesiredDevice(listen_port=%r, fwmark=%r, peers=%d)" % (self.listen_port, self.fwmark, len(self.peers))
 
 
+@_collector_off
 def plan_device(desired: DesiredDevice, current: Optional[DeviceState], now: float) -> Tuple[DeviceUpdate, List[str]]:
     """Return the update that makes ``current`` match ``desired`` and a list of human-readable changes."""
     current = current or DeviceState()
@@ -111,6 +130,7 @@ def pick_configured_endpoint(current: Optional[str], last_handshake: float, cand
     return candidates[0]
 
 
+@_collector_off
 def render_device(ifname: str, link: dict, device: Optional[DeviceState], labels: dict) -> str:
     """A wg-quick-like text of the interface for --diff, without any key material but public keys."""
     if device is None and not link:
@@ -135,6 +155,7 @@ def render_device(ifname: str, link: dict, device: Optional[DeviceState], labels
     return "\n".join(lines) + "\n"
 
 
+@_collector_off
 def expected_device(desired: DesiredDevice, current: Optional[DeviceState], public_key: str, now: float) -> DeviceState:
     """What the device will report after the plan is applied (for --diff 'after')."""
     current = current or DeviceState()
