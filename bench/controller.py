@@ -74,8 +74,13 @@ def run_play(workdir, inventory, playbook, label, forks, cprofile=False):
     start = time.perf_counter()
     with open(log, "w") as out:
         cmd = ["ansible-playbook", "-i", inventory, playbook]
-        if cprofile:  # the main process only (templating of set_fact/run_once, results, strategy); workers are forks
-            cmd = [sys.executable, "-m", "cProfile", "-o", os.path.join(workdir, "%s.pstats" % label), shutil.which("ansible-playbook")] + cmd[1:]
+        if cprofile:  # main process: python -m cProfile; each forked worker: bench/plugins/cprofile/sitecustomize.py
+            pdir = os.path.join(workdir, "cprofile-%s" % label)
+            shutil.rmtree(pdir, ignore_errors=True)
+            os.makedirs(pdir)
+            env.update(KUBESPAN_BENCH_CPROFILE_DIR=pdir,
+                       PYTHONPATH=os.pathsep.join([os.path.join(HERE, "plugins", "cprofile")] + [p for p in [env.get("PYTHONPATH")] if p]))
+            cmd = [sys.executable, "-m", "cProfile", "-o", os.path.join(pdir, "main.pstats"), shutil.which("ansible-playbook")] + cmd[1:]
         rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -125,7 +130,8 @@ def main(argv=None):
     ap.add_argument("--forks", type=int, default=5)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--cprofile", action="store_true", help="also write <workdir>/<run>.pstats (main process only)")
+    ap.add_argument("--cprofile", action="store_true",
+                    help="profile the site.yml runs: <workdir>/cprofile-<run>/main.pstats and worker-<pid>.pstats (CPU figures are then inflated)")
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     os.environ["KUBESPAN_BENCH_FACTS"] = real_facts(args.workdir)

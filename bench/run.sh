@@ -166,7 +166,7 @@ fi
 
 if want controller; then
     banner "Controller: playbooks/site.yml on inventories of $HOSTS fake hosts (bench/plugins/connection/benchfake.py)"
-    $PY bench/controller.py --hosts "$HOSTS" --workdir "$WORK/controller" --out "$RESULTS/controller.json"
+    nice $PY bench/controller.py --hosts "$HOSTS" --workdir "$WORK/controller" --out "$RESULTS/controller.json"
 fi
 
 if want agent; then
