@@ -14,12 +14,14 @@ from __future__ import annotations
 import functools
 import gc
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import List, Optional, Tuple
 
-from .wgtypes import DeviceState, DeviceUpdate, PeerUpdate
+from .wgtypes import DeviceState, DeviceUpdate, PeerState, PeerUpdate
 
 # Talos: a peer without a handshake for this long is down (180 s + 5 s + 90 s).
 PEER_DOWN_INTERVAL = 275.0
+_first = itemgetter(0)
 
 
 def _collector_off(function):
@@ -76,43 +78,50 @@ def plan_device(desired: DesiredDevice, current: Optional[DeviceState], now: flo
         changes.append("fwmark %#x -> %#x" % (current.fwmark, desired.fwmark))
 
     wanted = {p.public_key: p for p in desired.peers}
-    for key in sorted(current.peers):
+    peer_updates = update.peers
+    have_peers = current.peers
+    for key in sorted(have_peers):
         if key not in wanted:
-            update.peers.append(PeerUpdate(public_key=key, remove=True))
+            peer_updates.append(PeerUpdate(public_key=key, remove=True))
             changes.append("remove peer %s" % key)
     for key in sorted(wanted):
         want = wanted[key]
-        label = "peer %s%s" % (want.label + " " if want.label else "", key)
         allowed = sorted(want.allowed_ips)
-        have = current.peers.get(key)
+        have = have_peers.get(key)
         if have is None:
-            update.peers.append(PeerUpdate(
+            peer_updates.append(PeerUpdate(
                 public_key=key,
                 endpoint=want.endpoints[0] if want.endpoints else None,
                 allowed_ips=allowed,
                 persistent_keepalive=want.persistent_keepalive,
                 preshared_key=want.preshared_key,
             ))
-            changes.append("add %s" % label)
+            changes.append("add peer %s%s" % (want.label + " " if want.label else "", key))
             continue
-        pu = PeerUpdate(public_key=key, update_only=True)
-        what = []
-        if sorted(have.allowed_ips) != allowed:
-            pu.allowed_ips = allowed
-            what.append("allowed IPs %s -> %s" % (",".join(sorted(have.allowed_ips)) or "none", ",".join(allowed)))
+        # the usual re-run: nothing differs, and no update object is made for the peer
+        what = None
+        have_allowed = have.allowed_ips
+        if have_allowed != allowed and sorted(have_allowed) != allowed:  # a sorted list is its own sort
+            what = ["allowed IPs %s -> %s" % (",".join(sorted(have_allowed)) or "none", ",".join(allowed))]
         if have.persistent_keepalive != want.persistent_keepalive:
-            pu.persistent_keepalive = want.persistent_keepalive
-            what.append("keepalive %s -> %s" % (have.persistent_keepalive, want.persistent_keepalive))
+            what = (what or []) + ["keepalive %s -> %s" % (have.persistent_keepalive, want.persistent_keepalive)]
         if (have.preshared_key or None) != (want.preshared_key or None):
-            pu.preshared_key = want.preshared_key or ("A" * 43 + "=")
-            what.append("preshared key")
+            what = (what or []) + ["preshared key"]
         endpoint = pick_configured_endpoint(have.endpoint, have.last_handshake, want.endpoints, now)
         if endpoint is not None:
-            pu.endpoint = endpoint
-            what.append("endpoint %s -> %s" % (have.endpoint or "none", endpoint))
+            what = (what or []) + ["endpoint %s -> %s" % (have.endpoint or "none", endpoint)]
         if what:
-            update.peers.append(pu)
-            changes.append("update %s: %s" % (label, "; ".join(what)))
+            pu = PeerUpdate(public_key=key, update_only=True)
+            if sorted(have_allowed) != allowed:
+                pu.allowed_ips = allowed
+            if have.persistent_keepalive != want.persistent_keepalive:
+                pu.persistent_keepalive = want.persistent_keepalive
+            if (have.preshared_key or None) != (want.preshared_key or None):
+                pu.preshared_key = want.preshared_key or ("A" * 43 + "=")
+            if endpoint is not None:
+                pu.endpoint = endpoint
+            peer_updates.append(pu)
+            changes.append("update peer %s%s: %s" % (want.label + " " if want.label else "", key, "; ".join(what)))
     return update, changes
 
 
@@ -149,9 +158,9 @@ def render_device(ifname: str, link: dict, device: Optional[DeviceState], labels
         # one string per peer: its blank line and six lines (what the join of each line would give)
         lines.extend(
             "\n[Peer] %s\npublic_key = %s\npreshared_key = %s\nallowed_ips = %s\nendpoint = %s\npersistent_keepalive = %s" % (
-                labels.get(key) or "", key, "(set)" if peers[key].preshared_key else "(none)", ", ".join(sorted(peers[key].allowed_ips)),
-                peers[key].endpoint or "none", peers[key].persistent_keepalive)
-            for key in sorted(peers))
+                labels.get(key) or "", key, "(set)" if peer.preshared_key else "(none)", ", ".join(sorted(peer.allowed_ips)),
+                peer.endpoint or "none", peer.persistent_keepalive)
+            for key, peer in sorted(peers.items(), key=_first))
     return "\n".join(lines) + "\n"
 
 
@@ -160,7 +169,6 @@ def expected_device(desired: DesiredDevice, current: Optional[DeviceState], publ
     """What the device will report after the plan is applied (for --diff 'after')."""
     current = current or DeviceState()
     state = DeviceState(public_key=public_key, listen_port=desired.listen_port, fwmark=desired.fwmark)
-    from .wgtypes import PeerState
     for want in desired.peers:
         have = current.peers.get(want.public_key)
         endpoint = want.endpoints[0] if want.endpoints else None
