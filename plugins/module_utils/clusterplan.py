@@ -42,6 +42,8 @@ from .ipset import IPSet
 MAX_LISTED = peerspec.MAX_LISTED
 # dirty-peer work (intervals visited) per node beyond which the node falls back to build_peer_set
 _BUDGET_FACTOR = 4
+# dirty peers per node beyond which it falls back (plus one per 16 peers): recomputing them is quadratic in their count
+_DIRTY_MAX = 64
 
 
 class NodeInput:
@@ -356,6 +358,8 @@ def _fast(glob: _Global, node: NodeInput, members) -> NodePlan:
     if budget < 0:
         raise _Fallback()
     dirty = sorted(found - out_set)
+    if len(dirty) > _DIRTY_MAX + len(glob.order) // 16:
+        raise _Fallback()  # most peers differ from the global assignment: the per-node run is cheaper
 
     # the dirty peers, in key order, as assign_claims computes them
     order, claims, assigned = glob.order, glob.claims, glob.assigned
