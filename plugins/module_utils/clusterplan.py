@@ -198,6 +198,8 @@ class _Global:
         self.assigned: List[IPSet] = []
         self.specs: List[dict] = []
         self.warned: Dict[int, List[str]] = {}
+        self._held_starts: Dict[int, List[int]] = {4: [], 6: []}
+        self._held_ends: Dict[int, List[Tuple[int, int]]] = {4: [], 6: []}  # (end, owner), sorted like the starts
         union = IPSet()
         for k, name in enumerate(order):
             peer, claim = fresh[name], self.claims[k]
@@ -226,25 +228,20 @@ class _Global:
         self.claim_index = _Index(list(enumerate(self.claims)))
         self.device_peers = [device_peer(spec) for spec in self.specs] if device_peer else None
 
-    # held intervals of the global assignment (disjoint), with their owner, sorted per family
     def _hold(self, ipset: IPSet, owner: int) -> None:
-        if not hasattr(self, "_hs"):
-            self._hs = {4: [], 6: []}
-            self._he = {4: [], 6: []}
+        """Record ``owner``'s global set G (disjoint from every other owner's) in the held-interval index."""
         for family, first, last in ipset.intervals():
-            starts = self._hs[family]
+            starts = self._held_starts[family]
             i = bisect_left(starts, first)
             starts.insert(i, first)
-            self._he[family].insert(i, (last, owner))
+            self._held_ends[family].insert(i, (last, owner))
 
     def _holders_raw(self, ipset: IPSet) -> set:
         """Owners whose global set G meets ``ipset``."""
-        if not hasattr(self, "_hs"):
-            return set()
         found = set()
         for family, first, last in ipset.intervals():
-            ends = self._he[family]
-            for k in range(bisect_left(ends, (first, -1)), bisect_right(self._hs[family], last)):
+            ends = self._held_ends[family]
+            for k in range(bisect_left(ends, (first, -1)), bisect_right(self._held_starts[family], last)):
                 found.add(ends[k][1])
         return found
 
@@ -281,7 +278,7 @@ def _node_plan(glob: _Global, node: NodeInput, members) -> NodePlan:
         return result
     try:
         return _fast(glob, node, members)
-    except _Fallback:
+    except Exception:  # noqa: BLE001 - _Fallback, or inputs the fast path does not model: the node's own run decides
         return _fallback(glob, node, members)
 
 

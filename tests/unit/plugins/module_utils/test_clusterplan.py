@@ -238,6 +238,9 @@ def test_members_and_last_known():
     assert plans[0].path == "fallback" and [s["name"] for s in plans[0].specs] == ["n1", "n2", "n3"]
     assert plans[1].path == "shared" and plans[1].warnings[0].startswith("ignoring last-known peer data: peer n3")
     assert "was never seen by this node" in plans[2].warnings[0]
+    # last-known data that is not a list: the node's own run raises, and so does its plan
+    plans = check(affs, ["n0", "n1", "n2"], [own_node(affs[0], 5), own_node(affs[1])])
+    assert isinstance(plans[0].error, TypeError) and plans[1].error is None
 
 
 @pytest.mark.parametrize("count", [0, 1])
