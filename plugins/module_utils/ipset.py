@@ -338,8 +338,15 @@ class IPSet:
     def prefixes(self, family: Optional[int] = None) -> List[str]:
         """Minimal prefixes covering the set: sorted, IPv4 before IPv6 (netipx IPSet.Prefixes())."""
         result = []
-        for fam, first, last in self.intervals(family):
-            result.extend(range_to_prefixes(fam, first, last))
+        append = result.append
+        for fam in (4, 6) if family is None else (family,):
+            suffixes = _SUFFIXES[fam]
+            for first, last in zip(self._starts[fam], self._ends[fam]):
+                size = last - first + 1
+                if not size & (size - 1) and not first & (size - 1):  # one aligned block (the usual case): its own text
+                    append(format_address(fam, first) + suffixes[size.bit_length()])
+                else:
+                    result.extend(range_to_prefixes(fam, first, last))
         return result
 
     def prefix_spans(self, family: Optional[int] = None) -> List[Tuple[str, int, int, int]]:

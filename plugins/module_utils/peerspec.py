@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_left, bisect_right
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, chain, compress, repeat
 from operator import add, gt, is_, le
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -25,11 +25,10 @@ from .ipset import IPSet, parse_range
 
 MAX_LISTED = 8
 
-# prefix text -> (family, first, last) of every AllowedIPs prefix of the last assign_claims call: routed_set,
-# which usually follows in the same process, reads these instead of parsing the text again (same values).
-_ASSIGNED: Dict[str, Tuple[int, int, int]] = {}
-# the last assign_claims call: [its AllowedIPs lists, copies of them, the union of its peers' sets]; routed_set
-# uses the union when it is handed exactly those lists, unchanged and in the same order (what a module run does).
+# The last assign_claims call: [the AllowedIPs lists it returned (in its order), every prefix text of them in one
+# tuple, the union of the peers' sets]. routed_set starts from the union when it is handed exactly those lists,
+# unchanged and in the same order (what a module run does). Nothing else is kept: every object alive after the
+# call is one the cyclic collector scans again.
 _LAST: list = []
 
 
@@ -220,18 +219,14 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> T
         done.append((peer, ipset))
     # every claim is now the peer's final set (the uncontested ones as they came): the specs, built in the
     # peers' own order (it is their order in memory, which keeps large clusters cache-friendly), then sorted
-    assigned = _ASSIGNED
-    assigned.clear()
     specs = []
     for peer, ipset in zip(peers, claims):
         spec = dict(peer)
-        allowed = spec["allowed_ips"] = []
-        for text, family, first, last in ipset.prefix_spans():
-            allowed.append(text)
-            assigned[text] = (family, first, last)
+        spec["allowed_ips"] = ipset.prefixes()
         specs.append(spec)
     result = [specs[i] for i in order]
-    _LAST[:] = [[spec["allowed_ips"] for spec in result], [list(spec["allowed_ips"]) for spec in result], union]
+    lists = [spec["allowed_ips"] for spec in result]
+    _LAST[:] = [lists, tuple(chain.from_iterable(lists)), union]
     return result, warnings
 
 
@@ -249,23 +244,29 @@ def routed_set(
     key is in ``up_peers`` count, and traffic to the others takes the normal routes while they are down.
     """
     up = set(up_peers or ()) if allow_down_peer_bypass else None
-    if up is None and _LAST:
-        peers = list(peers)
-        lists, copies, union = _LAST
-        given = [peer.get("allowed_ips") for peer in peers]
-        if len(given) == len(lists) and all(map(is_, given, lists)) and given == copies:
+    peers = list(peers)
+    if _LAST:
+        lists, texts, union = _LAST
+        given = [peer.get("allowed_ips") if isinstance(peer, dict) else None for peer in peers]
+        if len(given) == len(lists) and all(map(is_, given, lists)) and tuple(chain.from_iterable(given)) == texts:
             result = union.copy()
+            if up is not None:
+                # the peers' sets are disjoint: the up peers' union is the whole union minus the down peers' sets
+                down = IPSet()
+                for peer in peers:
+                    if peer["public_key"] not in up:
+                        for prefix in peer["allowed_ips"]:
+                            down.add_range(*parse_range(prefix))
+                result.difference_update(down)
             result.remove(kubespan_prefix)
             return result
     result = IPSet()
-    known = _ASSIGNED
     spans = []
     for peer in peers:
         if up is not None and peer["public_key"] not in up:
             continue
         for prefix in peer.get("allowed_ips") or []:
-            span = known.get(prefix) if isinstance(prefix, str) else None
-            spans.append(parse_range(prefix) if span is None else span)  # parse_range raises naming a bad value
+            spans.append(parse_range(prefix))  # raises naming a bad value
     spans.sort()  # a union is order-free; in address order each interval lands at the end of its list
     for span in spans:
         result.add_range(*span)
