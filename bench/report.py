@@ -260,7 +260,8 @@ def write(args):
         for g in s["growth"]:
             values = (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"], g["baseline_exponent"], g["memory_exponent"])
             out.append("- %d -> %d nodes: one node's time grows as n^%.2f (n log n would be n^%.2f, the JSON baseline n^%.2f); "
-                       "peak memory as n^%.2f." % values)
+                       "peak memory as n^%.2f%s." % (values + ("; the cluster planner's whole-cluster time as n^%.2f" % g["cluster_exponent"]
+                                                               if "cluster_exponent" in g else "",)))
         out += ["", "![scale growth](benchmarks/scale.png)", ""]
         if args.notes and os.path.exists(os.path.join(args.notes, "scale.md")):
             out += [open(os.path.join(args.notes, "scale.md")).read().rstrip(), ""]

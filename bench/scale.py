@@ -298,9 +298,10 @@ def main(argv=None):
         nlogn = exponent(a["n"], a["n"] * math.log(a["n"]), b["n"], b["n"] * math.log(b["n"]))
         mem = exponent(a["n"], a["per_node_peak_bytes"], b["n"], b["per_node_peak_bytes"])
         growth.append({"from": a["n"], "to": b["n"], "time_exponent": k, "nlogn_exponent": nlogn, "memory_exponent": mem,
-                       "baseline_exponent": exponent(a["n"], a["baseline_json_s"], b["n"], b["baseline_json_s"])})
-        print("growth %d -> %d: per-node time ~ n^%.2f (n log n would be n^%.2f; the JSON baseline n^%.2f), peak memory ~ n^%.2f"
-              % (a["n"], b["n"], k, nlogn, growth[-1]["baseline_exponent"], mem))
+                       "baseline_exponent": exponent(a["n"], a["baseline_json_s"], b["n"], b["baseline_json_s"]),
+                       "cluster_exponent": exponent(a["n"], a["cluster_s"], b["n"], b["cluster_s"])})
+        print("growth %d -> %d: per-node time ~ n^%.2f (n log n would be n^%.2f; the JSON baseline n^%.2f), peak memory ~ n^%.2f, "
+              "cluster planner ~ n^%.2f" % (a["n"], b["n"], k, nlogn, growth[-1]["baseline_exponent"], mem, growth[-1]["cluster_exponent"]))
     with open(args.out, "w") as f:
         json.dump({"sizes": results, "growth": growth}, f, indent=1)
 
