@@ -182,8 +182,6 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
     return _validate(aff, subnet)[0]
 
 
-_FIELDS = ("name", "public_key", "address")
-_LISTS = ("endpoints", "addresses", "additional_addresses", "exclude_advertised_networks")
 
 
 def _same_as(entry, norm: dict) -> bool:
@@ -193,16 +191,13 @@ def _same_as(entry, norm: dict) -> bool:
     if not isinstance(entry, dict):
         return False
     get = entry.get
-    if (get("node_id") or "") != norm["node_id"]:
-        return False
-    for key in _FIELDS:
-        if get(key) != norm[key]:
-            return False
-    for key in _LISTS:
-        value = get(key) or []
-        if value != norm.get(key, []):  # a tuple never equals a list
-            return False
-    return True
+    # every field validation reads: node_id, name, public_key, address and the four lists (a tuple never equals a list)
+    return ((get("node_id") or "") == norm["node_id"] and get("name") == norm["name"]
+            and get("public_key") == norm["public_key"] and get("address") == norm["address"]
+            and (get("endpoints") or []) == norm.get("endpoints", [])
+            and (get("addresses") or []) == norm.get("addresses", [])
+            and (get("additional_addresses") or []) == norm.get("additional_addresses", [])
+            and (get("exclude_advertised_networks") or []) == norm.get("exclude_advertised_networks", []))
 
 
 def build_peer_set(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_left, bisect_right
 from itertools import accumulate, chain, compress, repeat
-from operator import add, gt, is_, le
+from operator import add, attrgetter, gt, is_, itemgetter, le
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .ipset import IPSet, parse_range
@@ -148,6 +148,9 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
     return assign_claims(ordered, [peer_ipset(peer) for peer in ordered], local_set)
 
 
+_STARTS, _ENDS = attrgetter("_starts"), attrgetter("_ends")
+
+
 def _contested(claims: List[IPSet], local_set: IPSet) -> Tuple[set, IPSet]:
     """(indexes of the claims that overlap another claim or the local set, the union of the claims and the local
     set). One sort of every interval per family: a claim none of whose intervals overlaps an interval of
@@ -157,11 +160,11 @@ def _contested(claims: List[IPSet], local_set: IPSet) -> Tuple[set, IPSet]:
     contested = set()
     union = IPSet()
     for family in (4, 6):
-        items = []
-        for index, claim in enumerate(claims):
-            starts = claim._starts[family]
-            if starts:
-                items.extend(zip(starts, claim._ends[family], repeat(index)))
+        pick = itemgetter(family)
+        starts_lists = list(map(pick, map(_STARTS, claims)))
+        # (first, last, claim index) of every interval, made in C
+        items = list(zip(chain.from_iterable(starts_lists), chain.from_iterable(map(pick, map(_ENDS, claims))),
+                         chain.from_iterable(map(repeat, range(len(claims)), map(len, starts_lists)))))
         local_starts = local_set._starts[family]
         if local_starts:
             items.extend(zip(local_starts, local_set._ends[family], repeat(-1)))
