@@ -22,9 +22,10 @@ class PeerError(ValueError):
     """Affiliate data is invalid; the message names the host and the value."""
 
 
-def _endpoint(value) -> str:
+def _endpoint(value, seen: Optional[dict] = None) -> str:
     """normalize_endpoint with a fast path for canonical text (``10.0.0.1:51820``, ``[fd00::1]:51820``): same
-    result, and anything else (including every error) goes through normalize_endpoint."""
+    result, and anything else (including every error) goes through normalize_endpoint. ``seen`` (optional)
+    gets the parse of each canonical host (_parse_canonical, a pure function of the text) for _address."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -33,6 +34,8 @@ def _endpoint(value) -> str:
             host, sep, port = text.rpartition(":")
         if sep and "/" not in host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
             parsed = _parse_canonical(host)
+            if parsed is not None and seen is not None:
+                seen[host] = parsed
             if parsed is not None and (parsed[0] == 6) == text.startswith("["):
                 if port[0] != "0":
                     return text  # what the formatting below gives: the port has no leading zero
@@ -40,10 +43,11 @@ def _endpoint(value) -> str:
     return normalize_endpoint(value)
 
 
-def _address(value) -> Tuple[str, Tuple[int, int, int]]:
-    """(text, range) of a node address as validate_affiliate normalizes it (``10.0.0.5/24`` is 10.0.0.5)."""
+def _address(value, seen: Optional[dict] = None) -> Tuple[str, Tuple[int, int, int]]:
+    """(text, range) of a node address as validate_affiliate normalizes it (``10.0.0.5/24`` is 10.0.0.5).
+    ``seen``: hosts _endpoint already parsed (a node address is usually also an endpoint's host)."""
     text = str(value).strip()
-    parsed = None if "/" in text else _parse_canonical(text)
+    parsed = None if "/" in text else (seen and seen.get(text)) or _parse_canonical(text)
     if parsed is not None:
         return text, parsed
     ip = ipaddress.ip_interface(text).ip
@@ -51,7 +55,7 @@ def _address(value) -> Tuple[str, Tuple[int, int, int]]:
     return str(ip), (ip.version, number, number)
 
 
-def _prefix(value) -> Tuple[str, Tuple[int, int, int]]:
+def _prefix(value, _seen=None) -> Tuple[str, Tuple[int, int, int]]:
     """(text, range) of a network as validate_affiliate normalizes it (host bits dropped)."""
     text = str(value).strip()
     parsed = _parse_canonical_exact(text)
@@ -108,6 +112,7 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network, bounds: Optional[Tuple[i
             "peer %s: KubeSpan address %s is outside this cluster's subnet %s: the nodes disagree on "
             "kubespan_cluster_id; give every host of the group the same cluster secrets" % (name, address, subnet))
     endpoints = []
+    seen = {}
     raw_eps = get("endpoints") or []
     if not isinstance(raw_eps, (list, tuple)):
         raise PeerError("peer %s: endpoints must be a list, got %r" % (name, raw_eps))
@@ -115,7 +120,7 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network, bounds: Optional[Tuple[i
         raise PeerError("peer %s: %d endpoints, at most %d are allowed" % (name, len(raw_eps), MAX_ENDPOINTS))
     for ep in raw_eps:
         try:
-            norm = _endpoint(ep)
+            norm = _endpoint(ep, seen)
         except ValueError as exc:
             raise PeerError("peer %s: %s" % (name, exc))
         if norm not in endpoints:
@@ -144,7 +149,7 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network, bounds: Optional[Tuple[i
             found = spans
         for value in values:
             try:
-                text, span = convert(value)
+                text, span = convert(value, seen)
             except ValueError:
                 raise PeerError("peer %s: %s entry %r is not an IP %s" % (name, key, value, kind))
             normalized.append(text)
