@@ -104,7 +104,7 @@ def plot(scale, controller, path):
     ax.loglog(n, node, "o-", label="one node (re-run planning)")
     planned = [(x, f[0]) for x, f in zip(n, figures) if f[0] is not None]
     if planned:
-        ax.loglog([x for x, _ in planned], [y for _, y in planned], "s-", label="whole cluster, cluster planner (controller)")
+        ax.loglog([point[0] for point in planned], [point[1] for point in planned], "s-", label="whole cluster, cluster planner (controller)")
     ax.loglog(n, [f[1] for f in figures], "s:", color="tab:gray", label="whole cluster as n independent node runs")
     ax.loglog(n, [s["baseline_json_s"] for s in sizes], "^:", label="baseline: json.loads of the affiliates")
     import math

@@ -61,8 +61,8 @@ class NodeInput:
         self.last_known = last_known
 
     def __repr__(self):
-        return "NodeInput(%r, %r, %r, %r, %r, last_known=%r)" % (self.public_key, self.address, self.name, self.addresses,
-                                                                  self.networks, self.last_known)
+        fields = (self.public_key, self.address, self.name, self.addresses, self.networks, self.last_known)
+        return "NodeInput(%r, %r, %r, %r, %r, last_known=%r)" % fields
 
 
 class NodePlan:
