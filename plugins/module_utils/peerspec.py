@@ -193,7 +193,7 @@ def _contested(claims: List[IPSet], local_set: IPSet) -> Tuple[set, IPSet]:
 def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> Tuple[List[dict], List[str]]:
     """assign_allowed_ips for peers whose claims (``peer_ipset`` of each, same order) are already built;
     ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed."""
-    order = sorted(range(len(peers)), key=lambda i: peers[i]["public_key"])
+    order = sorted(range(len(peers)), key=[peer["public_key"] for peer in peers].__getitem__)  # stable
     contested, union = _contested(claims, local_set)
     owners = _Owners()  # every interval a contested peer holds so far: the part of Talos's union that can matter
     done: List[Tuple[dict, IPSet]] = []
