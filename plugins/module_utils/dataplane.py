@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from .ipset import IPSet, range_to_prefixes
+from .ipset import BITS, IPSet, format_address
 
 LINK_NAME = "kubespan"
 NFT_FAMILY = "inet"
@@ -181,22 +181,28 @@ def _maxseg() -> dict:
 def _set_value(ipset: IPSet, family: int):
     """The right-hand side of ``daddr`` for one family, written as nft lists it: an address, a prefix, a
     range, or an anonymous interval set of those (one element per maximal interval)."""
-    address = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    bits = BITS[family]
     elements = []
     for _family, first, last in ipset.intervals(family):
-        cover = range_to_prefixes(family, first, last)
         if first == last:
-            elements.append(address(first).compressed)
-        elif len(cover) == 1:
-            addr, length = cover[0].split("/")
-            elements.append({"prefix": {"addr": addr, "len": int(length)}})
+            elements.append(format_address(family, first))
+            continue
+        size = last - first + 1
+        if not size & (size - 1) and not first & (size - 1):  # exactly one aligned prefix
+            elements.append({"prefix": {"addr": format_address(family, first), "len": bits - size.bit_length() + 1}})
         else:
-            elements.append({"range": [address(first).compressed, address(last).compressed]})
+            elements.append({"range": [format_address(family, first), format_address(family, last)]})
     return elements[0] if len(elements) == 1 else {"set": elements}
 
 
-def _daddr_in(family: int, ipset: IPSet) -> dict:
-    return {"match": {"op": "==", "left": {"payload": {"protocol": _PROTOCOL[family], "field": "daddr"}}, "right": _set_value(ipset, family)}}
+def _copy_value(value):
+    """A rule's own copy of a set value (its outer list; the elements are not changed by anyone)."""
+    return {"set": list(value["set"])} if isinstance(value, dict) and "set" in value else value
+
+
+def _daddr_in(family: int, ipset: IPSet, value=None) -> dict:
+    right = _set_value(ipset, family) if value is None else _copy_value(value)
+    return {"match": {"op": "==", "left": {"payload": {"protocol": _PROTOCOL[family], "field": "daddr"}}, "right": right}}
 
 
 def _mark_is(cfg: DataPlaneConfig) -> dict:
@@ -240,15 +246,16 @@ def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
     def rule(chain, expr):
         items.append({"rule": dict(base, chain=chain, expr=expr)})
 
+    values = {fam: _set_value(routed, fam) for fam in families}  # each family's set is written once, used thrice
     rule(PREROUTING_CHAIN, [_mark_is(cfg), _accept()])
     for fam in families:
-        rule(PREROUTING_CHAIN, [_daddr_in(fam, routed), _set_force_mark(cfg), _accept()])
+        rule(PREROUTING_CHAIN, [_daddr_in(fam, routed, values[fam]), _set_force_mark(cfg), _accept()])
     rule(OUTPUT_CHAIN, [_mark_is(cfg), _accept()])
     rule(OUTPUT_CHAIN, [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "lo"}}, _accept()])
     for fam in families:
-        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed)] + _clamp_mss(cfg.mss(fam)))
+        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed, values[fam])] + _clamp_mss(cfg.mss(fam)))
     for fam in families:
-        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed), _set_force_mark(cfg), _accept()])
+        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed, values[fam]), _set_force_mark(cfg), _accept()])
     return {"nftables": items}
 
 
