@@ -187,8 +187,6 @@ def validate_affiliate(aff: dict, subnet: ipaddress.IPv6Network) -> dict:
     return _validate(aff, subnet)[0]
 
 
-
-
 def _same_as(entry, norm: dict) -> bool:
     """True when validating ``entry`` gives exactly ``norm`` (an affiliate validate_affiliate returned): every
     field it reads equals norm's, which is its own normalization (validation reads only these fields,

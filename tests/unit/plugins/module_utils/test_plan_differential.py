@@ -22,7 +22,8 @@ _psk = st.sampled_from([None, "", "B" * 43 + "=", "C" * 43 + "="])
 @st.composite
 def desired_peer(draw, key):
     return plan.DesiredPeer(public_key=key, allowed_ips=draw(_allowed), endpoints=draw(st.lists(st.sampled_from(ENDPOINTS), max_size=2)),
-               persistent_keepalive=draw(st.sampled_from([0, 25])), preshared_key=draw(_psk), label=draw(st.sampled_from(["", "n1"])))
+                            persistent_keepalive=draw(st.sampled_from([0, 25])), preshared_key=draw(_psk),
+                            label=draw(st.sampled_from(["", "n1"])))
 
 
 @st.composite
