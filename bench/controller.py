@@ -124,16 +124,37 @@ def real_facts(workdir):
     return path
 
 
+def write_results(path, results, args):
+    growth = []
+    for a, b in zip(results, results[1:]):
+        def exp(key, a=a, b=b):
+            return math.log(b[key]["cpu_s"] / a[key]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
+        growth.append({"from": a["hosts"], "to": b["hosts"], "site_cpu_exponent": exp("site"), "rerun_cpu_exponent": exp("rerun"),
+                       "facts_cpu_exponent": exp("facts")})
+    with open(path, "w") as f:
+        json.dump({"sizes": results, "growth": growth, "forks": args.forks, "result_peers": not args.no_result_peers,
+                   "invocation_echo": not args.no_invocation,
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, f, indent=1)
+    return growth
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--hosts", default="25,50,100")
     ap.add_argument("--forks", type=int, default=5)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--no-invocation", action="store_true",
+                    help="the fake modules do not echo their arguments (invocation.module_args) in their results")
+    ap.add_argument("--no-result-peers", action="store_true",
+                    help="what-if: the fake mesh module returns no peer list (KUBESPAN_BENCH_MESH_PEERS=none)")
     ap.add_argument("--cprofile", action="store_true",
                     help="profile the site.yml runs: <workdir>/cprofile-<run>/main.pstats and worker-<pid>.pstats (CPU figures are then inflated)")
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
+    if args.no_result_peers:
+        os.environ["KUBESPAN_BENCH_MESH_PEERS"] = "none"
+    os.environ["KUBESPAN_BENCH_INVOCATION"] = "none" if args.no_invocation else "echo"
     os.environ["KUBESPAN_BENCH_FACTS"] = real_facts(args.workdir)
     facts_play = os.path.join(args.workdir, "facts.yml")
     with open(facts_play, "w") as f:
@@ -155,17 +176,10 @@ def main(argv=None):
         print("%6d %6.1f/%6.1f s %6.1f/%6.1f s %6.1f/%6.1f s %7.1fx  %s (%.0f%% of wall)" % (
             n, facts["wall_s"], facts["cpu_s"], site["wall_s"], site["cpu_s"], rerun["wall_s"], rerun["cpu_s"],
             site["cpu_s"] / facts["cpu_s"], slow["name"], 100 * slow["seconds"] / site["wall_s"]), flush=True)
-    growth = []
-    for a, b in zip(results, results[1:]):
-        def exp(key, a=a, b=b):
-            return math.log(b[key]["cpu_s"] / a[key]["cpu_s"]) / math.log(b["hosts"] / a["hosts"])
-        growth.append({"from": a["hosts"], "to": b["hosts"], "site_cpu_exponent": exp("site"), "rerun_cpu_exponent": exp("rerun"),
-                       "facts_cpu_exponent": exp("facts")})
+        write_results(args.out, results, args)  # after each size: a long run stopped later keeps what it measured
+    for g in write_results(args.out, results, args):
         print("growth %d -> %d hosts: site.yml CPU ~ n^%.2f (first run), n^%.2f (re-run), fact gathering ~ n^%.2f" % (
-            a["hosts"], b["hosts"], exp("site"), exp("rerun"), exp("facts")))
-    with open(args.out, "w") as f:
-        json.dump({"sizes": results, "growth": growth, "forks": args.forks, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
-                  f, indent=1)
+            g["from"], g["to"], g["site_cpu_exponent"], g["rerun_cpu_exponent"], g["facts_cpu_exponent"]))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ identity returns this host's public data (derived from its ansible_host), mesh r
 affiliate it was given, and in the role's round 1 (identity and settle given) also the identity and whether
 the controller's cached affiliates are current for this host (``settled``, see _mesh); setup returns the
 facts stored in $KUBESPAN_BENCH_FACTS (a real fact set) or the distribution subset. Shell commands (temporary directories, `echo ~`) get the output Ansible
-expects.
+expects. With KUBESPAN_BENCH_INVOCATION=echo (bench/controller.py sets it unless --no-invocation) every answer
+also carries ``invocation.module_args``, as AnsibleModule adds it: the n-sized ``peers`` and ``members`` of the
+mesh module come back in its result and in the registered variable.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _MODULE = re.compile(r"^ansible_module='([^']*)',$", re.M)
 _PARAMS = re.compile(r"^params=(.*),$", re.M)
 _TMP = re.compile(r"echo (ansible-tmp-[^=\s]+)=")
 _FACTS = None
+_MASKED = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 _AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addresses", "additional_addresses",
                    "exclude_advertised_networks")
 
@@ -111,6 +114,8 @@ def _mesh(params, addr):
         if reason:
             return dict(head, changed=False, changes=[], peers=[], implementation="")
     peers = []
+    if os.environ.get("KUBESPAN_BENCH_MESH_PEERS") == "none":  # what-if: a mesh module that does not return its peer list
+        given = []
     for aff in given:
         if aff.get("name") == local:
             continue
@@ -119,6 +124,17 @@ def _mesh(params, addr):
         peers.append(peer)
     return dict(head, changed=False, changes=[], peers=peers, implementation="userspace", firewall_backend="nftables",
                 agent_changes=[])
+
+
+def _echo(args):
+    """The module's arguments as AnsibleModule returns them (``invocation.module_args``: every result, and so
+    every registered variable, holds them), the no_log options of the mesh module masked."""
+    out = {k: v for k, v in args.items() if not k.startswith("_ansible_")}
+    if "cluster_secret" in out:
+        out["cluster_secret"] = _MASKED
+    if isinstance(out.get("agent"), dict) and "bundle" in out["agent"]:
+        out["agent"] = dict(out["agent"], bundle=_MASKED)
+    return out
 
 
 class Connection(ConnectionBase):
@@ -150,7 +166,10 @@ class Connection(ConnectionBase):
             params = _PARAMS.search(text)
             args = json.loads(ast.literal_eval(params.group(1))) if params else {}
             args = args.get("ANSIBLE_MODULE_ARGS", args)  # the wrapper's params: {"ANSIBLE_MODULE_ARGS": {...}}
-            return 0, json.dumps(self._answer(module.group(1) if module else "", args)).encode(), b""
+            answer = self._answer(module.group(1) if module else "", args)
+            if os.environ.get("KUBESPAN_BENCH_INVOCATION") == "echo":
+                answer["invocation"] = {"module_args": _echo(args)}
+            return 0, json.dumps(answer).encode(), b""
         tmp = _TMP.search(cmd)
         if tmp:
             return 0, ("%s=/tmp/benchfake/%s\n" % (tmp.group(1), tmp.group(1))).encode(), b""
