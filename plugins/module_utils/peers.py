@@ -11,7 +11,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from .identity import BASE62_ALPHABET, valid_node_id
 from .ipset import BITS, IPSet, _parse_canonical, _parse_canonical_exact, format_address
-from .peerspec import assign_claims, local_ipset
+from .peerspec import _assign, local_ipset
 from .wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
@@ -305,5 +305,6 @@ def _build_peer_set(local_public_key, local_address, subnet, affiliates, members
     # AllowedIPs as Talos builds them: pod networks, node addresses as hosts, minus excluded networks,
     # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in key order.
     local = [str(local_address).split("/", 1)[0]] + list(local_addresses)
-    peers, assign_warnings = assign_claims(peers, peer_claims, local_ipset(local, local_networks))
+    # assign_claims, writing into the validated entries themselves (made by _validate for this call only)
+    peers, assign_warnings = _assign(peers, peer_claims, local_ipset(local, local_networks), False)
     return peers, warnings + assign_warnings

@@ -193,6 +193,12 @@ def _contested(claims: List[IPSet], local_set: IPSet) -> Tuple[set, IPSet]:
 def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> Tuple[List[dict], List[str]]:
     """assign_allowed_ips for peers whose claims (``peer_ipset`` of each, same order) are already built;
     ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed."""
+    return _assign(peers, claims, local_set, True)
+
+
+def _assign(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool) -> Tuple[List[dict], List[str]]:
+    """assign_claims; ``copy`` False writes ``allowed_ips`` into the given dicts instead of copies of them (for a
+    caller whose dicts are its own, such as peers.build_peer_set's validated entries)."""
     order = sorted(range(len(peers)), key=[peer["public_key"] for peer in peers].__getitem__)  # stable
     contested, union = _contested(claims, local_set)
     owners = _Owners()  # every interval a contested peer holds so far: the part of Talos's union that can matter
@@ -224,7 +230,7 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> T
     # peers' own order (it is their order in memory, which keeps large clusters cache-friendly), then sorted
     specs = []
     for peer, ipset in zip(peers, claims):
-        spec = dict(peer)
+        spec = dict(peer) if copy else peer
         spec["allowed_ips"] = ipset.prefixes()
         specs.append(spec)
     result = [specs[i] for i in order]
