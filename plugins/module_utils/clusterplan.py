@@ -33,7 +33,7 @@ global state; shared spec dicts and device peers must be treated as read-only.
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import dataplane, peers, peerspec
@@ -77,40 +77,13 @@ class NodePlan:
         self.specs = self.warnings = self.routed = self.nft = self.device_peers = self.error = None
 
 
-def _label(peer: dict) -> str:
-    name = peer.get("name") or peer.get("label") or ""
-    return "%s (%s)" % (name, peer["public_key"]) if name else str(peer["public_key"])
-
-
-def _summary(ipset: IPSet) -> str:
-    prefixes = ipset.prefixes()
-    more = " and %d more" % (len(prefixes) - MAX_LISTED) if len(prefixes) > MAX_LISTED else ""
-    return ", ".join(prefixes[:MAX_LISTED]) + more
-
-
-_FIELDS = ("name", "public_key", "address")
-_LISTS = ("endpoints", "addresses", "additional_addresses", "exclude_advertised_networks")
-
-
-def _same_as(entry, norm: dict) -> bool:
-    """True when ``entry`` reads as the validated ``norm`` (then validating it gives norm and cannot fail)."""
-    if not isinstance(entry, dict):
-        return False
-    get = entry.get
-    if (get("node_id") or "") != norm["node_id"]:
-        return False
-    for key in _FIELDS:
-        if get(key) != norm[key]:
-            return False
-    for key in _LISTS:
-        if (get(key) or []) != norm.get(key, []):
-            return False
-    return True
+_label, _summary = peerspec._label, peerspec._summary  # the warnings must read exactly as assign_claims writes them
+_same_as = peers._same_as  # True when validating an entry gives exactly the validated entry (cannot fail)
 
 
 def _allowed(spec_source: dict, ipset: IPSet) -> dict:
     spec = dict(spec_source)
-    spec["allowed_ips"] = [span[0] for span in ipset.prefix_spans()]
+    spec["allowed_ips"] = ipset.prefixes()
     return spec
 
 
@@ -198,8 +171,7 @@ class _Global:
         self.assigned: List[IPSet] = []
         self.specs: List[dict] = []
         self.warned: Dict[int, List[str]] = {}
-        self._held_starts: Dict[int, List[int]] = {4: [], 6: []}
-        self._held_ends: Dict[int, List[Tuple[int, int]]] = {4: [], 6: []}  # (end, owner), sorted like the starts
+        self.held = peerspec._Owners()  # every owner's global set G (disjoint), by key-order index
         union = IPSet()
         for k, name in enumerate(order):
             peer, claim = fresh[name], self.claims[k]
@@ -207,7 +179,7 @@ class _Global:
             held = union & ipset
             warnings = []
             if held:
-                holders = self._holders(ipset)
+                holders = self.held.find(ipset)
                 for q in holders[:MAX_LISTED]:
                     warnings.append("peer address overlap: %s claims %s, already held by peer %s, which keeps it"
                                     % (_label(peer), _summary(ipset & self.assigned[q]), _label(fresh[order[q]])))
@@ -219,7 +191,7 @@ class _Global:
                     warnings.append("peer %s has no address left after resolving overlaps: no traffic is routed to it" % _label(peer))
             if warnings:
                 self.warned[k] = warnings
-            self._hold(ipset, k)
+            self.held.add(ipset, k)
             union.update(ipset)
             self.assigned.append(ipset)
             self.specs.append(_allowed(peer, ipset))
@@ -227,26 +199,6 @@ class _Global:
         self.routed = union.copy().remove(subnet)
         self.claim_index = _Index(list(enumerate(self.claims)))
         self.device_peers = [device_peer(spec) for spec in self.specs] if device_peer else None
-
-    def _hold(self, ipset: IPSet, owner: int) -> None:
-        """Record ``owner``'s global set G (disjoint from every other owner's) in the held-interval index."""
-        for family, first, last in ipset.intervals():
-            starts = self._held_starts[family]
-            i = bisect_left(starts, first)
-            starts.insert(i, first)
-            self._held_ends[family].insert(i, (last, owner))
-
-    def _holders_raw(self, ipset: IPSet) -> set:
-        """Owners whose global set G meets ``ipset``."""
-        found = set()
-        for family, first, last in ipset.intervals():
-            ends = self._held_ends[family]
-            for k in range(bisect_left(ends, (first, -1)), bisect_right(self._held_starts[family], last)):
-                found.add(ends[k][1])
-        return found
-
-    def _holders(self, ipset: IPSet) -> List[int]:
-        return sorted(self._holders_raw(ipset))
 
 
 def _fallback(glob: _Global, node: NodeInput, members) -> NodePlan:
@@ -372,7 +324,7 @@ def _fast(glob: _Global, node: NodeInput, members) -> NodePlan:
             refused = ipset & local
             notes.append("peer %s claims this node's own addresses %s: they are not routed to it" % (_label(peer), _summary(refused)))
             ipset.difference_update(refused)
-        holders = [q for q in glob._holders_raw(ipset) if q < p and q not in out_set and q not in new_sets]
+        holders = [q for q in glob.held.find(ipset) if q < p and q not in out_set and q not in new_sets]
         holders.extend(q for q, qset in new_sets.items() if q < p and qset.overlaps(ipset))
         if holders:
             holders.sort()
