@@ -349,21 +349,6 @@ class IPSet:
                     result.extend(range_to_prefixes(fam, first, last))
         return result
 
-    def prefix_spans(self, family: Optional[int] = None) -> List[Tuple[str, int, int, int]]:
-        """prefixes() with each prefix's range: (text, family, first, last)."""
-        result = []
-        append = result.append
-        for fam in (4, 6) if family is None else (family,):
-            suffixes = _SUFFIXES[fam]
-            for first, last in zip(self._starts[fam], self._ends[fam]):
-                size = last - first + 1
-                if not size & (size - 1) and not first & (size - 1):  # one aligned block (the usual case): its own text
-                    append((format_address(fam, first) + suffixes[size.bit_length()], fam, first, last))
-                else:
-                    for text, lo, hi in prefix_spans(fam, first, last):
-                        append((text, fam, lo, hi))
-        return result
-
     def ranges(self, family: Optional[int] = None) -> List[Tuple[str, str]]:
         """(first, last) address strings of each maximal interval, sorted, IPv4 first."""
         return [(_ADDRESS[fam](first).compressed, _ADDRESS[fam](last).compressed) for fam, first, last in self.intervals(family)]
