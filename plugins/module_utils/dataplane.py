@@ -200,9 +200,9 @@ def _copy_value(value):
     return {"set": list(value["set"])} if isinstance(value, dict) and "set" in value else value
 
 
-def _daddr_in(family: int, ipset: IPSet, value=None) -> dict:
-    right = _set_value(ipset, family) if value is None else _copy_value(value)
-    return {"match": {"op": "==", "left": {"payload": {"protocol": _PROTOCOL[family], "field": "daddr"}}, "right": right}}
+def _daddr_in(family: int, value) -> dict:
+    """``daddr`` in ``value`` (a _set_value result, which this rule gets its own copy of)."""
+    return {"match": {"op": "==", "left": {"payload": {"protocol": _PROTOCOL[family], "field": "daddr"}}, "right": _copy_value(value)}}
 
 
 def _mark_is(cfg: DataPlaneConfig) -> dict:
@@ -249,13 +249,13 @@ def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
     values = {fam: _set_value(routed, fam) for fam in families}  # each family's set is written once, used thrice
     rule(PREROUTING_CHAIN, [_mark_is(cfg), _accept()])
     for fam in families:
-        rule(PREROUTING_CHAIN, [_daddr_in(fam, routed, values[fam]), _set_force_mark(cfg), _accept()])
+        rule(PREROUTING_CHAIN, [_daddr_in(fam, values[fam]), _set_force_mark(cfg), _accept()])
     rule(OUTPUT_CHAIN, [_mark_is(cfg), _accept()])
     rule(OUTPUT_CHAIN, [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "lo"}}, _accept()])
     for fam in families:
-        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed, values[fam])] + _clamp_mss(cfg.mss(fam)))
+        rule(OUTPUT_CHAIN, [_daddr_in(fam, values[fam])] + _clamp_mss(cfg.mss(fam)))
     for fam in families:
-        rule(OUTPUT_CHAIN, [_daddr_in(fam, routed, values[fam]), _set_force_mark(cfg), _accept()])
+        rule(OUTPUT_CHAIN, [_daddr_in(fam, values[fam]), _set_force_mark(cfg), _accept()])
     return {"nftables": items}
 
 
