@@ -399,25 +399,30 @@ class DiscoveryRound:
         hops, never back to a service already asked). The redirected connection keeps the TLS mode and CA file;
         the certificate is checked against the new host. Logged when where it leads changes, not at every tick."""
         settings = self.settings
+        self.endpoint = settings["endpoint"]
         self.client = self.client_factory(settings)
         hello = self.client.hello(cluster_id)
         asked = [settings["endpoint"]]
-        while hello.redirect and len(asked) <= MAX_REDIRECTS:
+        while hello.redirect:
             target = str(hello.redirect).strip()
             if target in asked:
                 self.log("discovery service %s redirects back to %s: staying with %s" % (asked[-1], target, asked[-1]))
                 break
-            settings = dict(settings, endpoint=target, server_name="")
+            if len(asked) > MAX_REDIRECTS:
+                self.log("discovery service %s redirects to %s after %d redirects: staying with %s"
+                         % (asked[-1], target, MAX_REDIRECTS, asked[-1]))
+                break
             try:
                 service_target(target, settings["insecure"])
-            except DiscoverySettingsError as exc:
-                self.log("discovery service %s redirects to an unusable endpoint (%s): staying with it" % (asked[-1], exc))
+            except DiscoverySettingsError:
+                self.log("discovery service %s redirects to %r, which is not host:port: staying with %s" % (asked[-1], target, asked[-1]))
                 break
+            settings = dict(settings, endpoint=target, server_name="")
             self.close()
+            self.endpoint = target  # an unreachable redirect target is named as such
             self.client = self.client_factory(settings)
             asked.append(target)
             hello = self.client.hello(cluster_id)
-        self.endpoint = asked[-1]
         redirected = asked[-1] if len(asked) > 1 else None
         if redirected != self.memory.get("redirected_to"):
             if redirected:

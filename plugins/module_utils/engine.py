@@ -68,19 +68,13 @@ class Settings:
             raise ReconcileError(str(exc))
 
     def validate(self) -> None:
-        try:
-            self._validate()
-        except (TypeError, ValueError) as exc:
-            # only a hand-edited or foreign state file gets here: module arguments are typed
-            raise ReconcileError("invalid KubeSpan setting (module arguments or the desired state file): %s; "
-                                 "re-run the kubespan.mesh playbook to rewrite the state" % exc)
-
-    def _validate(self) -> None:
-        # one set of rules and messages for the role's early check and the modules (settingscheck.py)
+        """ReconcileError listing every bad value, with the rules and messages of the role's early check
+        (settingscheck.py). Module arguments were checked by the role already; this also guards a
+        hand-edited desired state file read by the agent."""
         from .settingscheck import settings_errors
         errors = settings_errors({var: getattr(self, name) for name, var in ROLE_VARIABLES.items()})
         if errors:
-            raise ReconcileError("; ".join(errors))
+            raise ReconcileError("invalid KubeSpan settings: %s" % "; ".join(errors))
 
 
 # Settings field -> the role variable settingscheck knows it by (its messages name the variable)

@@ -501,3 +501,20 @@ def test_hello_redirect_loop_stops(tmp_path):
         assert [x.id for x in svc.state.list(CLUSTER)] == ["Node1Id"]
     finally:
         server.stop()
+
+
+def test_unreachable_redirect_target_is_named(tmp_path):
+    svc = ds.DiscoveryService(ds.DiscoveryState(), ds.RateLimiter(1000, 1000), redirect="127.0.0.1:1")
+    server, target = _start(svc)
+    try:
+        logs = []
+        rnd, changed = run_round(tmp_path, "a", node_state(1, target), Clock(), logs)
+        assert not rnd.reachable and changed == []
+        assert any("discovery service 127.0.0.1:1 unavailable" in line for line in logs), logs
+        svc.redirect = "not an endpoint"
+        logs.clear()
+        rnd, _changed = run_round(tmp_path, "a", node_state(1, target), Clock(), logs)
+        assert rnd.reachable and rnd.endpoint == target
+        assert any("which is not host:port" in line for line in logs), logs
+    finally:
+        server.stop()
