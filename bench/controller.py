@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -70,7 +69,6 @@ def run_play(workdir, inventory, playbook, label, forks, cprofile=False):
         "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false",
     })
     log = os.path.join(workdir, "%s.log" % label)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as out:
         cmd = ["ansible-playbook", "-i", inventory, playbook]
@@ -81,16 +79,18 @@ def run_play(workdir, inventory, playbook, label, forks, cprofile=False):
             env.update(KUBESPAN_BENCH_CPROFILE_DIR=pdir,
                        PYTHONPATH=os.pathsep.join([os.path.join(HERE, "plugins", "cprofile")] + [p for p in [env.get("PYTHONPATH")] if p]))
             cmd = [sys.executable, "-m", "cProfile", "-o", os.path.join(pdir, "main.pstats"), shutil.which("ansible-playbook")] + cmd[1:]
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        # this run's own usage: ansible-playbook and the workers it reaped (peak memory: its largest process)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc != 0:
         sys.stderr.write(open(log).read()[-3000:])
         raise SystemExit("%s failed (rc %d), log: %s" % (label, rc, log))
     with open(profile) as f:
         prof = json.load(f)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "max_rss_bytes": after.ru_maxrss * 1024, "tasks": prof["tasks"],
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "system_cpu_s": usage.ru_stime, "max_rss_bytes": usage.ru_maxrss * 1024, "tasks": prof["tasks"],
             "changed": sum(h.get("changed", 0) for h in prof["recap"].values())}
 
 

@@ -6,7 +6,7 @@
 #   bash bench/run.sh                         scale, controller, agent, converge (N=3, N=6), dataplane
 #   bash bench/run.sh --only scale,agent      a subset (sections: scale controller agent converge dataplane failover)
 #   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
-#   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100 (controller)  --nodes 3,6 (converge)
+#   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
 #
 # Results: build/bench/results/<section>.json (the latest run of each section), then docs/benchmarks.md and
 # docs/benchmarks/scale.png are rewritten from all of them (each section with its own date).
@@ -18,7 +18,7 @@ cd "$REPO_ROOT"
 
 SECTIONS="scale,controller,agent,converge,dataplane"
 SIZES="100,1000,5000"
-HOSTS="25,50,100"
+HOSTS="25,50,100,300"
 NODE_COUNTS="3,6"
 while (($#)); do
     case "$1" in
