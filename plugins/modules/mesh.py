@@ -284,6 +284,15 @@ options:
         run one remote call per host. Always false with O(discovery_enabled).
     type: bool
     default: false
+  compact_result:
+    description:
+      - Return RV(peer_count) instead of the RV(peers) list, and echo O(peers) and O(members) as counts in the
+        result's C(invocation). Every host's result otherwise holds the whole cluster, so the controller keeps
+        n^2 peer entries for a play of n hosts (measured: 10.7 GB and 33 min for 1,000 hosts, mostly the cost of
+        forking workers from that much memory). The C(kubespan.mesh.kubespan) role sets it; read the peers with
+        M(kubespan.mesh.peer_status_info) or C(kubespan status).
+    type: bool
+    default: false
   agent:
     description:
       - Install and enable the node agent in the same call, before the mesh is reconciled (its units must
@@ -390,9 +399,14 @@ changes:
   type: list
   elements: str
   sample: ["add peer node2 THtfKtfNnzJs1nMQKs5IXqK0DFXmM//0WMY+NnaZrhU=", "set kubespan up"]
+peer_count:
+  description: How many peers this node has.
+  returned: success
+  type: int
+  sample: 2
 peers:
   description: The desired peers of this node (no key material but public keys).
-  returned: success
+  returned: success, unless O(compact_result)
   type: list
   elements: dict
   contains:
@@ -490,6 +504,7 @@ def main():
             harvest_extra_endpoints=dict(type="bool", default=False),
             identity=dict(type="dict", options=identity_option_spec()),
             settle=dict(type="bool", default=False),
+            compact_result=dict(type="bool", default=False),
             agent=dict(type="dict", options=dict(
                 bundle=dict(type="str", required=True, no_log=True),
                 lib_dir=dict(type="path", default="/usr/lib/kubespan"),
@@ -628,7 +643,16 @@ def main():
             out["diff"] = diffs if len(diffs) > 1 else diffs[0]
         return out
 
-    module.exit_json(**run_guarded(module, work))
+    result = run_guarded(module, work)
+    result["peer_count"] = len(result.get("peers") or [])
+    if p["compact_result"]:
+        # constant-size result: the peer list, and the n-sized arguments in the echo, are counts
+        del result["peers"]
+        args = dict(p, peers="%d affiliates" % len(p["peers"] or []))
+        if p["members"] is not None:
+            args["members"] = "%d hosts" % len(p["members"])
+        result["invocation"] = {"module_args": args}
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
