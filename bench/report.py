@@ -280,39 +280,37 @@ def write(args):
         c = get["controller"]
         out += ["### Controller side of a playbook run on a large inventory", "",
                 "`playbooks/site.yml` against n hosts of the connection `bench/plugins/connection/benchfake.py`, which runs",
-                "nothing and answers every module call with a canned result of the real shape and size (the mesh module's",
-                "result lists every peer). What is measured is only Ansible's work on the controller: templating (the role",
-                "collects every host's affiliate from hostvars for every host), action plugins, module packaging, argument",
-                "serialization, results. Forks: %d. Baseline: a fact-gathering play on the same fake inventory (the facts are" % c["forks"],
-                "a real fact set, replayed).", "",
-                "| hosts | fact play wall / CPU | site.yml wall / CPU | CPU ratio | slowest task |", "| --- | --- | --- | --- | --- |"]
+                "nothing and answers every module call with a result of the real module's shape and size (%s). What is" % (
+                    "with the echo of the module's arguments, as AnsibleModule returns it" if c.get("invocation_echo", False)
+                    else "without the echo of the module's arguments"),
+                "measured is only Ansible's work on the controller: templating, action plugins, module packaging, argument",
+                "serialization, results, forking workers. First run: no controller cache (identity, then the mesh with the",
+                "fresh affiliates); re-run: the cache is current (one mesh call per host that settles). Forks: %d. CPU is the" % c["forks"],
+                "ansible-playbook process tree's (user + system), peak memory the largest process's. Baseline: a",
+                "fact-gathering play on the same fake inventory (a real fact set, replayed). Run %s." % c.get("date", "(date not recorded)"), "",
+                "| hosts | fact play wall / CPU | first run wall / CPU | re-run wall / CPU | re-run CPU ratio | peak memory | slowest task (first run) |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in c["sizes"]:
             slow = max(r["site"]["tasks"], key=lambda t: t["seconds"])
-            out.append("| %d | %.1f s / %.1f s | %.1f s / %.1f s | %.1fx | %s (%.1f s) |" % (
+            rerun = r.get("rerun")
+            out.append("| %d | %.1f s / %.1f s | %.1f s / %.1f s | %s | %s | %s | %s (%.1f s) |" % (
                 r["hosts"], r["facts"]["wall_s"], r["facts"]["cpu_s"], r["site"]["wall_s"], r["site"]["cpu_s"],
-                r["site"]["cpu_s"] / r["facts"]["cpu_s"], slow["name"].replace("kubespan.mesh.kubespan : ", ""), slow["seconds"]))
+                "%.1f s / %.1f s" % (rerun["wall_s"], rerun["cpu_s"]) if rerun else "-",
+                "%.1fx" % (rerun["cpu_s"] / r["facts"]["cpu_s"]) if rerun else "-",
+                "%.0f MB" % (max(r["site"].get("max_rss_bytes", 0), (rerun or {}).get("max_rss_bytes", 0)) / 2**20)
+                if "max_rss_bytes" in r["site"] else "-",
+                slow["name"].replace("kubespan.mesh.kubespan : ", ""), slow["seconds"]))
         out += [""]
-
-        def per_host(r, name):
-            return [t["seconds"] / r["hosts"] for t in r["site"]["tasks"] if t["name"].endswith(name)]
-
-        rec = [(r["hosts"], per_host(r, "Reconcile the WireGuard mesh")) for r in c["sizes"]]
-        others = [(r["hosts"], statistics.median(t["seconds"] / r["hosts"] for t in r["site"]["tasks"]
-                                                 if not t["name"].endswith("Reconcile the WireGuard mesh"))) for r in c["sizes"]]
-        if all(v for _h, v in rec):
-            out.append("- Wall time per host of the task \"Reconcile the WireGuard mesh\" (whose `peers:` collects every host's "
-                       "affiliate from hostvars): %s; the median of the other tasks: %s." % (
-                           ", ".join("%.0f ms at %d hosts" % (v[0] * 1e3, h) for h, v in rec),
-                           ", ".join("%.0f ms" % (v * 1e3) for _h, v in others)))
         for g in c["growth"]:
-            out.append("- %d -> %d hosts: site.yml controller CPU grows as n^%.2f, the fact play as n^%.2f." % (
-                g["from"], g["to"], g["site_cpu_exponent"], g["facts_cpu_exponent"]))
-        if c["sizes"]:
+            out.append("- %d -> %d hosts: controller CPU grows as n^%.2f (first run)%s, the fact play as n^%.2f." % (
+                g["from"], g["to"], g["site_cpu_exponent"],
+                ", n^%.2f (re-run)" % g["rerun_cpu_exponent"] if "rerun_cpu_exponent" in g else "", g["facts_cpu_exponent"]))
+        if c["sizes"] and max(r["hosts"] for r in c["sizes"]) < 1000:
             big = c["sizes"][-1]
             k = c["growth"][-1]["site_cpu_exponent"] if c["growth"] else 1.0
-            est = big["site"]["cpu_s"] * (1000 / big["hosts"]) ** k
             out.append("- Extrapolated with that exponent, 1,000 hosts would take about %.0f CPU seconds on this machine "
-                       "(not measured: the largest inventory run here is %d hosts)." % (est, big["hosts"]))
+                       "(not measured in this run: its largest inventory is %d hosts)." % (big["site"]["cpu_s"] * (1000 / big["hosts"]) ** k,
+                                                                                       big["hosts"]))
         out += [""]
         if args.notes and os.path.exists(os.path.join(args.notes, "controller.md")):
             out += [open(os.path.join(args.notes, "controller.md")).read().rstrip(), ""]

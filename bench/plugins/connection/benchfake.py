@@ -134,6 +134,10 @@ def _echo(args):
         out["cluster_secret"] = _MASKED
     if isinstance(out.get("agent"), dict) and "bundle" in out["agent"]:
         out["agent"] = dict(out["agent"], bundle=_MASKED)
+    if out.get("compact_result"):  # the mesh module echoes its n-sized arguments as counts
+        out["peers"] = "%d affiliates" % len(out.get("peers") or [])
+        if out.get("members") is not None:
+            out["members"] = "%d hosts" % len(out["members"])
     return out
 
 
@@ -153,7 +157,11 @@ class Connection(ConnectionBase):
         if module.endswith("identity"):
             return {"changed": False, "identity": _identity(addr), "missing_requirements": {}}
         if module.endswith("mesh"):
-            return _mesh(params, addr)
+            result = _mesh(params, addr)
+            result["peer_count"] = len(result.get("peers") or [])
+            if params.get("compact_result"):  # as the module does: a count instead of the list
+                del result["peers"]
+            return result
         if module.endswith("stat"):
             return {"changed": False, "stat": {"exists": False}}
         return {"changed": False}
