@@ -288,7 +288,7 @@ options:
     description:
       - Return RV(peer_count) instead of the RV(peers) list, and echo O(peers) and O(members) as counts in the
         result's C(invocation). Every host's result otherwise holds the whole cluster, so the controller keeps
-        n^2 peer entries for a play of n hosts (measured: 10.7 GB and 33 min for 1,000 hosts, mostly the cost of
+        n^2 peer entries for a play of n hosts (10.7 GB and 33 min were measured for 1,000 hosts, mostly the cost of
         forking workers from that much memory). The C(kubespan.mesh.kubespan) role sets it; read the peers with
         M(kubespan.mesh.peer_status_info) or C(kubespan status).
     type: bool
