@@ -318,9 +318,9 @@ def write(args):
         if c["sizes"] and max(r["hosts"] for r in c["sizes"]) < 1000:
             big = c["sizes"][-1]
             k = c["growth"][-1]["site_cpu_exponent"] if c["growth"] else 1.0
+            estimate = big["site"]["cpu_s"] * (1000 / big["hosts"]) ** k
             out.append("- Extrapolated with that exponent, 1,000 hosts would take about %.0f CPU seconds on this machine "
-                       "(not measured in this run: its largest inventory is %d hosts)." % (big["site"]["cpu_s"] * (1000 / big["hosts"]) ** k,
-                                                                                       big["hosts"]))
+                       "(not measured in this run: its largest inventory is %d hosts)." % (estimate, big["hosts"]))
         out += [""]
         if args.notes and os.path.exists(os.path.join(args.notes, "controller.md")):
             out += [open(os.path.join(args.notes, "controller.md")).read().rstrip(), ""]
