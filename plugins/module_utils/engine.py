@@ -74,7 +74,8 @@ class Settings:
         from .settingscheck import settings_errors
         errors = settings_errors({var: getattr(self, name) for name, var in ROLE_VARIABLES.items()})
         if errors:
-            raise ReconcileError("invalid KubeSpan settings: %s" % "; ".join(errors))
+            raise ReconcileError("invalid KubeSpan settings (module arguments or the desired state file): %s; re-run the "
+                                 "kubespan.mesh playbook to rewrite the state" % "; ".join(errors))
 
 
 # Settings field -> the role variable settingscheck knows it by (its messages name the variable)
