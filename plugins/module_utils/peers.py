@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from .common import collector_off
 from .identity import BASE62_ALPHABET, valid_node_id
 from .ipset import BITS, IPSet, _parse_canonical, _parse_canonical_exact, format_address
 from .peerspec import _assign, local_ipset
@@ -160,21 +160,8 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network, bounds: Optional[Tuple[i
     kubespan = (6, number, number)
     if not excluded:
         spans.append(kubespan)
-    claim = IPSet()
-    if spans:
-        spans.sort()
-        family, first, last = spans[0]
-        starts, ends = claim._starts, claim._ends
-        for fam, lo, hi in spans:
-            if fam == family and lo <= last + 1:
-                if hi > last:
-                    last = hi
-                continue
-            starts[family].append(first)
-            ends[family].append(last)
-            family, first, last = fam, lo, hi
-        starts[family].append(first)
-        ends[family].append(last)
+    spans.sort()
+    claim = IPSet.from_sorted_ranges(spans)
     if excluded:
         for span in excluded:
             claim.remove_range(*span)
@@ -203,6 +190,7 @@ def _same_as(entry, norm: dict) -> bool:
             and (get("exclude_advertised_networks") or []) == norm.get("exclude_advertised_networks", []))
 
 
+@collector_off
 def build_peer_set(
     local_public_key: str,
     local_address: str,
@@ -221,22 +209,6 @@ def build_peer_set(
     peers), and a last-known entry whose host is no longer a member is dropped. ``members`` None means
     the fresh affiliates are the whole cluster.
     """
-    # this makes many small objects and no reference cycles to speak of: the cyclic collector would walk every
-    # live object of the process several times on a large cluster (tens of ms at 5,000 peers) to free nothing;
-    # it is off for the call and back to its previous state after it (what it would have found, it finds later)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _build_peer_set(local_public_key, local_address, subnet, affiliates, members, last_known, local_name,
-                               local_addresses, local_networks)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _build_peer_set(local_public_key, local_address, subnet, affiliates, members, last_known, local_name, local_addresses,
-                    local_networks):
-    """build_peer_set's work (the collector state is the caller's business)."""
     warnings = []
     fresh = {}
     claims: Dict[str, IPSet] = {}  # name -> the IP set its fresh entry claims

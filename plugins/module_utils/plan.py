@@ -11,33 +11,16 @@ learned from authenticated traffic (roaming) is left alone while the peer is up.
 
 from __future__ import annotations
 
-import functools
-import gc
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import List, Optional, Tuple
 
+from .common import collector_off
 from .wgtypes import DeviceState, DeviceUpdate, PeerState, PeerUpdate
 
 # Talos: a peer without a handshake for this long is down (180 s + 5 s + 90 s).
 PEER_DOWN_INTERVAL = 275.0
 _first = itemgetter(0)
-
-
-def _collector_off(function):
-    """Run ``function`` with the cyclic garbage collector off, then restore its previous state: the plans make
-    one or a few small objects per peer and no cycles, and on thousands of peers the collector would walk
-    every live object of the process several times to free nothing."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-    return wrapper
 
 
 @dataclass
@@ -61,7 +44,7 @@ class DesiredDevice:
         return "DesiredDevice(listen_port=%r, fwmark=%r, peers=%d)" % (self.listen_port, self.fwmark, len(self.peers))
 
 
-@_collector_off
+@collector_off
 def plan_device(desired: DesiredDevice, current: Optional[DeviceState], now: float) -> Tuple[DeviceUpdate, List[str]]:
     """Return the update that makes ``current`` match ``desired`` and a list of human-readable changes."""
     current = current or DeviceState()
@@ -139,7 +122,7 @@ def pick_configured_endpoint(current: Optional[str], last_handshake: float, cand
     return candidates[0]
 
 
-@_collector_off
+@collector_off
 def render_device(ifname: str, link: dict, device: Optional[DeviceState], labels: dict) -> str:
     """A wg-quick-like text of the interface for --diff, without any key material but public keys."""
     if device is None and not link:
@@ -164,7 +147,7 @@ def render_device(ifname: str, link: dict, device: Optional[DeviceState], labels
     return "\n".join(lines) + "\n"
 
 
-@_collector_off
+@collector_off
 def expected_device(desired: DesiredDevice, current: Optional[DeviceState], public_key: str, now: float) -> DeviceState:
     """What the device will report after the plan is applied (for --diff 'after')."""
     current = current or DeviceState()

@@ -154,3 +154,13 @@ def test_thousands_of_prefixes_are_fast(seed):
 def test_interval_count_per_family():
     s = IPSet(["10.0.0.0/24", "10.0.1.0/24", "10.0.3.0/24", "2001:db8::/32"])
     assert (s.interval_count(), s.interval_count(4), s.interval_count(6)) == (3, 2, 1)
+
+
+@given(st.lists(st.tuples(st.sampled_from([4, 6]), st.integers(0, 300), st.integers(0, 40)), max_size=12))
+def test_from_sorted_ranges_is_the_union(raw):
+    ranges = sorted((family, first, first + span) for family, first, span in raw)
+    expected = IPSet()
+    for family, first, last in ranges:
+        expected.add_range(family, first, last)
+    got = IPSet.from_sorted_ranges(ranges)
+    assert list(got.intervals()) == list(expected.intervals())
