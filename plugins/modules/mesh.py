@@ -290,7 +290,7 @@ options:
         result's C(invocation). Every host's result otherwise holds the whole cluster, so the controller keeps
         n^2 peer entries for a play of n hosts (10.7 GB and 33 min were measured for 1,000 hosts, mostly the cost of
         forking workers from that much memory). The C(kubespan.mesh.kubespan) role sets it; read the peers with
-        M(kubespan.mesh.peer_status_info) or C(kubespan status).
+        M(kubespan.mesh.peer_status_info) or C(kubespan get peerstatuses) on the node.
     type: bool
     default: false
   agent:

@@ -9,7 +9,10 @@
 #      attributes check_mode and diff_mode declared;
 #   4. relative links in README.md, docs/*.md and roles/*/README.md point to files that exist;
 #   5. every role variable of defaults/main.yml and meta/argument_specs.yml is in the role's README, and
-#      the two agree on the defaults (templated defaults excepted).
+#      the two agree on the defaults (templated defaults excepted);
+#   6. docs that drifted from the code (tests/installed/docs_drift.py): paths in backticks exist, the
+#      `kubespan` commands and resources named exist in the CLI, playbooks and molecule scenarios named
+#      exist, no stale promise such as "being added".
 #
 # The collection is copied (the files git would commit) into <tmp>/ansible_collections/kubespan/mesh and
 # only that path is searched (ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false: the venv's bundled collections
@@ -120,6 +123,9 @@ for role in sorted(os.listdir(os.path.join(root, "roles"))):
     print("roles/%s: %d variables checked" % (role, len(set(defaults) | set(specs))))
 sys.exit(bad)
 EOF
+
+echo "--- docs drift: named paths, commands, playbooks and scenarios exist"
+python3 tests/installed/docs_drift.py "$COPY" || failed=1
 
 if ((failed)); then
     echo "docs-lint: FAILED" >&2
