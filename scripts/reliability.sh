@@ -120,6 +120,7 @@ mesh10() {
 print(sum(1 for r in json.load(sys.stdin) if r.get("state") == "up"))')"
         echo "  $n: $peers WireGuard peers, $up up in kubespan get peerstatuses"
         [[ "$peers" == 9 ]] || { echo "FAIL $n has $peers peers, not 9"; return 1; }
+        [[ "$up" == 9 ]] || { echo "FAIL $n has $up of 9 peers up"; return 1; }
     done
 }
 

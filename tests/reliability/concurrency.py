@@ -122,6 +122,11 @@ def main():
     failed_ticks = [x for x in log.split("\n") if x.startswith("end ") and not x.endswith("rc=0")]
     print("concurrency: %d rounds, %d agent ticks alongside (%d skipped a busy lock, %d ended non-zero), module median %.1f s"
           % (args.rounds, ticks, skipped, len(failed_ticks), sorted(module_seconds)[len(module_seconds) // 2] if module_seconds else 0))
+    # A tick that finds the lock busy skips and exits 0 (agent.py); any other exit status is a failed tick.
+    for line in failed_ticks:
+        failures.append("agent tick on %s ended non-zero: %s" % (args.target, line))
+    if ticks == 0:
+        failures.append("no agent tick ran alongside the module runs on %s: nothing was tested" % args.target)
     # restore the full mesh as the playbook left it
     subprocess.run(["ansible", "-i", args.inventory, args.target, "-m", "kubespan.mesh.mesh", "-a", json.dumps(
         {"cluster_id": secrets["kubespan_cluster_id"], "cluster_secret": secrets["kubespan_cluster_secret"], "peers": all_peers,

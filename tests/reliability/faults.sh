@@ -59,11 +59,30 @@ mesh_whole || { echo "FAIL the mesh is not whole before the faults"; exit 1; }
 agent_interval="$(x systemctl show -p TimersMonotonic --value kubespan-agent.timer | grep -o 'OnUnitActiveUSec=[^ ;]*' | cut -d= -f2)"
 echo "agent timer interval on $victim: ${agent_interval:-?}"
 
-t0=$(now); x pkill -KILL -x wireguard-go; measure "wireguard-go killed (SIGKILL)" "$t0"
-t0=$(now); x ip link del kubespan; measure "interface kubespan deleted" "$t0"
-t0=$(now); x nft flush table inet kubespan; measure "nft table inet kubespan flushed" "$t0"
-t0=$(now); x sh -c 'ip route flush table 180; ip -6 route flush table 180'; measure "routes of table 180 deleted" "$t0"
-t0=$(now); podman restart --time 5 "$victim" >/dev/null; measure "container restarted (podman restart)" "$t0"
+# Each fault is checked to have happened (right after the injection, before any repair could run: the
+# agent ticks every 30 s) before its recovery is timed; a fault that did not happen fails the run.
+injected() {  # injected NAME COMMAND...: COMMAND must succeed, showing the fault is in place
+    local name="$1"; shift
+    if "$@"; then echo "fault: $name: injected (checked)"; else echo "FAIL fault: $name: the fault did not happen"; fail=1; fi
+}
+wg_pid="$(x pgrep -x wireguard-go || true)"
+t0=$(now); x pkill -KILL -x wireguard-go
+injected "wireguard-go killed (SIGKILL)" test -n "$wg_pid" -a "$(x pgrep -x wireguard-go || true)" != "$wg_pid"
+measure "wireguard-go killed (SIGKILL)" "$t0"
+ifindex="$(x cat /sys/class/net/kubespan/ifindex)"
+t0=$(now); x ip link del kubespan
+injected "interface kubespan deleted" test "$(x cat /sys/class/net/kubespan/ifindex 2>/dev/null || echo gone)" != "$ifindex"
+measure "interface kubespan deleted" "$t0"
+t0=$(now); x nft flush table inet kubespan
+injected "nft table inet kubespan flushed" test "$(x nft list table inet kubespan 2>/dev/null)" != "$nft_before"
+measure "nft table inet kubespan flushed" "$t0"
+t0=$(now); x sh -c 'ip route flush table 180; ip -6 route flush table 180'
+injected "routes of table 180 deleted" test "$(x sh -c 'ip route show table 180; ip -6 route show table 180' 2>/dev/null)" != "$routes_before"
+measure "routes of table 180 deleted" "$t0"
+started="$(podman inspect --format '{{.State.StartedAt}}' "$victim")"
+t0=$(now); podman restart --time 5 "$victim" >/dev/null
+injected "container restarted (podman restart)" test "$(podman inspect --format '{{.State.StartedAt}}' "$victim")" != "$started"
+measure "container restarted (podman restart)" "$t0"
 
 part="${REL_PARTITION_SECONDS:-120}"
 podman exec -i "$victim" nft -f - <<'NFT'

@@ -94,18 +94,18 @@ def test_identity_files_never_traceback(kfile, nfile):
             assert ident.private_key not in repr(ident)
 
 
-def _state_doc(with_known_bugs=False):
+def _state_doc(hostile_shape=False):
+    """A state.json document; with hostile_shape, any field (and the document's shape) may be of any type."""
     settings = st.fixed_dictionaries({}, optional={
-        k: (mostly_valid(v, json_values) if with_known_bugs else v) for k, v in {
+        k: (mostly_valid(v, json_values) if hostile_shape else v) for k, v in {
             "interface": st.text(max_size=20), "mtu": st.integers(0, 70000), "listen_port": st.integers(-1, 70000),
             "fwmark": st.integers(-1, 1 << 33), "persistent_keepalive": st.integers(-1, 70000),
             "implementation": st.sampled_from(["auto", "kernel", "userspace", "bogus"]), "route_table": st.integers(0, 300),
             "rule_priority": st.integers(-1, 1 << 33), "force_mark": st.integers(0, 256), "mark_mask": st.integers(0, 256),
             "nft_table": st.text(max_size=20), "allow_down_peer_bypass": st.booleans(), "unknown": st.integers()}.items()})
-    if not with_known_bugs:
-        # FINDING-1 (engine.py): settings_from_state and Settings.validate assume the state's shape
+    if not hostile_shape:
         return st.fixed_dictionaries({"version": st.just(1), "settings": settings})
-    return st.fixed_dictionaries({"version": mostly_valid(st.just(1))}, optional={
+    return st.fixed_dictionaries({"version": mostly_valid(st.just(1), json_values)}, optional={
         "settings": mostly_valid(settings, json_values), "cluster_id": mostly_valid(st.text(max_size=30), json_values),
         "cluster_secret": mostly_valid(keys, json_values), "peers": mostly_valid(st.lists(json_values, max_size=3), json_values),
         "members": mostly_valid(st.lists(st.text(max_size=8), max_size=3), json_values), "disabled": json_values})
@@ -121,8 +121,10 @@ def _agent_reads_state(d):
     settings.dataplane()
 
 
-@given(doc=st.one_of(_state_doc().map(lambda d: json.dumps(d).encode()), json_values.map(lambda d: json.dumps(d).encode()),
-                     st.binary(max_size=200)))
+# FINDING-1 (engine.py: settings_from_state and Settings.validate assumed the state's shape) was found by the
+# hostile shapes; they are fuzzed here with the well-shaped documents.
+@given(doc=st.one_of(_state_doc().map(lambda d: json.dumps(d).encode()), _state_doc(hostile_shape=True).map(lambda d: json.dumps(d).encode()),
+                     json_values.map(lambda d: json.dumps(d).encode()), st.binary(max_size=200)))
 def test_state_file_as_the_agent_reads_it(doc):
     """load_state, then the settings the agent derives from it (settings_from_state, validate, data plane)."""
     with tempfile.TemporaryDirectory() as d:
@@ -163,7 +165,9 @@ affiliate_fields = {
     "name": mostly_valid(st.text(alphabet=string.ascii_letters + string.digits + "-.", min_size=1, max_size=20)),
     "public_key": mostly_valid(keys),
     # FINDING-2 (peers.py): a node_id that is a number or a mapping fails while its error is formatted
-    "node_id": mostly_valid(node_ids, st.one_of(st.none(), st.text(max_size=70), st.lists(st.text(max_size=3), max_size=3))),
+    "node_id": mostly_valid(node_ids, st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70),
+                                                st.lists(st.text(max_size=3), max_size=3),
+                                                st.dictionaries(st.text(max_size=5), json_values, max_size=3))),
     "address": mostly_valid(subnet_addresses),
     "endpoints": mostly_valid(st.lists(mostly_valid(endpoints), max_size=4)),
     "addresses": mostly_valid(st.lists(mostly_valid(ips), max_size=4)),
@@ -283,9 +287,12 @@ uapi_typed = {
     "protocol_version": st.just("1"), "bogus": st.text(max_size=20).filter(lambda t: "\n" not in t),
 }
 # Hostile structure (lines without '=', unknown keys, peers' keys before any public_key, repeated keys,
-# malformed or zero keys, a missing or failing errno line), values of the right type.
+# malformed or zero keys, a missing or failing errno line); values of the right type, and any text as the
+# value of any known key (FINDING-3 was a value of the wrong type).
+any_value = st.text(max_size=30).filter(lambda t: "\n" not in t)
 uapi_lines = st.lists(st.one_of(*[st.tuples(st.just(k), v).map(lambda kv: "%s=%s" % kv) for k, v in uapi_typed.items()],
-                                st.text(max_size=30).filter(lambda t: "\n" not in t)), max_size=14)
+                                st.tuples(st.sampled_from(sorted(uapi_typed)), any_value).map(lambda kv: "%s=%s" % kv),
+                                any_value), max_size=14)
 
 
 @given(lines=uapi_lines, errno_line=st.sampled_from(["errno=0", "errno=1", "errno=-22", ""]))
