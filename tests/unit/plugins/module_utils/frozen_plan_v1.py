@@ -4,6 +4,9 @@
 """FROZEN copy of plan.py as of commit a6d4751 (before the scale work on the device plan), the reference
 test_plan_differential.py compares the current code with. Do not edit.
 
+Not everything is frozen: the types DeviceState, DeviceUpdate and PeerUpdate are the live ones (wgtypes.py),
+so both sides build the same objects; the differential checks the planning, not the types.
+
 Plan WireGuard device changes: desired peers vs. what the device reports. Pure logic.
 
 Only what differs is sent to the device, one peer at a time, so unchanged peers keep their handshake,
