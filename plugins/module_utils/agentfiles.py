@@ -26,6 +26,14 @@ from .statefile import StateFileError, atomic_write
 
 AGENT_SERVICE = "kubespan-agent.service"
 AGENT_TIMER = "kubespan-agent.timer"
+# Resource bounds of the units (generous: they stop a runaway process, not normal work). An agent tick needs
+# about 40 MB and well under a minute (its peer watch is about 20 s); TimeoutStartSec ends a hung one, so the
+# timer's next tick can start.
+AGENT_MEMORY_MAX = "512M"
+AGENT_TASKS_MAX = 64
+AGENT_TIMEOUT_START = "5min"
+WIREGUARD_GO_MEMORY_MAX = "1G"
+WIREGUARD_GO_TASKS_MAX = 1024
 HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
 
 # Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
@@ -79,8 +87,10 @@ def _agent_service(o: AgentOptions) -> str:
         lines += ["# The metrics directory (e.g. node_exporter's textfile directory) may not exist yet: create it before",
                   "# the sandbox below is set up (\"+\": this one command runs without it).",
                   "ExecStartPre=+/bin/mkdir -p -m 0755 %s" % metrics_dir]
-    lines += ["ExecStart=%s agent --metrics-file %s" % (o.command_path, o.metrics_file), "",
-              "# Least privilege (docs/reliability.md has the `systemd-analyze security` score). The agent runs as root",
+    lines += ["ExecStart=%s agent --metrics-file %s" % (o.command_path, o.metrics_file),
+              "TimeoutStartSec=%s" % AGENT_TIMEOUT_START, "MemoryMax=%s" % AGENT_MEMORY_MAX,
+              "TasksMax=%d" % AGENT_TASKS_MAX, "",
+              "# Least privilege (docs/security.md#least-privilege has the `systemd-analyze security` score). It runs as root",
               "# and needs: CAP_NET_ADMIN (netlink: links, addresses, routes, rules, WireGuard; nftables), netlink and",
               "# unix sockets (nft, wireguard-go's UAPI socket in /run/wireguard, systemd's private socket for",
               "# `systemctl restart %s`), UDP sockets (a bind test of the listen port), and" % WIREGUARD_GO_UNIT,
@@ -89,7 +99,7 @@ def _agent_service(o: AgentOptions) -> str:
               "ProtectSystem=strict", "ReadWritePaths=%s" % o.state_dir]
     if metrics_dir != o.state_dir:
         lines.append("ReadWritePaths=%s" % metrics_dir)
-    lines += ["ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
+    lines += ["ProtectHome=yes", "PrivateTmp=yes", "PrivateMounts=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
               "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
               "ProtectHostname=yes", "ProtectProc=invisible", "ProcSubset=pid",
               "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6", "RestrictNamespaces=yes",
@@ -111,11 +121,29 @@ def _agent_timer(o: AgentOptions) -> str:
 
 
 def _wireguard_go(o: AgentOptions) -> str:
-    return "\n".join([HEADER, "[Unit]", "Description=KubeSpan userspace WireGuard (wireguard-go) on %s" % o.interface,
-                      "Before=%s" % AGENT_SERVICE, "", "[Service]", "Type=simple",
-                      "# Foreground under systemd: wireguard-go's self-daemonizing mode is not used.",
-                      "Environment=LOG_LEVEL=error", "ExecStart=/usr/bin/wireguard-go -f %s" % o.interface,
-                      "Restart=on-failure", "RestartSec=2", "", "[Install]", "WantedBy=multi-user.target"]) + "\n"
+    return "\n".join([
+        HEADER, "[Unit]", "Description=KubeSpan userspace WireGuard (wireguard-go) on %s" % o.interface,
+        "Before=%s" % AGENT_SERVICE, "", "[Service]", "Type=simple",
+        "# Foreground under systemd: wireguard-go's self-daemonizing mode is not used.",
+        "Environment=LOG_LEVEL=error", "ExecStart=/usr/bin/wireguard-go -f %s" % o.interface,
+        "Restart=on-failure", "RestartSec=2", "TimeoutStartSec=30", "TimeoutStopSec=15",
+        "# Bounds: a Go runtime with a few threads per CPU; buffers grow with the traffic.",
+        "MemoryMax=%s" % WIREGUARD_GO_MEMORY_MAX, "TasksMax=%d" % WIREGUARD_GO_TASKS_MAX, "",
+        "# Least privilege (docs/security.md#least-privilege has the `systemd-analyze security` score). It runs as",
+        "# root (the agent, root without CAP_DAC_OVERRIDE, must open the UAPI socket, which wireguard-go makes 0700)",
+        "# and needs: CAP_NET_ADMIN (TUNSETIFF, the interface's MTU, SO_MARK), /dev/net/tun, UDP sockets, netlink",
+        "# (route changes) and unix sockets (its UAPI socket /run/wireguard/%s.sock, the only place it writes)." % o.interface,
+        "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=",
+        "DevicePolicy=closed", "DeviceAllow=/dev/net/tun rw",
+        "ProtectSystem=strict", "RuntimeDirectory=wireguard", "RuntimeDirectoryPreserve=yes",
+        "ProtectHome=yes", "PrivateTmp=yes", "PrivateMounts=yes", "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
+        "ProtectHostname=yes", "ProtectProc=invisible", "ProcSubset=pid",
+        "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6", "RestrictNamespaces=yes",
+        "RestrictRealtime=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
+        "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+        "SystemCallFilter=~@privileged @resources", "SystemCallErrorNumber=EPERM", "UMask=0077",
+        "", "[Install]", "WantedBy=multi-user.target"]) + "\n"
 
 
 def _command(o: AgentOptions) -> str:
