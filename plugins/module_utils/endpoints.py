@@ -22,6 +22,40 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def endpoint_problem(host, own=None, subnet=None) -> Optional[str]:
+    """Why ``host`` (an IP address, text or object) must not be a WireGuard endpoint, or None when it may be.
+
+    Refused: not an address, loopback, multicast, the limited broadcast 255.255.255.255, unspecified, link-local
+    (no zone to reach it by), an address in ``own`` (an IPSet or a container of this node's own addresses) and
+    an address inside ``subnet`` (the cluster's KubeSpan prefix: the tunnel cannot carry itself).
+    """
+    try:
+        ip = ipaddress.ip_address(str(host).strip().strip("[]"))
+    except ValueError:
+        return "not an IP address"
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_multicast:
+        return "multicast"
+    if ip == BROADCAST:
+        return "broadcast"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_link_local:
+        return "link-local"
+    if subnet is not None and ip.version == 6 and ip in ipaddress.ip_network(subnet, strict=False):
+        return "inside the cluster's KubeSpan prefix"
+    if own is not None and ip in own:
+        return "this node's own address"
+    return None
+
+
 def parse_filter(text: str) -> Tuple[bool, Network]:
     """(positive, network) of one filter: ``cidr``, ``ip`` (a host), ``!cidr`` or ``!ip``. Raises ValueError naming it."""
     if not isinstance(text, str):
@@ -81,7 +115,7 @@ def announced_endpoints(
     multicast and unspecified ones are skipped, duplicates keep their first position. ``exclude``:
     addresses or prefixes never announced (the node's own KubeSpan address or the cluster's KubeSpan
     prefix; Talos also drops its SideroLink ULA). ``discovered_public_ips``: the addresses the discovery
-    service saw this node come from, appended when absent. ``filters``: endpoint filters in Talos syntax;
+    service saw this node come from, appended when absent unless endpoint_problem refuses it or ``exclude`` holds it. ``filters``: endpoint filters in Talos syntax;
     None or empty means no filtering. ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after,
     skipping exact duplicates. Raises ValueError naming a bad value.
     """
@@ -104,6 +138,8 @@ def announced_endpoints(
             ips.append(ip)
     for value in discovered_public_ips:
         ip = _parse_ip(value, "discovered public IP")
+        if endpoint_problem(ip) or any(ip.version == net.version and ip in net for net in excluded):
+            continue  # never announce what the service reports as a broadcast, loopback, ... or our own ULA
         if ip not in ips:
             ips.append(ip)
     selected = [ip.compressed for ip in ips]
