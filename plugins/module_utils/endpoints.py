@@ -115,9 +115,9 @@ def announced_endpoints(
     multicast and unspecified ones are skipped, duplicates keep their first position. ``exclude``:
     addresses or prefixes never announced (the node's own KubeSpan address or the cluster's KubeSpan
     prefix; Talos also drops its SideroLink ULA). ``discovered_public_ips``: the addresses the discovery
-    service saw this node come from, appended when absent unless endpoint_problem refuses it or ``exclude`` holds it. ``filters``: endpoint filters in Talos syntax;
-    None or empty means no filtering. ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after,
-    skipping exact duplicates. Raises ValueError naming a bad value.
+    service saw this node come from, appended when absent unless endpoint_problem refuses it or ``exclude``
+    holds it. ``filters``: endpoint filters in Talos syntax; None or empty means no filtering.
+    ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after, skipping exact duplicates. Raises ValueError naming a bad value.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError("KubeSpan port %r must be an integer from 1 to 65535" % (port,))
