@@ -333,7 +333,12 @@ def merge_affiliates(
             continue
         aff["source"] = SOURCE_DISCOVERY
         bad_endpoints = _usable_endpoints(aff, own_endpoints, subnet)
-        cut = _trim(aff, allowed) if allowed is not None else IPSet()
+        # a claim on this node's own addresses is judged before trimming: it drops the affiliate (or, for a known
+        # node, what it adds), as it always did; trimming is for the rest (allowlist, gateways, the service)
+        untrimmed = _claims(aff)
+        local_clash = ("this node's own addresses (%s)" % ", ".join(untrimmed.intersection(local_claims).prefixes()[:4])
+                       if untrimmed.overlaps(local_claims) else None)
+        cut = _trim(aff, allowed) if allowed is not None and local_clash is None else IPSet()
         if bad_endpoints or cut:
             trimmed_nodes += 1
             if trimmed_nodes <= MAX_TRIM_WARNINGS:
@@ -354,7 +359,7 @@ def merge_affiliates(
             for key in LIST_KEYS[1:]:
                 merged[key] = _union(known.get(key), aff.get(key))
             grown = _claims(merged).difference(claims[index])
-            clash = overlap(grown, skip=index) if grown else None
+            clash = local_clash or (overlap(grown, skip=index) if grown else None)
             if clash:
                 reasons.append("%s: addresses it adds overlap %s: only its endpoints are used" % (label, clash))
                 merged = dict(known, endpoints=merged["endpoints"])
@@ -368,7 +373,7 @@ def merge_affiliates(
             reasons.append("%s dropped: the name %s belongs to another peer" % (label, aff["name"]))
             continue
         mine = _claims(aff)
-        clash = overlap(mine)
+        clash = local_clash or overlap(mine)
         if clash:
             reasons.append("%s dropped: its addresses overlap %s" % (label, clash))
             continue

@@ -241,3 +241,14 @@ def test_host_never_routed_reads_gateways_and_a_literal_discovery_address():
     gateways = [str(ipaddress.IPv4Address(bytes.fromhex(r[2])[::-1])) for r in rows if r[1] == "00000000" and r[7] == "00000000"]
     print("default gateways:", gateways, "never routed:", got)
     assert all(g in got for g in gateways if g != "0.0.0.0")
+
+
+def test_a_claim_on_this_nodes_own_address_still_drops_the_affiliate():
+    """Trimming never makes a hijack acceptable: a discovered claim on this node's address drops it, as before."""
+    thief = dict(aff(8, addresses=["10.0.0.1"], endpoints=["10.0.0.99:51820"]), source="discovery")
+    merged, reasons = da.merge_affiliates(INVENTORY, [thief], allowed_networks=ALLOWED, never_routed=NEVER, **LOCAL)
+    assert [a["name"] for a in merged] == ["n1", "n2", "n3"]
+    assert len(reasons) == 1 and "dropped: its addresses overlap this node's own addresses (10.0.0.1/32)" in reasons[0]
+    grown = dict(aff(2, addresses=["10.0.0.2", "10.0.0.1"]), source="discovery")
+    merged, reasons = da.merge_affiliates(INVENTORY, [grown], allowed_networks=ALLOWED, never_routed=NEVER, **LOCAL)
+    assert merged[1] == INVENTORY[1] and "only its endpoints are used" in reasons[0]
