@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
+from .ipset import IPSet, _parse_canonical
 from .wgtypes import format_endpoint, normalize_endpoint
 
 DEFAULT_PORT = 51820
@@ -22,37 +23,53 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# refused endpoint classes as (family, first, last, why), checked in this order (ipaddress's is_loopback,
+# is_multicast, is_unspecified and is_link_local, plus the IPv4 limited broadcast)
+_REFUSED = (
+    (4, 0x7F000000, 0x7FFFFFFF, "loopback"), (6, 1, 1, "loopback"),
+    (4, 0xE0000000, 0xEFFFFFFF, "multicast"), (6, 0xFF << 120, (1 << 128) - 1, "multicast"),
+    (4, 0xFFFFFFFF, 0xFFFFFFFF, "broadcast"),
+    (4, 0, 0, "unspecified"), (6, 0, 0, "unspecified"),
+    (4, 0xA9FE0000, 0xA9FEFFFF, "link-local"), (6, 0xFE80 << 112, (0xFEC0 << 112) - 1, "link-local"),
+)
+_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96, IPv4-mapped IPv6 addresses: judged as the IPv4 address
 
 
 def endpoint_problem(host, own=None, subnet=None) -> Optional[str]:
     """Why ``host`` (an IP address, text or object) must not be a WireGuard endpoint, or None when it may be.
 
     Refused: not an address, loopback, multicast, the limited broadcast 255.255.255.255, unspecified, link-local
-    (no zone to reach it by), an address in ``own`` (an IPSet or a container of this node's own addresses) and
-    an address inside ``subnet`` (the cluster's KubeSpan prefix: the tunnel cannot carry itself).
+    (no zone to reach it by), an address in ``own`` (an IPSet, or a container of (family, integer) pairs: this
+    node's own addresses) and an address inside ``subnet`` (an IPv6Network: the cluster's KubeSpan prefix, which the
+    tunnel cannot carry itself).
     """
-    try:
-        ip = ipaddress.ip_address(str(host).strip().strip("[]"))
-    except ValueError:
-        return "not an IP address"
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_multicast:
-        return "multicast"
-    if ip == BROADCAST:
-        return "broadcast"
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_link_local:
-        return "link-local"
-    if subnet is not None and ip.version == 6 and ip in ipaddress.ip_network(subnet, strict=False):
+    text = str(host).strip()
+    if text.startswith("["):
+        text = text[1:-1] if text.endswith("]") else text
+    parsed = _parse_canonical(text)
+    if parsed is not None:
+        family, value = parsed[0], parsed[1]
+    else:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return "not an IP address"
+        family, value = ip.version, int(ip)
+    if family == 6 and value >> 32 == _MAPPED >> 32:
+        family, value = 4, value & 0xFFFFFFFF
+    for fam, first, last, why in _REFUSED:
+        if fam == family and first <= value <= last:
+            return why
+    if subnet is not None and family == 6 == subnet.version and int(subnet.network_address) <= value <= int(subnet.broadcast_address):
         return "inside the cluster's KubeSpan prefix"
-    if own is not None and ip in own:
-        return "this node's own address"
+    if own is not None:
+        if isinstance(own, IPSet):
+            first, last = own._overlapping(family, value, value)  # pylint: disable=protected-access
+            mine = last > first
+        else:
+            mine = (family, value) in own
+        if mine:
+            return "this node's own address"
     return None
 
 

@@ -303,7 +303,10 @@ def usable_endpoints(peers: List[dict], own_address: str, subnet: str, warnings:
     the cluster's prefix refused too); each refusal is appended to ``warnings`` (at most 16 lines, then a count)."""
     result, refused = {}, 0
     net = ipaddress.IPv6Network(subnet) if subnet else None
-    own = {ipaddress.ip_address(own_address.split("/", 1)[0])} if own_address else None
+    own = None
+    if own_address:
+        ip = ipaddress.ip_address(own_address.split("/", 1)[0])
+        own = {(ip.version, int(ip))}
     for peer in peers:
         kept = []
         for ep in peer.get("endpoints") or []:
