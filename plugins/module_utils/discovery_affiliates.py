@@ -305,8 +305,8 @@ def merge_affiliates(
                     allowed.add(ipaddress.ip_network(str(net).strip(), strict=False))
                 except ValueError:
                     pass  # build_peer_set names it
-    if allowed is not None or not never.is_empty():
-        allowed = (allowed if allowed is not None else IPSet(["0.0.0.0/0", "::/0"])).difference(never)
+    # never-routed addresses are cut after the allowlist (and after the own-address check below)
+    keep = IPSet(["0.0.0.0/0", "::/0"]).difference(never) if not never.is_empty() else None
     own_endpoints = never.union(local_claims)
     trimmed_nodes = 0
 
@@ -333,12 +333,14 @@ def merge_affiliates(
             continue
         aff["source"] = SOURCE_DISCOVERY
         bad_endpoints = _usable_endpoints(aff, own_endpoints, subnet)
-        # a claim on this node's own addresses is judged before trimming: it drops the affiliate (or, for a known
-        # node, what it adds), as it always did; trimming is for the rest (allowlist, gateways, the service)
+        cut = _trim(aff, allowed) if allowed is not None else IPSet()
+        # an allowed claim on this node's own addresses is judged before the never-routed trim: it drops the affiliate
+        # (or, for a known node, what it adds), as it always did; the never-routed trim is for the rest
         untrimmed = _claims(aff)
         local_clash = ("this node's own addresses (%s)" % ", ".join(untrimmed.intersection(local_claims).prefixes()[:4])
                        if untrimmed.overlaps(local_claims) else None)
-        cut = _trim(aff, allowed) if allowed is not None and local_clash is None else IPSet()
+        if keep is not None and local_clash is None:
+            cut.update(_trim(aff, keep))
         if bad_endpoints or cut:
             trimmed_nodes += 1
             if trimmed_nodes <= MAX_TRIM_WARNINGS:

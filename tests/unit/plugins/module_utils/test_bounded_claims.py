@@ -252,3 +252,13 @@ def test_a_claim_on_this_nodes_own_address_still_drops_the_affiliate():
     grown = dict(aff(2, addresses=["10.0.0.2", "10.0.0.1"]), source="discovery")
     merged, reasons = da.merge_affiliates(INVENTORY, [grown], allowed_networks=ALLOWED, never_routed=NEVER, **LOCAL)
     assert merged[1] == INVENTORY[1] and "only its endpoints are used" in reasons[0]
+
+
+def test_a_claim_outside_the_allowlist_covering_this_nodes_address_is_trimmed_not_fatal():
+    """2000::/3 covers this node's global IPv6 address: cut by the allowlist first, so the peer is trimmed, not dropped."""
+    local = dict(LOCAL, local_addresses=["10.0.0.1", "2001:db8:130::1"])
+    merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], allowed_networks=ALLOWED,
+                                          never_routed=NEVER + ["2001:db8:130::1"], **local)
+    assert [a["name"] for a in merged] == ["n1", "n2", "n3", "n9"]
+    assert len(reasons) == 1 and "trimmed" in reasons[0] and "n9" in reasons[0]
+    assert not peer_ipset(merged[3]).overlaps(PUBLIC)
