@@ -196,8 +196,8 @@ def test_hello_reporting_broadcast_never_becomes_this_nodes_endpoint():
 
 
 def test_device_endpoints_skip_refused_classes_with_bounded_warnings():
-    peers = [{"name": "n2", "public_key": pub(2), "endpoints": ["255.255.255.255:51820", "10.0.0.2:51820",
-                                                                  "[fd7f:175a:b97c:5602::1]:51820"]}]
+    endpoints = ["255.255.255.255:51820", "10.0.0.2:51820", "[fd7f:175a:b97c:5602::1]:51820"]
+    peers = [{"name": "n2", "public_key": pub(2), "endpoints": endpoints}]
     warnings = []
     got = engine.usable_endpoints(peers, LOCAL_ADDRESS, str(SUBNET), warnings)
     assert got == {pub(2): ["10.0.0.2:51820"]}
