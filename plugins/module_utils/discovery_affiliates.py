@@ -51,7 +51,7 @@ from .discovery_wire import (
 )
 from .endpoints import endpoint_problem
 from .ipset import IPSet
-from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, PeerError, validate_affiliate  # noqa: F401 - re-exported
+from .peers import PeerError, validate_affiliate
 from .peerspec import _summary, local_ipset, peer_ipset
 from .wgtypes import key_to_bytes, parse_endpoint
 

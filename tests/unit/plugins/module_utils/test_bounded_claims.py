@@ -67,7 +67,8 @@ def test_the_hostile_affiliate_claims_what_the_issue_says():
 
 def test_without_a_bound_the_hostile_claims_are_accepted_as_before():
     """The old behaviour (no allowlist, nothing never-routed): the whole IPv4 space but the peers is claimed."""
-    merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], **dict(LOCAL, local_addresses=[]))
+    unbounded = dict(LOCAL, local_addresses=[])
+    merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], **unbounded)
     assert reasons == []
     assert union(merged).contains("8.8.8.8") and union(merged).contains(GATEWAY)
 
