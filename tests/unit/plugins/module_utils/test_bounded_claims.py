@@ -67,7 +67,8 @@ def test_the_hostile_affiliate_claims_what_the_issue_says():
 
 def test_without_a_bound_the_hostile_claims_are_accepted_as_before():
     """The old behaviour (no allowlist, nothing never-routed): the whole IPv4 space but the peers is claimed."""
-    unbounded = dict(LOCAL, local_addresses=[])
+    unbounded = dict(LOCAL)
+    unbounded["local_addresses"] = []
     merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], **unbounded)
     assert reasons == []
     assert union(merged).contains("8.8.8.8") and union(merged).contains(GATEWAY)
@@ -257,7 +258,8 @@ def test_a_claim_on_this_nodes_own_address_still_drops_the_affiliate():
 
 def test_a_claim_outside_the_allowlist_covering_this_nodes_address_is_trimmed_not_fatal():
     """2000::/3 covers this node's global IPv6 address: cut by the allowlist first, so the peer is trimmed, not dropped."""
-    local = dict(LOCAL, local_addresses=["10.0.0.1", "2001:db8:130::1"])
+    local = dict(LOCAL)
+    local["local_addresses"] = ["10.0.0.1", "2001:db8:130::1"]
     merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], allowed_networks=ALLOWED,
                                           never_routed=NEVER + ["2001:db8:130::1"], **local)
     assert [a["name"] for a in merged] == ["n1", "n2", "n3", "n9"]
