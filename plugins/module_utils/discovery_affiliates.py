@@ -206,8 +206,8 @@ def _claims(aff: dict) -> IPSet:
 def allowed_ipset(networks: Iterable[str]) -> IPSet:
     """The allowlist as an IPSet; ValueError naming kubespan_allowed_peer_networks and the bad entry."""
     result = IPSet()
-    if isinstance(networks, (str, bytes)):
-        raise ValueError("kubespan_allowed_peer_networks must be a list of CIDRs, got a string")
+    if not isinstance(networks, (list, tuple)):
+        raise ValueError("kubespan_allowed_peer_networks must be a list of CIDRs, got %s" % type(networks).__name__)
     for net in networks:
         try:
             result.add(ipaddress.ip_network(str(net).strip(), strict=False))

@@ -154,9 +154,11 @@ def test_warnings_are_bounded():
     assert len(reasons) == da.MAX_TRIM_WARNINGS + 1 and "184 more discovered nodes" in reasons[-1]
 
 
-def test_a_bad_allowlist_fails_closed():
-    merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], allowed_networks=["nonsense"], **LOCAL)
-    assert "kubespan_allowed_peer_networks entry 'nonsense'" in reasons[0]
+@pytest.mark.parametrize("bad, why", [(["nonsense"], "entry 'nonsense'"), ({"10.0.0.0/8": 1}, "got dict"), (7, "got int"),
+                                      ("10.0.0.0/8", "got str")])
+def test_a_bad_allowlist_fails_closed(bad, why):
+    merged, reasons = da.merge_affiliates(INVENTORY, [hostile()], allowed_networks=bad, **LOCAL)
+    assert "kubespan_allowed_peer_networks" in reasons[0] and why in reasons[0]
     n9 = [a for a in merged if a["name"] == "n9"][0]
     assert n9["additional_addresses"] == [] and n9["addresses"] == []
 
