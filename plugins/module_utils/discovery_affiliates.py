@@ -20,6 +20,13 @@ oversize), an affiliate ID that is not the node ID inside the data (a replayed b
 already used by another peer, and any claimed address or network that overlaps the local node's or another
 peer's (Talos resolves overlaps by order and warns; here a discovered peer can never take traffic that
 belongs to a node we already know).
+
+Bounded claims (docs/security.md): with ``allowed_networks`` (kubespan_allowed_peer_networks), whatever a
+discovered affiliate claims (node addresses and pod networks, also the ones it adds to an inventory node) outside
+that allowlist, plus the inventory's pod networks, is trimmed with a warning naming the node and the prefixes;
+``never_routed`` (this node's host addresses, default gateways, the discovery service's address) is trimmed too.
+Endpoints a discovered affiliate reports are dropped when unusable (endpoints.endpoint_problem). Warnings are
+capped: past MAX_TRIM_WARNINGS nodes one line counts the rest.
 """
 
 from __future__ import annotations
@@ -42,12 +49,14 @@ from .discovery_wire import (
     prefix_from_message,
     prefix_to_message,
 )
+from .endpoints import endpoint_problem
 from .ipset import IPSet
 from .peers import PeerError, validate_affiliate
-from .peerspec import local_ipset, peer_ipset
-from .wgtypes import key_to_bytes
+from .peerspec import _summary, local_ipset, peer_ipset
+from .wgtypes import key_to_bytes, parse_endpoint
 
 SOURCE_DISCOVERY = "discovery"
+MAX_TRIM_WARNINGS = 16  # nodes named in trim warnings per merge; the rest are counted in one line
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 LIST_KEYS = ("endpoints", "addresses", "additional_addresses", "exclude_advertised_networks")
 
@@ -194,6 +203,52 @@ def _claims(aff: dict) -> IPSet:
         return IPSet()
 
 
+def allowed_ipset(networks: Iterable[str]) -> IPSet:
+    """The allowlist as an IPSet; ValueError naming kubespan_allowed_peer_networks and the bad entry."""
+    result = IPSet()
+    if not isinstance(networks, (list, tuple)):
+        raise ValueError("kubespan_allowed_peer_networks must be a list of CIDRs, got %s" % type(networks).__name__)
+    for net in networks:
+        try:
+            result.add(ipaddress.ip_network(str(net).strip(), strict=False))
+        except ValueError:
+            raise ValueError("kubespan_allowed_peer_networks entry %r is not a network in CIDR form (e.g. 10.0.0.0/8)" % (net,))
+    return result
+
+
+def _trim(aff: dict, allowed: IPSet) -> IPSet:
+    """Trim ``aff``'s node addresses and pod networks (in place) to ``allowed``; returns what was cut off."""
+    cut = IPSet()
+    for key in ("addresses", "additional_addresses"):
+        values = aff.get(key) or []
+        kept = []
+        for value in values:
+            one = IPSet([ipaddress.ip_interface(value).ip]) if key == "addresses" else IPSet([value])
+            outside = one.difference(allowed)
+            if outside.is_empty():
+                kept.append(value)
+                continue
+            cut.update(outside)
+            if key == "additional_addresses":
+                kept.extend(one.intersection(allowed).prefixes())
+        if kept != values:
+            aff[key] = list(dict.fromkeys(kept))
+    return cut
+
+
+def _usable_endpoints(aff: dict, own: IPSet, subnet) -> List[str]:
+    """Drop (in place) the endpoints of ``aff`` that are unusable; returns the problems."""
+    kept, problems = [], []
+    for ep in aff.get("endpoints") or []:
+        why = endpoint_problem(parse_endpoint(ep)[0], own, subnet)
+        if why:
+            problems.append("%s (%s)" % (ep, why))
+        else:
+            kept.append(ep)
+    aff["endpoints"] = kept
+    return problems
+
+
 def _union(first: list, second: list) -> list:
     return list(dict.fromkeys(list(first or []) + list(second or [])))
 
@@ -208,6 +263,8 @@ def merge_affiliates(
     local_addresses: Iterable[str] = (),
     local_networks: Iterable[str] = (),
     last_discovered: Optional[Iterable[dict]] = None,
+    allowed_networks: Optional[Iterable[str]] = None,
+    never_routed: Iterable[str] = (),
 ) -> Tuple[List[dict], List[str]]:
     """Inventory affiliates merged with discovered ones: (affiliates for peers.build_peer_set, reasons).
 
@@ -215,6 +272,10 @@ def merge_affiliates(
     returned with source "discovery") stands in, so an outage never tears down peers. Discovered entries in
     the result carry ``"source": "discovery"``; inventory entries keep their shape (plus endpoints and lists
     learnt from discovery for the same node ID).
+
+    ``allowed_networks``: kubespan_allowed_peer_networks (None: no bound, every claim is kept);
+    ``never_routed``: addresses and networks no discovered claim may cover (this node's host addresses, default
+    gateways, the discovery service's address): both trim discovered claims, with bounded warnings.
     """
     reasons: List[str] = []
     if discovered is None:
@@ -230,6 +291,24 @@ def merge_affiliates(
     except ValueError as exc:
         reasons.append("local addresses ignored for overlap checks: %s" % exc)
     claims = [_claims(a) for a in result]
+    never = local_ipset(never_routed, [])
+    allowed = None
+    if allowed_networks is not None:
+        try:
+            allowed = allowed_ipset(allowed_networks)
+        except ValueError as exc:  # fail closed: only the inventory's pod networks (Settings.validate names it first)
+            reasons.append("%s: discovered peers may claim only the inventory's pod networks" % exc)
+            allowed = IPSet()
+        for a in result:  # the inventory's pod networks are allowed as the inventory is trusted
+            for net in a.get("additional_addresses") or []:
+                try:
+                    allowed.add(ipaddress.ip_network(str(net).strip(), strict=False))
+                except ValueError:
+                    pass  # build_peer_set names it
+    # never-routed addresses are cut after the allowlist (and after the own-address check below)
+    keep = IPSet(["0.0.0.0/0", "::/0"]).difference(never) if not never.is_empty() else None
+    own_endpoints = never.union(local_claims)
+    trimmed_nodes = 0
 
     def overlap(ipset: IPSet, skip: int = -1) -> Optional[str]:
         if ipset.overlaps(local_claims):
@@ -253,6 +332,24 @@ def merge_affiliates(
             reasons.append("%s dropped: %s" % (label, exc))
             continue
         aff["source"] = SOURCE_DISCOVERY
+        bad_endpoints = _usable_endpoints(aff, own_endpoints, subnet)
+        cut = _trim(aff, allowed) if allowed is not None else IPSet()
+        # an allowed claim on this node's own addresses is judged before the never-routed trim: it drops the affiliate
+        # (or, for a known node, what it adds), as it always did; the never-routed trim is for the rest
+        untrimmed = _claims(aff)
+        local_clash = ("this node's own addresses (%s)" % ", ".join(untrimmed.intersection(local_claims).prefixes()[:4])
+                       if untrimmed.overlaps(local_claims) else None)
+        if keep is not None and local_clash is None:
+            cut.update(_trim(aff, keep))
+        if bad_endpoints or cut:
+            trimmed_nodes += 1
+            if trimmed_nodes <= MAX_TRIM_WARNINGS:
+                if cut:
+                    reasons.append("%s: claims outside kubespan_allowed_peer_networks (or this node's own addresses, gateways "
+                                   "or discovery service) trimmed: %s" % (label, _summary(cut)))
+                if bad_endpoints:
+                    reasons.append("%s: endpoints refused: %s%s" % (label, ", ".join(bad_endpoints[:4]),
+                                                                    " and %d more" % (len(bad_endpoints) - 4) if len(bad_endpoints) > 4 else ""))
         index = by_node.get(node_id)
         if index is not None:
             known = result[index]
@@ -264,7 +361,7 @@ def merge_affiliates(
             for key in LIST_KEYS[1:]:
                 merged[key] = _union(known.get(key), aff.get(key))
             grown = _claims(merged).difference(claims[index])
-            clash = overlap(grown, skip=index) if grown else None
+            clash = local_clash or (overlap(grown, skip=index) if grown else None)
             if clash:
                 reasons.append("%s: addresses it adds overlap %s: only its endpoints are used" % (label, clash))
                 merged = dict(known, endpoints=merged["endpoints"])
@@ -278,13 +375,15 @@ def merge_affiliates(
             reasons.append("%s dropped: the name %s belongs to another peer" % (label, aff["name"]))
             continue
         mine = _claims(aff)
-        clash = overlap(mine)
+        clash = local_clash or overlap(mine)
         if clash:
             reasons.append("%s dropped: its addresses overlap %s" % (label, clash))
             continue
         by_node[node_id] = len(result)
         result.append(aff)
         claims.append(mine)
+    if trimmed_nodes > MAX_TRIM_WARNINGS:
+        reasons.append("claims or endpoints of %d more discovered nodes trimmed (not listed)" % (trimmed_nodes - MAX_TRIM_WARNINGS))
     return result, reasons
 
 

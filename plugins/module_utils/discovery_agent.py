@@ -29,7 +29,7 @@ import socket
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
-from .endpoints import endpoints_from_inputs
+from .endpoints import endpoint_problem, endpoints_from_inputs
 from .peers import PeerError, build_peer_set
 from .statefile import StateFileError, read_json, write_json
 from .wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
@@ -121,8 +121,10 @@ def local_affiliate(affiliates: Iterable[dict], public_key: str, local_name: Opt
 def public_endpoint(client_ip: Optional[str], listen_port: int, subnet: Optional[str] = None) -> Optional[str]:
     """The endpoint candidate Hello's observed address gives this node (Talos: the public IP as an endpoint), or None.
 
-    Skipped: no address, loopback, link-local, unspecified, multicast, or an address inside the cluster's own
-    KubeSpan subnet (a service reached through the mesh sees our ULA, which is no underlay endpoint).
+    Skipped (endpoints.endpoint_problem): no address, loopback, link-local, unspecified, multicast, the broadcast
+    255.255.255.255, this node's own KubeSpan address and anything inside the cluster's own KubeSpan subnet (a
+    service reached through the mesh sees our ULA, which is no underlay endpoint). One of this node's own node
+    addresses is kept: the service seeing it is the ordinary case on a flat network.
     """
     if not client_ip:
         return None
@@ -132,14 +134,12 @@ def public_endpoint(client_ip: Optional[str], listen_port: int, subnet: Optional
         return None
     if getattr(ip, "ipv4_mapped", None) is not None:
         ip = ip.ipv4_mapped
-    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+    try:
+        net = ipaddress.ip_network(subnet, strict=False) if subnet else None
+    except ValueError:
+        net = None
+    if endpoint_problem(ip, None, net):
         return None
-    if subnet:
-        try:
-            if ip.version == 6 and ip in ipaddress.ip_network(subnet, strict=False):
-                return None
-        except ValueError:
-            pass
     return format_endpoint(str(ip), int(listen_port))
 
 
@@ -225,22 +225,28 @@ def harvest_plan(statuses: Dict[str, object], peers: Iterable[dict], harvested: 
 
 def plan_peers(inventory_peers: Iterable[dict], discovered: Optional[List[dict]], last_discovered: Optional[List[dict]],
                local_public_key: str, local_address: str, subnet: str, local: Optional[dict] = None,
-               local_name: Optional[str] = None) -> Tuple[List[dict], List[dict], List[str]]:
+               local_name: Optional[str] = None, allowed_networks: Optional[Iterable[str]] = None,
+               never_routed: Iterable[str] = ()) -> Tuple[List[dict], List[dict], List[str]]:
     """The peer set from the inventory's peers and the discovered affiliates: (peer specs, new last_discovered, reasons).
 
     ``discovered`` None: the service was not asked or not reachable, ``last_discovered`` stands in (an outage
     never removes peers). A merge that would fail (a clash the merge rules let through) falls back to the
-    inventory's peers alone, with the reason.
+    inventory's peers alone, with the reason. ``allowed_networks`` (kubespan_allowed_peer_networks; None: no
+    bound) and ``never_routed`` (engine.host_never_routed) bound the discovered claims (merge_affiliates);
+    ``never_routed`` is also given to no peer at all (build_peer_set's local addresses).
     """
     net = ipaddress.IPv6Network(subnet)
     local = local or {}
     local_addresses = list(local.get("addresses") or [])
     local_networks = list(local.get("additional_addresses") or [])
+    never_routed = list(never_routed)
     inventory = [strip_affiliate(p) for p in inventory_peers]
     merged, reasons = merge_affiliates(inventory, discovered, net, local_node_id=local.get("node_id") or "",
                                        local_public_key=local_public_key, local_address=local_address,
                                        local_addresses=local_addresses, local_networks=local_networks,
-                                       last_discovered=last_discovered)
+                                       last_discovered=last_discovered, allowed_networks=allowed_networks,
+                                       never_routed=never_routed)
+    local_addresses += never_routed
     try:
         peers, warnings = build_peer_set(local_public_key, local_address, net, merged, None, None, local_name,
                                          local_addresses, local_networks)
@@ -495,9 +501,14 @@ class DiscoveryRound:
         self.reachable = True
         self.memory.pop("last_error", None)
         self.memory["last_success"] = now
+        from .engine import host_never_routed
+        from .peers import DEFAULT_ALLOWED_PEER_NETWORKS
+        allowed = settings.get("allowed_peer_networks")
+        never = host_never_routed(str(settings.get("interface") or "kubespan"), self.endpoint)
         peers, new_last, merge_reasons = plan_peers(state.get("inventory_peers") or [], found, self.memory.get("affiliates"),
                                                     ident_key, state.get("address") or "", state["subnet"], local,
-                                                    (local or {}).get("name"))
+                                                    (local or {}).get("name"),
+                                                    list(DEFAULT_ALLOWED_PEER_NETWORKS) if allowed is None else allowed, never)
         self._log_reasons(open_reasons + merge_reasons)
         old_names = {a.get("node_id"): a.get("name") for a in self.memory.get("affiliates") or []}
         new_names = {a.get("node_id"): a.get("name") for a in new_last}

@@ -14,12 +14,63 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
+from .ipset import IPSet, _parse_canonical
 from .wgtypes import format_endpoint, normalize_endpoint
 
 DEFAULT_PORT = 51820
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+# refused endpoint classes as (family, first, last, why), checked in this order (ipaddress's is_loopback,
+# is_multicast, is_unspecified and is_link_local, plus the IPv4 limited broadcast)
+_REFUSED = (
+    (4, 0x7F000000, 0x7FFFFFFF, "loopback"), (6, 1, 1, "loopback"),
+    (4, 0xE0000000, 0xEFFFFFFF, "multicast"), (6, 0xFF << 120, (1 << 128) - 1, "multicast"),
+    (4, 0xFFFFFFFF, 0xFFFFFFFF, "broadcast"),
+    (4, 0, 0, "unspecified"), (6, 0, 0, "unspecified"),
+    (4, 0xA9FE0000, 0xA9FEFFFF, "link-local"), (6, 0xFE80 << 112, (0xFEC0 << 112) - 1, "link-local"),
+)
+_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96, IPv4-mapped IPv6 addresses: judged as the IPv4 address
+
+
+def endpoint_problem(host, own=None, subnet=None) -> Optional[str]:
+    """Why ``host`` (an IP address, text or object) must not be a WireGuard endpoint, or None when it may be.
+
+    Refused: not an address, loopback, multicast, the limited broadcast 255.255.255.255, unspecified, link-local
+    (no zone to reach it by), an address in ``own`` (an IPSet, or a container of (family, integer) pairs: this
+    node's own addresses) and an address inside ``subnet`` (an IPv6Network: the cluster's KubeSpan prefix, which the
+    tunnel cannot carry itself).
+    """
+    text = str(host).strip()
+    if text.startswith("["):
+        text = text[1:-1] if text.endswith("]") else text
+    parsed = _parse_canonical(text)
+    if parsed is not None:
+        family, value = parsed[0], parsed[1]
+    else:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return "not an IP address"
+        family, value = ip.version, int(ip)
+    if family == 6 and value >> 32 == _MAPPED >> 32:
+        family, value = 4, value & 0xFFFFFFFF
+    for fam, first, last, why in _REFUSED:
+        if fam == family and first <= value <= last:
+            return why
+    if subnet is not None and family == 6 == subnet.version and int(subnet.network_address) <= value <= int(subnet.broadcast_address):
+        return "inside the cluster's KubeSpan prefix"
+    if own is not None:
+        if isinstance(own, IPSet):
+            first, last = own._overlapping(family, value, value)  # pylint: disable=protected-access
+            mine = last > first
+        else:
+            mine = (family, value) in own
+        if mine:
+            return "this node's own address"
+    return None
 
 
 def parse_filter(text: str) -> Tuple[bool, Network]:
@@ -81,9 +132,9 @@ def announced_endpoints(
     multicast and unspecified ones are skipped, duplicates keep their first position. ``exclude``:
     addresses or prefixes never announced (the node's own KubeSpan address or the cluster's KubeSpan
     prefix; Talos also drops its SideroLink ULA). ``discovered_public_ips``: the addresses the discovery
-    service saw this node come from, appended when absent. ``filters``: endpoint filters in Talos syntax;
-    None or empty means no filtering. ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after,
-    skipping exact duplicates. Raises ValueError naming a bad value.
+    service saw this node come from, appended when absent unless endpoint_problem refuses it or ``exclude``
+    holds it. ``filters``: endpoint filters in Talos syntax; None or empty means no filtering.
+    ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after, skipping exact duplicates. Raises ValueError naming a bad value.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError("KubeSpan port %r must be an integer from 1 to 65535" % (port,))
@@ -104,6 +155,8 @@ def announced_endpoints(
             ips.append(ip)
     for value in discovered_public_ips:
         ip = _parse_ip(value, "discovered public IP")
+        if endpoint_problem(ip) or any(ip.version == net.version and ip in net for net in excluded):
+            continue  # never announce what the service reports as a broadcast, loopback, ... or our own ULA
         if ip not in ips:
             ips.append(ip)
     selected = [ip.compressed for ip in ips]

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .addressing import first_physical_link, node_address
-from .endpoints import announce_inputs, endpoints_from_inputs
+from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
-from .peers import build_peer_set
+from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .statefile import StateFileError, ensure_dir, read_json, write_json
 from .wgtypes import WireGuardError
@@ -57,6 +57,7 @@ class Settings:
     allow_down_peer_bypass: bool = False
     firewall_backend: str = "auto"
     firewalld_zone: str = ""
+    allowed_peer_networks: List[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_PEER_NETWORKS))
 
     def dataplane(self):
         from .dataplane import DataPlaneConfig
@@ -91,6 +92,7 @@ ROLE_VARIABLES = {
     "force_mark": "kubespan_force_mark",
     "mark_mask": "kubespan_mark_mask",
     "firewall_backend": "kubespan_firewall_backend",
+    "allowed_peer_networks": "kubespan_allowed_peer_networks",
 }
 
 
@@ -260,8 +262,71 @@ def load_state(state_dir: str) -> Optional[dict]:
     return data
 
 
-def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None):
-    """Peer specs for this node from fresh affiliates, the member list and the last-known state."""
+def host_never_routed(interface: str = "kubespan", discovery_endpoint: str = "") -> List[str]:
+    """Addresses never routed into the mesh (docs/security.md, bounded claims): this host's addresses (all links
+    but the KubeSpan one), the gateways of its default routes (main table) and the discovery service's address
+    when kubespan_discovery_endpoint names it as an IP literal (a host name is not resolved: DNS is not trusted
+    to decide routing). Read from the kernel; [] when netlink cannot be read (the plan then only excludes the
+    node's addresses it publishes)."""
+    import socket
+    found: List[str] = []
+    try:
+        with Netlink() as nl:
+            found.extend(addr for _name, addr in nl.host_addresses(exclude_ifname=interface))
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for msg in nl.ipr.get_routes(family=family, table=254):
+                    gateway = msg.get_attr("RTA_GATEWAY") if msg["dst_len"] == 0 else None
+                    if gateway:
+                        found.append(gateway)
+    except Exception:  # noqa: BLE001 - pyroute2 raises its own types; a host without netlink keeps the published addresses
+        found = []
+    if discovery_endpoint:
+        from .discovery_agent import DiscoverySettingsError, service_target
+        try:
+            host = service_target(discovery_endpoint, True)[0].rpartition(":")[0].strip("[]")
+            found.append(str(ipaddress.ip_address(host)))
+        except (DiscoverySettingsError, ValueError):
+            pass  # a host name: not resolved (documented)
+    result = []
+    for addr in found:
+        try:
+            ip = ipaddress.ip_address(str(addr).split("%", 1)[0])
+        except ValueError:
+            continue
+        if not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified) and str(ip) not in result:
+            result.append(str(ip))
+    return result
+
+
+def usable_endpoints(peers: List[dict], own_address: str, subnet: str, warnings: Optional[List[str]] = None) -> dict:
+    """public key -> the endpoints of each peer that endpoint_problem accepts (this node's own KubeSpan address and
+    the cluster's prefix refused too); each refusal is appended to ``warnings`` (at most 16 lines, then a count)."""
+    result, refused = {}, 0
+    net = ipaddress.IPv6Network(subnet) if subnet else None
+    own = None
+    if own_address:
+        ip = ipaddress.ip_address(own_address.split("/", 1)[0])
+        own = {(ip.version, int(ip))}
+    for peer in peers:
+        kept = []
+        for ep in peer.get("endpoints") or []:
+            host = ep.rpartition(":")[0].strip("[]")
+            why = endpoint_problem(host, own, net)
+            if why is None:
+                kept.append(ep)
+                continue
+            refused += 1
+            if warnings is not None and refused <= 16:
+                warnings.append("peer %s: endpoint %s refused (%s)" % (peer.get("name"), ep, why))
+        result[peer["public_key"]] = kept
+    if warnings is not None and refused > 16:
+        warnings.append("%d more peer endpoints refused (not listed)" % (refused - 16))
+    return result
+
+
+def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None, never_routed=()):
+    """Peer specs for this node from fresh affiliates, the member list and the last-known state.
+    ``never_routed``: host_never_routed(): no peer is given any of these addresses."""
     subnet = ipaddress.IPv6Network(ident.subnet)
     last = None
     try:
@@ -270,7 +335,7 @@ def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_na
         last = None  # a corrupt state file only loses the --limit memory; it is rewritten below
     last_known = (last or {}).get("peers", [])
     own = [a for a in affiliates if a.get("public_key") == ident.public_key or (local_name and a.get("name") == local_name)]
-    local_addresses = [x for a in own for x in a.get("addresses") or []]
+    local_addresses = [x for a in own for x in a.get("addresses") or []] + list(never_routed)
     local_networks = [x for a in own for x in a.get("additional_addresses") or []]
     return build_peer_set(ident.public_key, ident.address, subnet, affiliates, members, last_known, local_name,
                           local_addresses, local_networks)
@@ -293,12 +358,13 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
     ifname = settings.interface
     address = "%s/64" % ident.address.split("/")[0]
     labels = {p["public_key"]: p["name"] for p in peers}
+    endpoints = usable_endpoints(peers, ident.address, ident.subnet, result.warnings)
 
     desired = DesiredDevice(
         private_key=ident.private_key,
         listen_port=int(settings.listen_port),
         fwmark=int(settings.fwmark),
-        peers=[DesiredPeer(public_key=p["public_key"], allowed_ips=p["allowed_ips"], endpoints=p["endpoints"],
+        peers=[DesiredPeer(public_key=p["public_key"], allowed_ips=p["allowed_ips"], endpoints=endpoints[p["public_key"]],
                            persistent_keepalive=int(settings.persistent_keepalive), preshared_key=cluster_secret,
                            label=p["name"]) for p in peers],
     )

@@ -7,7 +7,9 @@ A packet accepted in our own table still traverses every other base chain on the
 input chain with ``policy drop`` (Debian's nftables.conf made strict, or any hand-made firewall) would drop
 WireGuard's UDP whatever our table says. The only way to open the port without weakening anything else
 is to add narrow rules to those chains: ``udp dport <port> accept`` and ``iifname "<if>" accept`` (traffic
-that arrived through the tunnel was already authenticated by WireGuard). Each rule carries a comment
+that arrived through the tunnel was already authenticated by WireGuard, whose cryptokey routing also drops any
+packet whose source is outside the sending peer's AllowedIPs: a peer can use only sources inside its own claims,
+which discovery_affiliates bounds by kubespan_allowed_peer_networks, docs/security.md). Each rule carries a comment
 starting with ``kubespan.mesh``; only rules with that comment are ever changed or removed.
 """
 

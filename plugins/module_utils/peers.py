@@ -16,6 +16,10 @@ from .wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
 MAX_NETWORKS = 1024
+# kubespan_allowed_peer_networks' default (discovery_affiliates trims discovered claims to it): the private ranges
+# (RFC 1918, RFC 6598 shared space, IPv6 ULA, which holds every cluster's KubeSpan prefix); the inventory's pod
+# networks are always added
+DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 
 
 class PeerError(ValueError):

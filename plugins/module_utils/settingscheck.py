@@ -45,6 +45,17 @@ def _list(errors: List[str], settings: dict, name: str) -> list:
     return list(value)
 
 
+def _allowed_peer_networks(errors: List[str], settings: dict) -> None:
+    """kubespan_allowed_peer_networks: a list of CIDRs bounding what discovered peers may claim (docs/security.md)."""
+    name = "kubespan_allowed_peer_networks"
+    for item in _list(errors, settings, name):
+        try:
+            ipaddress.ip_network(str(item).strip(), strict=False)
+        except ValueError:
+            errors.append("%s: %r is not a network in CIDR form: list the networks discovered peers may claim, e.g. "
+                          "'- 10.0.0.0/8' or '- 203.0.113.7/32' for a Talos node with a public node address" % (name, item))
+
+
 def settings_errors(settings: dict) -> List[str]:
     """Every problem of the given role variables (names as in roles/kubespan/defaults), [] when fine."""
     errors: List[str] = []
@@ -80,6 +91,7 @@ def settings_errors(settings: dict) -> List[str]:
             parse_endpoint(str(item))
         except ValueError as exc:
             errors.append("kubespan_extra_announced_endpoints: %r is not ip:port or [ipv6]:port (%s)" % (item, exc))
+    _allowed_peer_networks(errors, settings)
     interface = settings.get("kubespan_interface")
     if interface is not None and (not isinstance(interface, str) or not 1 <= len(interface) <= 15 or "/" in interface or " " in interface):
         errors.append("kubespan_interface=%r: an interface name of 1-15 characters without '/' or spaces" % (interface,))

@@ -230,6 +230,15 @@ options:
         C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
     type: bool
     default: false
+  allowed_peer_networks:
+    description:
+      - Networks (CIDRs) discovered peers may claim; their other claims are trimmed with a warning (the inventory's pod
+        networks are always allowed). Also kept in the desired state for the node agent.
+      - This host's addresses, its default gateways and the discovery service's address (when the endpoint is an IP
+        literal) are never routed into the mesh, whoever claims them.
+    type: list
+    elements: str
+    default: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, "fc00::/7"]
   identity:
     description:
       - Ensure the node identity in this same call, as M(kubespan.mesh.identity) does with these options, and return
@@ -452,11 +461,13 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
     Settings,
     compute_peers,
     ensure_identity,
+    host_never_routed,
     load_state,
     reconcile_mesh,
     teardown_mesh,
 )
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.peers import DEFAULT_ALLOWED_PEER_NETWORKS
 from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
 from ansible_collections.kubespan.mesh.plugins.module_utils.settle import affiliate_of
 from ansible_collections.kubespan.mesh.plugins.module_utils.settle import check as settle_check
@@ -502,6 +513,7 @@ def main():
             discovery_ca_file=dict(type="path", default=""),
             discovery_server_name=dict(type="str", default=""),
             harvest_extra_endpoints=dict(type="bool", default=False),
+            allowed_peer_networks=dict(type="list", elements="str", default=list(DEFAULT_ALLOWED_PEER_NETWORKS)),
             identity=dict(type="dict", options=identity_option_spec()),
             settle=dict(type="bool", default=False),
             compact_result=dict(type="bool", default=False),
@@ -554,7 +566,8 @@ def main():
                             persistent_keepalive=p["persistent_keepalive"], implementation=p["implementation"],
                             state_dir=p["state_dir"], allow_down_peer_bypass=p["allow_down_peer_bypass"], route_table=p["route_table"],
                             rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"],
-                            firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"])
+                            firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"],
+                            allowed_peer_networks=p["allowed_peer_networks"])
         settings.validate()
         try:
             discovery = normalize_settings(dict(enabled=p["discovery_enabled"], endpoint=p["discovery_endpoint"],
@@ -588,7 +601,8 @@ def main():
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
         agent = None
         with state_lock(p["state_dir"]):
-            peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"])
+            never = host_never_routed(p["interface"], discovery["endpoint"] if discovery["enabled"] else "")
+            peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"], never)
             if p["settle"]:
                 settled, reason = (False, "discovery is on") if discovery["enabled"] else settle_check(
                     p["peers"], head["affiliate"], peers, old_state() or None, p["members"])
@@ -612,7 +626,7 @@ def main():
                 found = last_discovered(p["state_dir"])
                 if found:
                     peers, _kept, reasons = plan_peers(peers, found, None, ident.public_key, ident.address, ident.subnet, local,
-                                                       p["local_name"])
+                                                       p["local_name"], p["allowed_peer_networks"], never)
                     warnings = warnings + reasons
                 problem = agent_warning(p["state_dir"])
                 if problem:
