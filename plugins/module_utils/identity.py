@@ -83,6 +83,14 @@ class Identity:
         return "Identity(public_key=%r, node_id=%r, address=%r, subnet=%r)" % (self.public_key, self.node_id, self.address, self.subnet)
 
 
+def _line_of(text: str, key: str) -> str:
+    """' line N' of the line that sets ``key`` in a flat YAML text, '' when it is not set."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if raw.strip().partition(":")[0].strip() == key:
+            return " line %d" % lineno
+    return " (no %s line)" % key
+
+
 def identity_paths(state_dir: str):
     return os.path.join(state_dir, KUBESPAN_IDENTITY_FILE), os.path.join(state_dir, NODE_IDENTITY_FILE)
 
@@ -102,18 +110,22 @@ def load_identity(state_dir: str) -> Optional[Identity]:
         raise StateFileError("%s is missing but %s exists: restore it from backup, or remove both to create a new identity" % (npath, kpath))
     kvals = parse_flat_yaml(ktext, kpath)
     nvals = parse_flat_yaml(ntext, npath)
+    # errors name the file, the field and its line, never a value (a corrupt file may hold the key anywhere)
     priv = kvals.get("privateKey", "")
     try:
         key_to_bytes(priv)
     except ValueError as exc:
-        raise StateFileError("%s: privateKey is invalid (%s): the identity file is corrupt" % (kpath, exc))
+        raise StateFileError("%s%s: privateKey %s: the identity file is corrupt; restore it from backup"
+                             % (kpath, _line_of(ktext, "privateKey"), exc))
     pub = public_key_for(priv)
     stored_pub = kvals.get("publicKey", "")
     if stored_pub and stored_pub != pub:
-        raise StateFileError("%s: publicKey does not belong to privateKey: the identity file is corrupt" % kpath)
+        raise StateFileError("%s%s: publicKey does not belong to privateKey: the identity file is corrupt"
+                             % (kpath, _line_of(ktext, "publicKey")))
     node_id = nvals.get("nodeId", "")
     if not valid_node_id(node_id):
-        raise StateFileError("%s: nodeId %r is not a base62 node ID: the file is corrupt" % (npath, node_id[:60]))
+        raise StateFileError("%s%s: nodeId is not a base62 node ID (value hidden): the file is corrupt"
+                             % (npath, _line_of(ntext, "nodeId")))
     return Identity(priv, pub, node_id, kvals.get("address", ""), kvals.get("subnet", ""))
 
 

@@ -22,13 +22,16 @@ class WireGuardError(Exception):
 
 
 def key_to_bytes(key: str) -> bytes:
-    """Decode a base64 WireGuard key, refusing anything that is not exactly 32 bytes."""
+    """Decode a base64 WireGuard key, refusing anything that is not exactly 32 bytes.
+
+    The message never contains the value (it may be a private key or a preshared key): callers name the field."""
     try:
         raw = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError, TypeError):
-        raise ValueError("not a base64 WireGuard key: %r" % (key if len(str(key)) < 60 else "<long value>"))
+        raise ValueError("is not a base64 WireGuard key (%s, value hidden)" % (
+            "%d characters" % len(key) if isinstance(key, str) else type(key).__name__))
     if len(raw) != 32:
-        raise ValueError("a WireGuard key is 32 bytes in base64 (44 characters), got %d bytes" % len(raw))
+        raise ValueError("decodes to %d bytes, a WireGuard key is 32 (44 characters of base64)" % len(raw))
     return raw
 
 
@@ -81,7 +84,7 @@ class PeerState:
     endpoint: Optional[str] = None
     allowed_ips: List[str] = field(default_factory=list)
     persistent_keepalive: int = 0
-    preshared_key: Optional[str] = None  # base64; None when unset (all zero)
+    preshared_key: Optional[str] = field(default=None, repr=False)  # base64; None when unset (all zero)
     last_handshake: float = 0.0  # unix time in seconds, 0 = never
     rx_bytes: int = 0
     tx_bytes: int = 0
@@ -91,7 +94,7 @@ class PeerState:
 class DeviceState:
     """A device as the transport reports it. ``private_key`` is kept only in memory, never returned."""
 
-    private_key: Optional[str] = None
+    private_key: Optional[str] = field(default=None, repr=False)  # key fields never appear in a repr
     public_key: Optional[str] = None
     listen_port: int = 0
     fwmark: int = 0
@@ -111,7 +114,7 @@ class PeerUpdate:
     endpoint: Optional[str] = None
     allowed_ips: Optional[List[str]] = None
     persistent_keepalive: Optional[int] = None
-    preshared_key: Optional[str] = None
+    preshared_key: Optional[str] = field(default=None, repr=False)
     update_only: bool = False
 
 
@@ -119,7 +122,7 @@ class PeerUpdate:
 class DeviceUpdate:
     """A batch of changes for one device; fields left None are not touched."""
 
-    private_key: Optional[str] = None
+    private_key: Optional[str] = field(default=None, repr=False)
     listen_port: Optional[int] = None
     fwmark: Optional[int] = None
     peers: List[PeerUpdate] = field(default_factory=list)
