@@ -257,7 +257,41 @@ def load_state(state_dir: str) -> Optional[dict]:
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
         raise StateFileError("%s has an unknown format (version %r): re-run the playbook to rewrite it"
                              % (state_path(state_dir), data.get("version") if isinstance(data, dict) else None))
+    _check_state_shape(data, state_path(state_dir))
     return data
+
+
+# key of the desired state -> the types it may have (None: the key may be null); a hand-edited or corrupt file
+# gets an error naming the file and the key instead of an AttributeError in the agent's tick
+_STATE_SHAPES = (("settings", (dict,)), ("discovery", (dict, type(None))), ("peers", (list,)), ("members", (list, type(None))),
+                 ("inventory_peers", (list, type(None))), ("local_affiliate", (dict, type(None))), ("cluster_id", (str,)),
+                 ("address", (str, type(None))), ("subnet", (str, type(None))))
+
+
+def _check_state_shape(data: dict, path: str) -> None:
+    """StateFileError naming ``path`` and the key when the desired state has a key of the wrong type, a peer that is
+    not a mapping with a public key, or a cluster secret (the peers' preshared key) that is not base64 of 32 bytes.
+    No message contains a value."""
+    import base64
+    import binascii
+    fix = "re-run the kubespan.mesh playbook to rewrite it"
+    for key, types in _STATE_SHAPES:
+        if key in data and not isinstance(data[key], types):
+            raise StateFileError("%s: %s must be %s, got %s: %s" % (path, key, " or ".join(
+                {dict: "a mapping", list: "a list", str: "a string", type(None): "null"}[t] for t in types),
+                type(data[key]).__name__, fix))
+    for index, peer in enumerate(data.get("peers") or []):
+        if not isinstance(peer, dict) or not isinstance(peer.get("public_key"), str) or not isinstance(peer.get("name", ""), str):
+            raise StateFileError("%s: peers[%d] is not a peer mapping with a public_key: %s" % (path, index, fix))
+    if "cluster_secret" in data:
+        secret = data["cluster_secret"]
+        try:
+            size = len(base64.b64decode(secret, validate=True)) if isinstance(secret, str) else None
+        except (binascii.Error, ValueError):
+            size = None
+        if size != 32:
+            raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
+                                 "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
 
 
 def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None):
@@ -616,6 +650,9 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     if ident is None:
         raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
     settings = settings_from_state(state)
+    for key in ("cluster_id", "cluster_secret"):
+        if key not in state:
+            raise ReconcileError("%s has no %s: re-run the kubespan.mesh playbook to rewrite it" % (state_path(state_dir), key))
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
                           state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, agent=True)

@@ -11,6 +11,7 @@ never replaced: a corrupt file is an error that names the file.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -123,10 +124,26 @@ def load_identity(state_dir: str) -> Optional[Identity]:
         raise StateFileError("%s%s: publicKey does not belong to privateKey: the identity file is corrupt"
                              % (kpath, _line_of(ktext, "publicKey")))
     node_id = nvals.get("nodeId", "")
-    if not valid_node_id(node_id):
+    if not valid_node_id(node_id) or _shares_text(node_id, priv):
         raise StateFileError("%s%s: nodeId is not a base62 node ID (value hidden): the file is corrupt"
                              % (npath, _line_of(ntext, "nodeId")))
-    return Identity(priv, pub, node_id, kvals.get("address", ""), kvals.get("subnet", ""))
+    address, subnet = kvals.get("address", ""), kvals.get("subnet", "")
+    for field_name, value, parse in (("address", address, ipaddress.IPv6Interface), ("subnet", subnet, ipaddress.IPv6Network)):
+        try:
+            if value:
+                parse(value)
+        except ValueError:
+            value = None
+        if value is None or _shares_text(value, priv):
+            raise StateFileError("%s%s: %s is not an IPv6 %s (value hidden): the identity file is corrupt"
+                                 % (kpath, _line_of(ktext, field_name), field_name, "address" if field_name == "address" else "network"))
+    return Identity(priv, pub, node_id, address, subnet)
+
+
+def _shares_text(value: str, secret: str, width: int = 8) -> bool:
+    """Whether ``value`` contains ``width`` consecutive characters of ``secret`` (a field that is returned must
+    never carry part of the private key, whatever a corrupt file put there)."""
+    return any(secret[i:i + width] in value for i in range(max(0, len(secret) - width + 1)))
 
 
 def save_identity(state_dir: str, ident: Identity, node_file: bool = True) -> None:

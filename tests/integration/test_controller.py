@@ -5,6 +5,7 @@ local connection: the play must fail with a message naming the bad value and the
 that would change the machine. The gen_secrets playbook runs for real into a temporary directory.
 """
 
+import base64
 import os
 import stat
 import subprocess
@@ -55,6 +56,20 @@ def test_missing_secrets_fail_with_the_generation_command(tmp_path):
     assert rc != 0
     assert "kubespan_cluster_id and kubespan_cluster_secret" in out and "kubespan.mesh.gen_secrets" in out
     assert "Ensure the node identity" not in out  # failed before touching the host
+
+
+@pytest.mark.parametrize("secret,problem", [
+    (base64.b64encode(bytes(range(1, 32))).decode(), "kubespan_cluster_secret decodes to 31 bytes, 32 needed"),
+    ("not base64 at all, but long enough to be found", "kubespan_cluster_secret is not valid base64"),
+])
+def test_a_bad_secret_is_named_with_how_to_regenerate(tmp_path, secret, problem):
+    """Issue 15 item 7: a 31-byte secret got "must be set"; now the problem and the regeneration command."""
+    inv = inventory({"a": []}, "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: '%s'\n" % (CID, secret))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0
+    assert problem in out and "-e kubespan_secrets_force=true" in out, out[-3000:]
+    assert secret not in out and secret[4:12] not in out
+    assert "Ensure the node identity" not in out
 
 
 def test_disagreeing_hosts_are_named_and_secret_not_printed(tmp_path):
