@@ -24,7 +24,7 @@ from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
 from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
-from .statefile import StateFileError, ensure_dir, read_json, write_json
+from .statefile import StateFileError, ensure_dir, read_json, read_text, write_json
 from .wgtypes import WireGuardError
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
@@ -251,13 +251,18 @@ def state_path(state_dir: str) -> str:
 
 
 def load_state(state_dir: str) -> Optional[dict]:
-    data = read_json(state_path(state_dir))
-    if data is None:
+    import json
+    text = read_text(state_path(state_dir))
+    if text is None:
         return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (state_path(state_dir), exc))
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
         raise StateFileError("%s has an unknown format (version %r): re-run the playbook to rewrite it"
                              % (state_path(state_dir), data.get("version") if isinstance(data, dict) else None))
-    _check_state_shape(data, state_path(state_dir))
+    _check_state_shape(data, state_path(state_dir), text)
     return data
 
 
@@ -268,9 +273,10 @@ _STATE_SHAPES = (("settings", (dict,)), ("discovery", (dict, type(None))), ("pee
                  ("address", (str, type(None))), ("subnet", (str, type(None))))
 
 
-def _check_state_shape(data: dict, path: str) -> None:
+def _check_state_shape(data: dict, path: str, text: str) -> None:
     """StateFileError naming ``path`` and the key when the desired state has a key of the wrong type, a peer that is
-    not a mapping with a public key, or a cluster secret (the peers' preshared key) that is not base64 of 32 bytes.
+    not a mapping with a public key, or a cluster secret (the peers' preshared key) that is not base64 of 32 bytes
+    or that (any 8 characters of it) also appears elsewhere in the file ``text``, where a message could quote it.
     No message contains a value."""
     import base64
     import binascii
@@ -292,6 +298,9 @@ def _check_state_shape(data: dict, path: str) -> None:
         if size != 32:
             raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
                                  "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
+        if any(text.count(secret[i:i + 8]) > secret.count(secret[i:i + 8]) for i in range(len(secret) - 7)):
+            raise StateFileError("%s: part of cluster_secret also appears in another field (value hidden): the file is "
+                                 "corrupt; %s" % (path, fix))
 
 
 def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None):
