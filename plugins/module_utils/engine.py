@@ -25,7 +25,7 @@ from .nft import apply_batch, list_table, nft_available
 from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .statefile import StateFileError, ensure_dir, read_json, read_text, write_json
-from .wgtypes import WireGuardError
+from .wgtypes import WireGuardError, secret_pieces
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
 STATE_FILE = "state.json"
@@ -260,8 +260,9 @@ def load_state(state_dir: str) -> Optional[dict]:
     except ValueError as exc:
         raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (state_path(state_dir), exc))
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-        raise StateFileError("%s has an unknown format (version %r): re-run the playbook to rewrite it"
-                             % (state_path(state_dir), data.get("version") if isinstance(data, dict) else None))
+        version = data.get("version") if isinstance(data, dict) else None
+        raise StateFileError("%s has an unknown format (version %s): re-run the playbook to rewrite it"  # never a value but a number
+                             % (state_path(state_dir), version if type(version) is int else "of type %s" % type(version).__name__))
     _check_state_shape(data, state_path(state_dir), text)
     return data
 
@@ -298,7 +299,8 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
         if size != 32:
             raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
                                  "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
-        if any(text.count(secret[i:i + 8]) > secret.count(secret[i:i + 8]) for i in range(len(secret) - 7)):
+        lower, own = text.lower(), secret.lower()  # lower: the hex form in either case
+        if any(text.count(piece) > secret.count(piece) or lower.count(piece) > own.count(piece) for piece in secret_pieces(secret)):
             raise StateFileError("%s: part of cluster_secret also appears in another field (value hidden): the file is "
                                  "corrupt; %s" % (path, fix))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, fsync_dir, parse_flat_yaml, read_text
-from .wgtypes import key_to_bytes
+from .wgtypes import holds_part_of, key_to_bytes, secret_pieces
 
 KUBESPAN_IDENTITY_FILE = "kubespan-identity.yaml"
 NODE_IDENTITY_FILE = "node-identity.yaml"
@@ -140,10 +140,10 @@ def load_identity(state_dir: str) -> Optional[Identity]:
     return Identity(priv, pub, node_id, address, subnet)
 
 
-def _shares_text(value: str, secret: str, width: int = 8) -> bool:
-    """Whether ``value`` contains ``width`` consecutive characters of ``secret`` (a field that is returned must
-    never carry part of the private key, whatever a corrupt file put there)."""
-    return any(secret[i:i + width] in value for i in range(max(0, len(secret) - width + 1)))
+def _shares_text(value: str, secret: str) -> bool:
+    """Whether ``value`` holds part of ``secret`` (base64, URL-safe or hex: wgtypes.secret_pieces): a field that is
+    returned must never carry part of the private key, whatever a corrupt file put there."""
+    return holds_part_of(value, secret_pieces(secret))
 
 
 def save_identity(state_dir: str, ident: Identity, node_file: bool = True) -> None:

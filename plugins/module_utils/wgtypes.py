@@ -35,6 +35,29 @@ def key_to_bytes(key: str) -> bytes:
     return raw
 
 
+SECRET_PIECE = 8  # characters of base64: a text holding this many consecutive ones of a key holds part of it
+
+
+def secret_pieces(key: str) -> frozenset:
+    """Every SECRET_PIECE-character piece of a base64 key or secret, of its URL-safe form and (twice as long) of
+    its hex form: what a field that may be shown is checked against (``holds_part_of``)."""
+    key = str(key).strip()
+    forms = [(key, SECRET_PIECE)]
+    if "+" in key or "/" in key:
+        forms.append((key.replace("+", "-").replace("/", "_"), SECRET_PIECE))
+    try:
+        forms.append((base64.b64decode(key, validate=True).hex(), 2 * SECRET_PIECE))
+    except (binascii.Error, ValueError):
+        pass
+    return frozenset(text[i:i + width] for text, width in forms for i in range(len(text) - width + 1))
+
+
+def holds_part_of(value: str, pieces: frozenset) -> bool:
+    """Whether ``value`` holds one of ``pieces`` (secret_pieces of a key); hex is compared in lower case."""
+    lower = value.lower()
+    return any(piece in value or piece in lower for piece in pieces)
+
+
 def key_to_b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 

@@ -83,6 +83,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import (
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import REGENERATE_SECRETS, cluster_secret_problem
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import atomic_write, parse_flat_yaml, read_text
+from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import holds_part_of, secret_pieces
 
 
 def _where(path, text, key):
@@ -107,7 +108,7 @@ def check_existing(path, text, values):
     cluster_id = values["kubespan_cluster_id"]
     secret = secret.strip()
     # the cluster ID is returned: a file whose ID holds part of the secret (a pasting mistake) is refused
-    if any(secret[i:i + 8] in cluster_id for i in range(len(secret) - 7)):
+    if holds_part_of(cluster_id, secret_pieces(secret)):
         raise ValueError("%s: kubespan_cluster_id holds part of kubespan_cluster_secret (value hidden): %s"
                          % (_where(path, text, "kubespan_cluster_id"), REGENERATE_SECRETS.replace("<your secrets file>", path)))
 
