@@ -261,8 +261,9 @@ def load_state(state_dir: str) -> Optional[dict]:
         raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (state_path(state_dir), exc))
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
         version = data.get("version") if isinstance(data, dict) else None
-        raise StateFileError("%s has an unknown format (version %s): re-run the playbook to rewrite it"  # never a value but a number
-                             % (state_path(state_dir), version if type(version) is int else "of type %s" % type(version).__name__))
+        if not isinstance(version, int) or isinstance(version, bool):
+            version = "of type %s" % type(version).__name__  # never a value but a number
+        raise StateFileError("%s has an unknown format (version %s): re-run the playbook to rewrite it" % (state_path(state_dir), version))
     _check_state_shape(data, state_path(state_dir), text)
     return data
 

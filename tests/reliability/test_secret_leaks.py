@@ -215,8 +215,9 @@ def test_broken_identity_files_never_show_the_private_key(case):
             run(texts, identity.load_identity, d)
             for fmt in ("json", "yaml", "table"):
                 run(texts, cli.main, ["--state-dir", d, "get", "identities", "-o", fmt])
-            run_module(texts, identity_module.main, {"cluster_id": "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo=", "state_dir": d,
-                                                      "_ansible_check_mode": True, "_ansible_diff": True})
+            args = {"cluster_id": "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo=", "state_dir": d, "_ansible_check_mode": True,
+                    "_ansible_diff": True}
+            run_module(texts, identity_module.main, args)
     found = leaked(texts, {"private key": priv})
     assert not found, found
 
@@ -291,7 +292,7 @@ def state_case(draw):
         "local_affiliate": {"name": "node1", "public_key": b64(raw_key(seed, "local")), "node_id": "Node1"},
         "inventory_peers": [],
     }
-    for _ in range(draw(st.integers(0, 2))):
+    for _change in range(draw(st.integers(0, 2))):
         value = draw(poisons(secret) | st.sampled_from([None, 5, 1.5, True, [], {}, [1], {"a": 1}, "", "x"]))
         _set(doc, draw(st.sampled_from(STATE_FIELDS)), value)
     data = json.dumps(doc, indent=draw(st.sampled_from([None, 2]))).encode()

@@ -128,4 +128,3 @@ def test_a_31_byte_secret_says_so_and_how_to_regenerate():
     assert base64.b64encode(b"\x02" * 31).decode()[:8] not in errors[0]
     assert settings_errors({"kubespan_cluster_id": "c", "kubespan_cluster_secret": SECRET}) == []
     assert settings_errors({"kubespan_cluster_secret": None}) == ["kubespan_cluster_secret is not set"]
-
