@@ -283,6 +283,9 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
     import base64
     import binascii
     fix = "re-run the kubespan.mesh playbook to rewrite it"
+    for key in ("cluster_id", "cluster_secret"):  # a run always writes both (a missing one may be a corrupt key name)
+        if key not in data:
+            raise StateFileError("%s has no %s: %s" % (path, key, fix))
     for key, types in _STATE_SHAPES:
         if key in data and not isinstance(data[key], types):
             raise StateFileError("%s: %s must be %s, got %s: %s" % (path, key, " or ".join(
@@ -662,9 +665,6 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     if ident is None:
         raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
     settings = settings_from_state(state)
-    for key in ("cluster_id", "cluster_secret"):
-        if key not in state:
-            raise ReconcileError("%s has no %s: re-run the kubespan.mesh playbook to rewrite it" % (state_path(state_dir), key))
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
                           state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, agent=True)

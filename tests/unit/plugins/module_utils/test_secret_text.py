@@ -128,3 +128,16 @@ def test_a_31_byte_secret_says_so_and_how_to_regenerate():
     assert base64.b64encode(b"\x02" * 31).decode()[:8] not in errors[0]
     assert settings_errors({"kubespan_cluster_id": "c", "kubespan_cluster_secret": SECRET}) == []
     assert settings_errors({"kubespan_cluster_secret": None}) == ["kubespan_cluster_secret is not set"]
+
+
+@pytest.mark.parametrize("key", ["cluster_secret", "cluster_id"])
+def test_a_state_without_its_secret_or_id_is_refused(tmp_path, key):
+    """A bit flip in a key name ("bluster_secret") must not let the rest of the file through unchecked."""
+    path = _state(tmp_path)
+    doc = json.loads(open(path).read())
+    doc["b" + key[1:]] = doc.pop(key)
+    with open(path, "w") as handle:
+        json.dump(doc, handle)
+    with pytest.raises(statefile.StateFileError, match="has no %s" % key) as err:
+        engine.load_state(str(tmp_path))
+    assert not leaks(str(err.value))
