@@ -17,7 +17,7 @@ version_added: 0.1.0
 description:
   - Reads the affiliates cache file that M(kubespan.mesh.affiliates_cache) writes and returns its entries that
     M(kubespan.mesh.mesh) would accept as peers (a 32-byte base64 public key, a base62 node ID, a KubeSpan address
-    in fd00::/8, valid endpoints and networks).
+    in C(fd00::/8), valid endpoints and networks).
   - A missing file gives an empty list. A bad entry (or an unreadable, oversized or malformed file) is ignored with a
     warning naming the file and the host; the next write of the cache leaves it out.
 options:
