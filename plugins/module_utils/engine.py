@@ -25,7 +25,7 @@ from .nft import apply_batch, list_table, nft_available
 from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .statefile import StateFileError, ensure_dir, read_json, read_text, write_json
-from .wgtypes import WireGuardError, secret_pieces
+from .wgtypes import WireGuardError, count_exceeds
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
 STATE_FILE = "state.json"
@@ -303,8 +303,7 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
         if size != 32:
             raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
                                  "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
-        lower, own = text.lower(), secret.lower()  # lower: the hex form in either case
-        if any(text.count(piece) > secret.count(piece) or lower.count(piece) > own.count(piece) for piece in secret_pieces(secret)):
+        if count_exceeds(text, secret):
             raise StateFileError("%s: part of cluster_secret also appears in another field (value hidden): the file is "
                                  "corrupt; %s" % (path, fix))
 

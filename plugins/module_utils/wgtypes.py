@@ -58,6 +58,38 @@ def holds_part_of(value: str, pieces: frozenset) -> bool:
     return any(piece in value or piece in lower for piece in pieces)
 
 
+def _forms(key: str):
+    """(text, piece width, compare in lower case) of each form of a base64 key: standard, URL-safe, hex."""
+    forms = [(key, SECRET_PIECE, False)]
+    if "+" in key or "/" in key:
+        forms.append((key.replace("+", "-").replace("/", "_"), SECRET_PIECE, False))
+    try:
+        forms.append((base64.b64decode(key, validate=True).hex(), 2 * SECRET_PIECE, True))
+    except (binascii.Error, ValueError):
+        pass
+    return forms
+
+
+def count_exceeds(text: str, key: str, allowed: int = 1) -> bool:
+    """Whether some piece of ``key`` (secret_pieces) occurs in ``text`` more often than in ``allowed`` copies of the key
+    (the key's own field). A prefilter keeps it fast on large files: every piece contains one of a few aligned
+    shorter blocks (6 of 8 characters at even offsets; 12 of 16 hex digits at offsets divisible by 4), which are
+    counted first; only when a block occurs more often than in the key are the pieces themselves counted."""
+    key = str(key).strip()
+    lower = None
+    for form, width, in_lower in _forms(key):
+        size, step = (width - 2, 2) if width == SECRET_PIECE else (width - 4, 4)
+        if in_lower and lower is None:
+            lower = text.lower()
+        haystack, own = (lower, key.lower()) if in_lower else (text, key)  # own: the key's own copy, as the text has it
+        if any(haystack.count(form[i:i + size]) > allowed * own.count(form[i:i + size])
+               for i in range(0, len(form) - size + 1, step)):
+            if any(haystack.count(form[i:i + width]) > allowed * own.count(form[i:i + width])
+                   for i in range(len(form) - width + 1)):
+                return True
+    return False
+
+
 def key_to_b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
