@@ -126,6 +126,8 @@ cat >"$TESTBED_DIR/env.sh.tmp" <<EOF
 export KUBESPAN_REPO_ROOT="$REPO_ROOT"
 export CONTAINERS_CONF="$TESTBED_DIR/containers.conf"
 export ANSIBLE_COLLECTIONS_PATH="$REPO_ROOT/build/collections"
+# The role's controller-side affiliates cache (kubespan_controller_cache_dir): this checkout's build/, never ~/.cache
+export KUBESPAN_CACHE_DIR="$REPO_ROOT/build/controller-cache"
 # Activate the virtualenv (molecule looks for ansible-config on PATH).
 export VIRTUAL_ENV="$VENV"
 case ":\$PATH:" in *":$VENV/bin:"*) ;; *) export PATH="$VENV/bin:\$PATH" ;; esac

@@ -17,7 +17,9 @@ description:
   - Checks the KubeSpan role variables of one host (MTU, ports, marks, routing numbers, endpoint filters,
     networks in CIDR form, extra announced endpoints, the firewall backend) with the same rules as the
     modules, so the role can stop before it changes anything.
-  - Returns one message per problem, naming the variable, the value and the fix; an empty list when fine.
+  - Also checks C(kubespan_cluster_id) and C(kubespan_cluster_secret) when they are given (not set, not base64,
+    the wrong number of bytes); these messages say how to regenerate the secrets and never contain the secret.
+  - Returns one message per problem, naming the variable, the value (never a secret) and the fix; an empty list when fine.
 options:
   _input:
     description: A dictionary of role variables (names as in the role's defaults, e.g. C(kubespan_mtu)).

@@ -24,8 +24,8 @@ from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
 from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
-from .statefile import StateFileError, ensure_dir, read_json, write_json
-from .wgtypes import WireGuardError
+from .statefile import StateFileError, ensure_dir, read_json, read_text, write_json
+from .wgtypes import WireGuardError, count_exceeds
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
 STATE_FILE = "state.json"
@@ -253,13 +253,61 @@ def state_path(state_dir: str) -> str:
 
 
 def load_state(state_dir: str) -> Optional[dict]:
-    data = read_json(state_path(state_dir))
-    if data is None:
+    import json
+    text = read_text(state_path(state_dir))
+    if text is None:
         return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (state_path(state_dir), exc))
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-        raise StateFileError("%s has an unknown format (version %r): re-run the playbook to rewrite it"
-                             % (state_path(state_dir), data.get("version") if isinstance(data, dict) else None))
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool):
+            version = "of type %s" % type(version).__name__  # never a value but a number
+        raise StateFileError("%s has an unknown format (version %s): re-run the playbook to rewrite it" % (state_path(state_dir), version))
+    _check_state_shape(data, state_path(state_dir), text)
     return data
+
+
+# key of the desired state -> the types it may have (None: the key may be null); a hand-edited or corrupt file
+# gets an error naming the file and the key instead of an AttributeError in the agent's tick
+_STATE_SHAPES = (("settings", (dict,)), ("discovery", (dict, type(None))), ("peers", (list,)), ("members", (list, type(None))),
+                 ("inventory_peers", (list, type(None))), ("local_affiliate", (dict, type(None))), ("cluster_id", (str,)),
+                 ("address", (str, type(None))), ("subnet", (str, type(None))))
+
+
+def _check_state_shape(data: dict, path: str, text: str) -> None:
+    """StateFileError naming ``path`` and the key when the desired state has a key of the wrong type, a peer that is
+    not a mapping with a public key, or a cluster secret (the peers' preshared key) that is not base64 of 32 bytes
+    or that (any 8 characters of it) also appears elsewhere in the file ``text``, where a message could quote it.
+    No message contains a value."""
+    import base64
+    import binascii
+    fix = "re-run the kubespan.mesh playbook to rewrite it"
+    for key in ("cluster_id", "cluster_secret"):  # a run always writes both (a missing one may be a corrupt key name)
+        if key not in data:
+            raise StateFileError("%s has no %s: %s" % (path, key, fix))
+    for key, types in _STATE_SHAPES:
+        if key in data and not isinstance(data[key], types):
+            raise StateFileError("%s: %s must be %s, got %s: %s" % (path, key, " or ".join(
+                {dict: "a mapping", list: "a list", str: "a string", type(None): "null"}[t] for t in types),
+                type(data[key]).__name__, fix))
+    for index, peer in enumerate(data.get("peers") or []):
+        if not isinstance(peer, dict) or not isinstance(peer.get("public_key"), str) or not isinstance(peer.get("name", ""), str):
+            raise StateFileError("%s: peers[%d] is not a peer mapping with a public_key: %s" % (path, index, fix))
+    if "cluster_secret" in data:
+        secret = data["cluster_secret"]
+        try:
+            size = len(base64.b64decode(secret, validate=True)) if isinstance(secret, str) else None
+        except (binascii.Error, ValueError):
+            size = None
+        if size != 32:
+            raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
+                                 "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
+        if count_exceeds(text, secret):
+            raise StateFileError("%s: part of cluster_secret also appears in another field (value hidden): the file is "
+                                 "corrupt; %s" % (path, fix))
 
 
 def host_never_routed(interface: str = "kubespan", discovery_endpoint: str = "") -> List[str]:

@@ -11,13 +11,14 @@ never replaced: a corrupt file is an error that names the file.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
 from typing import Optional
 
 from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, fsync_dir, parse_flat_yaml, read_text
-from .wgtypes import key_to_bytes
+from .wgtypes import holds_part_of, key_to_bytes, secret_pieces
 
 KUBESPAN_IDENTITY_FILE = "kubespan-identity.yaml"
 NODE_IDENTITY_FILE = "node-identity.yaml"
@@ -83,6 +84,14 @@ class Identity:
         return "Identity(public_key=%r, node_id=%r, address=%r, subnet=%r)" % (self.public_key, self.node_id, self.address, self.subnet)
 
 
+def _line_of(text: str, key: str) -> str:
+    """' line N' of the line that sets ``key`` in a flat YAML text, '' when it is not set."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if raw.strip().partition(":")[0].strip() == key:
+            return " line %d" % lineno
+    return " (no %s line)" % key
+
+
 def identity_paths(state_dir: str):
     return os.path.join(state_dir, KUBESPAN_IDENTITY_FILE), os.path.join(state_dir, NODE_IDENTITY_FILE)
 
@@ -102,19 +111,39 @@ def load_identity(state_dir: str) -> Optional[Identity]:
         raise StateFileError("%s is missing but %s exists: restore it from backup, or remove both to create a new identity" % (npath, kpath))
     kvals = parse_flat_yaml(ktext, kpath)
     nvals = parse_flat_yaml(ntext, npath)
+    # errors name the file, the field and its line, never a value (a corrupt file may hold the key anywhere)
     priv = kvals.get("privateKey", "")
     try:
         key_to_bytes(priv)
     except ValueError as exc:
-        raise StateFileError("%s: privateKey is invalid (%s): the identity file is corrupt" % (kpath, exc))
+        raise StateFileError("%s%s: privateKey %s: the identity file is corrupt; restore it from backup"
+                             % (kpath, _line_of(ktext, "privateKey"), exc))
     pub = public_key_for(priv)
     stored_pub = kvals.get("publicKey", "")
     if stored_pub and stored_pub != pub:
-        raise StateFileError("%s: publicKey does not belong to privateKey: the identity file is corrupt" % kpath)
+        raise StateFileError("%s%s: publicKey does not belong to privateKey: the identity file is corrupt"
+                             % (kpath, _line_of(ktext, "publicKey")))
     node_id = nvals.get("nodeId", "")
-    if not valid_node_id(node_id):
-        raise StateFileError("%s: nodeId %r is not a base62 node ID: the file is corrupt" % (npath, node_id[:60]))
-    return Identity(priv, pub, node_id, kvals.get("address", ""), kvals.get("subnet", ""))
+    if not valid_node_id(node_id) or _shares_text(node_id, priv):
+        raise StateFileError("%s%s: nodeId is not a base62 node ID (value hidden): the file is corrupt"
+                             % (npath, _line_of(ntext, "nodeId")))
+    address, subnet = kvals.get("address", ""), kvals.get("subnet", "")
+    for field_name, value, parse in (("address", address, ipaddress.IPv6Interface), ("subnet", subnet, ipaddress.IPv6Network)):
+        try:
+            if value:
+                parse(value)
+        except ValueError:
+            value = None
+        if value is None or _shares_text(value, priv):
+            raise StateFileError("%s%s: %s is not an IPv6 %s (value hidden): the identity file is corrupt"
+                                 % (kpath, _line_of(ktext, field_name), field_name, "address" if field_name == "address" else "network"))
+    return Identity(priv, pub, node_id, address, subnet)
+
+
+def _shares_text(value: str, secret: str) -> bool:
+    """Whether ``value`` holds part of ``secret`` (base64, URL-safe or hex: wgtypes.secret_pieces): a field that is
+    returned must never carry part of the private key, whatever a corrupt file put there."""
+    return holds_part_of(value, secret_pieces(secret))
 
 
 def save_identity(state_dir: str, ident: Identity, node_file: bool = True) -> None:

@@ -29,7 +29,7 @@ class DesiredPeer:
     allowed_ips: List[str]
     endpoints: List[str] = field(default_factory=list)
     persistent_keepalive: int = 25
-    preshared_key: Optional[str] = None
+    preshared_key: Optional[str] = field(default=None, repr=False)  # never in a repr
     label: str = ""
 
 

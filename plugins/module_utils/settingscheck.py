@@ -11,8 +11,10 @@ before the first change, with a message naming the variable, the value and the f
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
-from typing import List
+from typing import List, Optional
 
 from .endpoints import parse_filter
 from .firewall import BACKENDS
@@ -20,6 +22,9 @@ from .wgtypes import parse_endpoint
 
 MIN_MTU = 1280
 IMPLEMENTATIONS = ("auto", "kernel", "userspace")
+REGENERATE_SECRETS = ("regenerate them with: ansible-playbook kubespan.mesh.gen_secrets -e kubespan_secrets_file=<your secrets "
+                      "file> -e kubespan_secrets_force=true (this re-keys the cluster: re-run every node), then ansible-vault "
+                      "encrypt it")
 
 
 def _int(errors: List[str], settings: dict, name: str, low: int, high: int, hint: str) -> None:
@@ -56,9 +61,42 @@ def _allowed_peer_networks(errors: List[str], settings: dict) -> None:
                           "'- 10.0.0.0/8' or '- 203.0.113.7/32' for a Talos node with a public node address" % (name, item))
 
 
+# ----------------------------------------------------------------------------------------- cluster secrets
+def cluster_secret_problem(secret) -> Optional[str]:
+    """What is wrong with a cluster secret (standard base64 of 32 bytes), None when it is fine. Never the value."""
+    if secret is None or (isinstance(secret, str) and not secret.strip()):
+        return "kubespan_cluster_secret is not set"
+    if not isinstance(secret, str):
+        return "kubespan_cluster_secret is a %s, not a base64 string (value hidden)" % type(secret).__name__
+    try:
+        raw = base64.b64decode(secret.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return "kubespan_cluster_secret is not valid base64 (%d characters, value hidden)" % len(secret.strip())
+    if len(raw) != 32:
+        return "kubespan_cluster_secret decodes to %d bytes, 32 needed (value hidden)" % len(raw)
+    return None
+
+
+def cluster_secret_errors(settings: dict) -> List[str]:
+    """The problems of kubespan_cluster_id and kubespan_cluster_secret when ``settings`` has them; a bad (not missing)
+    secret's message says how to regenerate it. No message contains the secret."""
+    errors = []
+    if "kubespan_cluster_secret" in settings:
+        problem = cluster_secret_problem(settings["kubespan_cluster_secret"])
+        if problem:
+            errors.append(problem if problem.endswith("not set") else "%s: %s" % (problem, REGENERATE_SECRETS))
+    if "kubespan_cluster_id" in settings:
+        cluster_id = settings["kubespan_cluster_id"]
+        if not isinstance(cluster_id, str) or not cluster_id.strip():
+            errors.append("kubespan_cluster_id is not set")
+        elif len(cluster_id.strip()) > 256 or any(ord(c) < 33 or ord(c) > 126 for c in cluster_id.strip()):
+            errors.append("kubespan_cluster_id must be 1-256 printable ASCII characters without spaces (value hidden)")
+    return errors
+
+
 def settings_errors(settings: dict) -> List[str]:
     """Every problem of the given role variables (names as in roles/kubespan/defaults), [] when fine."""
-    errors: List[str] = []
+    errors: List[str] = cluster_secret_errors(settings)
     _int(errors, settings, "kubespan_mtu", MIN_MTU, 65535,
          "the MTU must be %d-65535 (WireGuard over IPv6 needs %d; use the underlay MTU minus 80, e.g. 1420 for 1500)" % (MIN_MTU, MIN_MTU))
     _int(errors, settings, "kubespan_listen_port", 1, 65535, "the UDP port must be 1-65535")

@@ -158,8 +158,11 @@ def dump_flat_yaml(values: Dict[str, str]) -> bytes:
 
 
 def parse_flat_yaml(text: str, path: str = "<string>") -> Dict[str, str]:
-    """Parse the flat ``key: value`` YAML subset written by :func:`dump_flat_yaml` (and by Talos)."""
+    """Parse the flat ``key: value`` YAML subset written by :func:`dump_flat_yaml` (and by Talos).
+
+    Errors name the file, the line number and the key, never a value: these files hold private keys and secrets."""
     result = {}
+    lines = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#") or line == "---":
@@ -167,7 +170,8 @@ def parse_flat_yaml(text: str, path: str = "<string>") -> Dict[str, str]:
         key, sep, value = line.partition(":")
         key = key.strip()
         if not sep or not _KEY_RE.match(key):
-            raise StateFileError("%s line %d: expected 'key: value', got %r" % (path, lineno, raw[:80]))
+            # the line is never quoted: it may be a key or secret line (privateKey=..., a spliced secret)
+            raise StateFileError("%s line %d: expected 'key: value' (line hidden, %d characters)" % (path, lineno, len(raw)))
         value = value.strip()
         if value.startswith('"'):
             try:
@@ -181,8 +185,10 @@ def parse_flat_yaml(text: str, path: str = "<string>") -> Dict[str, str]:
         elif value in ("", "~", "null"):
             value = ""
         if key in result:
-            raise StateFileError("%s line %d: duplicate key %r" % (path, lineno, key))
+            # the key is not named either: a spliced secret can look like a key
+            raise StateFileError("%s line %d: duplicate key (first set on line %d)" % (path, lineno, lines[key]))
         result[key] = value
+        lines[key] = lineno
     return result
 
 

@@ -79,10 +79,38 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import (
     generate_cluster_secret,
     secrets_document,
     validate_cluster_id,
-    validate_cluster_secret,
 )
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import REGENERATE_SECRETS, cluster_secret_problem
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import atomic_write, parse_flat_yaml, read_text
+from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import holds_part_of, secret_pieces
+
+
+def _where(path, text, key):
+    """'path line N' of the line that sets ``key`` ('path' when no line does)."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if raw.strip().partition(":")[0].strip() == key:
+            return "%s line %d" % (path, lineno)
+    return path
+
+
+def check_existing(path, text, values):
+    """ValueError naming the file, the line and what is wrong with an existing secrets file; never a value."""
+    secret = values.get("kubespan_cluster_secret")
+    problem = cluster_secret_problem(secret)
+    if problem:
+        raise ValueError("%s: %s: %s" % (_where(path, text, "kubespan_cluster_secret"), problem,
+                                         REGENERATE_SECRETS.replace("<your secrets file>", path)))
+    try:
+        validate_cluster_id(values.get("kubespan_cluster_id"))
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (_where(path, text, "kubespan_cluster_id"), str(exc).split(":", 1)[0]))
+    cluster_id = values["kubespan_cluster_id"]
+    secret = secret.strip()
+    # the cluster ID is returned: a file whose ID holds part of the secret (a pasting mistake) is refused
+    if holds_part_of(cluster_id, secret_pieces(secret)):
+        raise ValueError("%s: kubespan_cluster_id holds part of kubespan_cluster_secret (value hidden): %s"
+                         % (_where(path, text, "kubespan_cluster_id"), REGENERATE_SECRETS.replace("<your secrets file>", path)))
 
 
 def main():
@@ -101,8 +129,7 @@ def main():
             if text.startswith("$ANSIBLE_VAULT"):
                 return dict(changed=False, path=path, encrypted=True, cluster_id="")
             values = parse_flat_yaml(text, path)
-            validate_cluster_id(values.get("kubespan_cluster_id"))
-            validate_cluster_secret(values.get("kubespan_cluster_secret"))
+            check_existing(path, text, values)
             return dict(changed=False, path=path, encrypted=False, cluster_id=values["kubespan_cluster_id"])
         cluster_id = generate_cluster_id()
         if not module.check_mode:

@@ -5,10 +5,13 @@ local connection: the play must fail with a message naming the bad value and the
 that would change the machine. The gen_secrets playbook runs for real into a temporary directory.
 """
 
+import base64
+import json
 import os
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -28,9 +31,11 @@ def collections_path(tmp_path):
     return str(base)
 
 
-def playbook(tmp_path, *args, inventory=None):
+def playbook(tmp_path, *args, inventory=None, env_changes=None):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(tmp_path), ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), PWD=str(tmp_path))
+    for name, value in (env_changes or {}).items():  # None removes the variable
+        env.pop(name, None) if value is None else env.__setitem__(name, value)
     cmd = [os.path.join(VENV_BIN, "ansible-playbook")]
     if inventory is not None:
         inv = tmp_path / "inventory.yml"
@@ -55,6 +60,20 @@ def test_missing_secrets_fail_with_the_generation_command(tmp_path):
     assert rc != 0
     assert "kubespan_cluster_id and kubespan_cluster_secret" in out and "kubespan.mesh.gen_secrets" in out
     assert "Ensure the node identity" not in out  # failed before touching the host
+
+
+@pytest.mark.parametrize("secret,problem", [
+    (base64.b64encode(bytes(range(1, 32))).decode(), "kubespan_cluster_secret decodes to 31 bytes, 32 needed"),
+    ("not base64 at all, but long enough to be found", "kubespan_cluster_secret is not valid base64"),
+])
+def test_a_bad_secret_is_named_with_how_to_regenerate(tmp_path, secret, problem):
+    """Issue 15 item 7: a 31-byte secret got "must be set"; now the problem and the regeneration command."""
+    inv = inventory({"a": []}, "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: '%s'\n" % (CID, secret))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0
+    assert problem in out and "-e kubespan_secrets_force=true" in out, out[-3000:]
+    assert secret not in out and secret[4:12] not in out
+    assert "Ensure the node identity" not in out
 
 
 def test_disagreeing_hosts_are_named_and_secret_not_printed(tmp_path):
@@ -126,3 +145,57 @@ def test_gen_secrets_refuses_a_corrupt_file(tmp_path):
 def test_playbooks_pass_syntax_check(tmp_path, path):
     rc, out = playbook(tmp_path, "--syntax-check", os.path.join(ROOT, path), inventory=inventory({"a": []}))
     assert rc == 0, out
+
+
+def test_the_cache_directory_follows_KUBESPAN_CACHE_DIR_else_home(tmp_path):
+    """tests/conftest.py sets KUBESPAN_CACHE_DIR so no test writes the real ~/.cache; the role's default must honour it."""
+    play = tmp_path / "show.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: false\n  vars_files: [%s]\n  tasks:\n"
+                    "    - ansible.builtin.debug:\n        msg: 'cache dir <{{ kubespan_controller_cache_dir }}>'\n"
+                    % os.path.join(ROOT, "roles", "kubespan", "defaults", "main.yml"))
+    rc, out = playbook(tmp_path, str(play), env_changes={"KUBESPAN_CACHE_DIR": str(tmp_path / "mine")})
+    assert rc == 0 and "cache dir <%s>" % (tmp_path / "mine") in out, out
+    rc, out = playbook(tmp_path, str(play), env_changes={"KUBESPAN_CACHE_DIR": None, "HOME": str(tmp_path / "home")})
+    assert rc == 0 and "cache dir <%s/.cache/kubespan-mesh>" % (tmp_path / "home") in out, out
+    assert os.environ.get("KUBESPAN_CACHE_DIR", "").startswith(tempfile.gettempdir())  # set by tests/conftest.py
+
+
+def _affiliate(name, n, **extra):
+    entry = {"name": name, "node_id": "Node%d" % n, "public_key": base64.b64encode(bytes([n]) * 32).decode(),
+             "address": "fd7a:115c:a1e0:ab12::%x" % n, "endpoints": ["10.0.0.%d:51820" % n]}
+    entry.update(extra)
+    return entry
+
+
+def test_bad_affiliates_never_enter_the_cache_and_a_bad_cached_one_is_named(tmp_path):
+    """Issue 15 item 7: a bad kubespan_affiliate (a host left out by --limit) was cached silently, and every later
+    full run failed on all hosts without naming the cache. Through ansible-playbook: the role's read (the
+    cached_affiliates filter) and write (the affiliates_cache action) of the cache."""
+    cache = tmp_path / "cache" / "affiliates-x.json"
+    cache.parent.mkdir()
+    good_a, good_b = _affiliate("node1", 1), _affiliate("node2", 2)
+    cache.write_text(json.dumps([good_a, _affiliate("old-bad", 3, public_key="bm90IGEga2V5")]))  # an old writer's entry
+    fresh = [good_b, _affiliate("limited-out", 4, public_key=base64.b64encode(b"\x04" * 31).decode())]
+    (tmp_path / "vars.json").write_text(json.dumps({"cache": str(cache), "fresh": fresh}))
+    play = tmp_path / "cache.yml"
+    play.write_text("""- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Read the cache
+      ansible.builtin.set_fact:
+        cached: "{{ cache | kubespan.mesh.cached_affiliates }}"
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "cached <{{ cached | map(attribute='name') | join(',') }}>"
+    - name: Write it
+      kubespan.mesh.affiliates_cache:
+        path: "{{ cache }}"
+        affiliates: "{{ fresh + cached }}"
+""")
+    rc, out = playbook(tmp_path, str(play), "-e", "@%s" % (tmp_path / "vars.json"))
+    assert rc == 0, out
+    flat = " ".join(out.split())
+    assert "cached <node1>" in out
+    assert "%s: entry of host old-bad ignored" % cache in flat, out
+    assert "%s: entry of host limited-out ignored" % cache in flat and "public_key" in flat, out
+    assert json.loads(cache.read_text()) == [good_a, good_b]

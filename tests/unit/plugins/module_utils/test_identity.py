@@ -64,7 +64,7 @@ def test_missing_identity_is_none(tmp_path):
 
 
 @pytest.mark.parametrize("content,match", [
-    ("privateKey: notbase64!!\n", "privateKey is invalid"),
+    ("privateKey: notbase64!!\n", "line 1: privateKey is not a base64 WireGuard key"),
     ("garbage without colon\n", "expected 'key: value'"),
     ("privateKey: %s\npublicKey: %s\n" % (base64.b64encode(b"\x08" * 32).decode(), base64.b64encode(b"\x01" * 32).decode()),
      "does not belong"),
