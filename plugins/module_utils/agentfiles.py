@@ -26,6 +26,7 @@ from .statefile import StateFileError, atomic_write
 
 AGENT_SERVICE = "kubespan-agent.service"
 AGENT_TIMER = "kubespan-agent.timer"
+FAILCLOSED_SERVICE = "kubespan-failclosed.service"
 HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
 
 # Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
@@ -118,6 +119,22 @@ def _wireguard_go(o: AgentOptions) -> str:
                       "Restart=on-failure", "RestartSec=2", "", "[Install]", "WantedBy=multi-user.target"]) + "\n"
 
 
+def _failclosed_service(o: AgentOptions) -> str:
+    """The early boot unit (docs/dataplane.md, fail closed): before any network is configured, the rules, the
+    nftables marks and the unreachable routes come back from the desired state, so that nothing to a peer
+    leaves in cleartext between boot and the agent's first tick. No state or a disabled one: it succeeds."""
+    return "\n".join([HEADER, "[Unit]",
+                      "Description=KubeSpan fail closed: refuse mesh traffic until the agent has the link up",
+                      "DefaultDependencies=no", "After=local-fs.target systemd-modules-load.service",
+                      "Wants=network-pre.target", "Before=network-pre.target shutdown.target %s" % AGENT_SERVICE,
+                      "Conflicts=shutdown.target", "", "[Service]", "Type=oneshot", "RemainAfterExit=yes",
+                      "ExecStart=%s failclosed" % o.command_path,
+                      "# Reads the state directory, talks netlink (and nft over netlink); needs nothing else.",
+                      "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "ProtectSystem=strict", "ProtectHome=yes",
+                      "RestrictAddressFamilies=AF_UNIX AF_NETLINK", "UMask=0077", "",
+                      "[Install]", "WantedBy=sysinit.target"]) + "\n"
+
+
 def _command(o: AgentOptions) -> str:
     return "\n".join([
         "#!/usr/bin/python3", HEADER,
@@ -141,6 +158,7 @@ def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
         (unit + WIREGUARD_GO_UNIT, _wireguard_go(o).encode(), 0o644),
         (unit + AGENT_SERVICE, _agent_service(o).encode(), 0o644),
         (unit + AGENT_TIMER, _agent_timer(o).encode(), 0o644),
+        (unit + FAILCLOSED_SERVICE, _failclosed_service(o).encode(), 0o644),
     ]
 
 
@@ -222,6 +240,8 @@ def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple
         calls.append(("enable", WIREGUARD_GO_UNIT))
     elif not userspace and wg == "enabled":
         calls.append(("disable", WIREGUARD_GO_UNIT))
+    if states.get(FAILCLOSED_SERVICE, {}).get("UnitFileState", "") != "enabled":
+        calls.append(("enable", FAILCLOSED_SERVICE))  # runs at the next boot (the playbook run applies everything now)
     timer = states.get(AGENT_TIMER, {})
     if timer.get("UnitFileState", "") != "enabled" or timer.get("ActiveState", "") != "active":
         calls.append(("enable", "--now", AGENT_TIMER))
@@ -231,7 +251,8 @@ def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple
 def enable_units(userspace: bool, check_mode: bool, run: Callable = None) -> List[str]:
     """Bring the units' enablement and the timer to the wanted state; returns the changes made (or to make)."""
     run = run or systemctl
-    res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER)
+    res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER,
+              FAILCLOSED_SERVICE)
     _check(res, "systemctl show")
     calls = plan_units(parse_show(res.stdout), userspace)
     changes = []
