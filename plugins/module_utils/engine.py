@@ -460,8 +460,21 @@ def agent_up_peers(state_dir: str) -> List[str]:
 def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
                          result: MeshResult, agent: bool = False) -> None:
     """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan."""
-    from .dataplane import (MAIN_TABLE, desired_nft, desired_routes, desired_rules, diff_nft, diff_routes, diff_rules, fail_closed_routes,
-                            nft_batch, owned_main_routes, render_nft, render_route, render_rule)
+    from .dataplane import (
+        MAIN_TABLE,
+        desired_nft,
+        desired_routes,
+        desired_rules,
+        diff_nft,
+        diff_routes,
+        diff_rules,
+        fail_closed_routes,
+        nft_batch,
+        owned_main_routes,
+        render_nft,
+        render_route,
+        render_rule,
+    )
     from .peerspec import routed_set
 
     cfg = settings.dataplane()
