@@ -26,6 +26,7 @@ from .statefile import StateFileError, atomic_write
 
 AGENT_SERVICE = "kubespan-agent.service"
 AGENT_TIMER = "kubespan-agent.timer"
+FAILCLOSED_SERVICE = "kubespan-failclosed.service"
 # Resource bounds of the units (generous: they stop a runaway process, not normal work). An agent tick needs
 # about 40 MB and well under a minute (its peer watch is about 20 s); TimeoutStartSec ends a hung one, so the
 # timer's next tick can start.
@@ -34,6 +35,9 @@ AGENT_TASKS_MAX = 64
 AGENT_TIMEOUT_START = "5min"
 WIREGUARD_GO_MEMORY_MAX = "1G"
 WIREGUARD_GO_TASKS_MAX = 1024
+FAILCLOSED_MEMORY_MAX = "256M"
+FAILCLOSED_TASKS_MAX = 16
+FAILCLOSED_TIMEOUT_START = "60s"
 HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
 
 # Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
@@ -78,6 +82,16 @@ def decode_bundle(text: str) -> bytes:
         raise AgentFilesError("agent bundle: not base64 (pass lookup('kubespan.mesh.agent_bundle'))")
 
 
+# The sandbox of the agent's Python processes (the agent's tick and the early fail-closed unit): no devices, no
+# kernel tunables, modules or logs, no namespaces, native system calls of ordinary services only.
+SANDBOX = ["ProtectHome=yes", "PrivateTmp=yes", "PrivateMounts=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
+           "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
+           "ProtectHostname=yes", "ProtectProc=invisible", "ProcSubset=pid", "RestrictNamespaces=yes",
+           "RestrictRealtime=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
+           "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+           "SystemCallFilter=~@privileged @resources", "SystemCallErrorNumber=EPERM"]
+
+
 def _agent_service(o: AgentOptions) -> str:
     metrics_dir = os.path.dirname(o.metrics_file)
     lines = [HEADER, "[Unit]",
@@ -99,13 +113,7 @@ def _agent_service(o: AgentOptions) -> str:
               "ProtectSystem=strict", "ReadWritePaths=%s" % o.state_dir]
     if metrics_dir != o.state_dir:
         lines.append("ReadWritePaths=%s" % metrics_dir)
-    lines += ["ProtectHome=yes", "PrivateTmp=yes", "PrivateMounts=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
-              "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
-              "ProtectHostname=yes", "ProtectProc=invisible", "ProcSubset=pid",
-              "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6", "RestrictNamespaces=yes",
-              "RestrictRealtime=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
-              "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
-              "SystemCallFilter=~@privileged @resources", "SystemCallErrorNumber=EPERM"]
+    lines += SANDBOX + ["RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6"]
     if o.discovery_endpoint is not None:
         lines.append("# No IPAddressDeny: the discovery client talks gRPC to %s." % o.discovery_endpoint.replace("\n", " "))
     else:
@@ -146,6 +154,28 @@ def _wireguard_go(o: AgentOptions) -> str:
         "", "[Install]", "WantedBy=multi-user.target"]) + "\n"
 
 
+def _failclosed_service(o: AgentOptions) -> str:
+    """The early boot unit (docs/dataplane.md, fail closed): before any network is configured, the rules, the
+    nftables marks and the unreachable routes come back from the desired state, so that nothing to a peer
+    leaves in cleartext between boot and the agent's first tick. No state or a disabled one: it succeeds."""
+    return "\n".join([HEADER, "[Unit]",
+                      "Description=KubeSpan fail closed: refuse mesh traffic until the agent has the link up",
+                      "DefaultDependencies=no", "After=local-fs.target systemd-modules-load.service",
+                      "Wants=network-pre.target",
+                      "# before sysinit.target: every ordinary service (DefaultDependencies=yes) starts after it",
+                      "Before=network-pre.target sysinit.target shutdown.target %s" % AGENT_SERVICE,
+                      "Conflicts=shutdown.target", "", "[Service]", "Type=oneshot", "RemainAfterExit=yes",
+                      "ExecStart=%s failclosed" % o.command_path,
+                      "# Bounds: one short Python process; a hung one must not hold the boot.",
+                      "TimeoutStartSec=%s" % FAILCLOSED_TIMEOUT_START, "MemoryMax=%s" % FAILCLOSED_MEMORY_MAX,
+                      "TasksMax=%d" % FAILCLOSED_TASKS_MAX,
+                      "# Reads the state directory, talks netlink (and nft over netlink); needs nothing else.",
+                      "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=",
+                      "ProtectSystem=strict"] + SANDBOX + [
+                      "RestrictAddressFamilies=AF_UNIX AF_NETLINK", "IPAddressDeny=any", "UMask=0077", "",
+                      "[Install]", "WantedBy=sysinit.target"]) + "\n"
+
+
 def _command(o: AgentOptions) -> str:
     return "\n".join([
         "#!/usr/bin/python3", HEADER,
@@ -169,6 +199,7 @@ def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
         (unit + WIREGUARD_GO_UNIT, _wireguard_go(o).encode(), 0o644),
         (unit + AGENT_SERVICE, _agent_service(o).encode(), 0o644),
         (unit + AGENT_TIMER, _agent_timer(o).encode(), 0o644),
+        (unit + FAILCLOSED_SERVICE, _failclosed_service(o).encode(), 0o644),
     ]
 
 
@@ -250,6 +281,8 @@ def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple
         calls.append(("enable", WIREGUARD_GO_UNIT))
     elif not userspace and wg == "enabled":
         calls.append(("disable", WIREGUARD_GO_UNIT))
+    if states.get(FAILCLOSED_SERVICE, {}).get("UnitFileState", "") != "enabled":
+        calls.append(("enable", FAILCLOSED_SERVICE))  # runs at the next boot (the playbook run applies everything now)
     timer = states.get(AGENT_TIMER, {})
     if timer.get("UnitFileState", "") != "enabled" or timer.get("ActiveState", "") != "active":
         calls.append(("enable", "--now", AGENT_TIMER))
@@ -259,7 +292,8 @@ def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple
 def enable_units(userspace: bool, check_mode: bool, run: Callable = None) -> List[str]:
     """Bring the units' enablement and the timer to the wanted state; returns the changes made (or to make)."""
     run = run or systemctl
-    res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER)
+    res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER,
+              FAILCLOSED_SERVICE)
     _check(res, "systemctl show")
     calls = plan_units(parse_show(res.stdout), userspace)
     changes = []

@@ -117,6 +117,8 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
                          help="seconds between samples (default %(default)s)")
     p_agent.add_argument("--metrics-file", help="Prometheus textfile output (default <state dir>/metrics.prom)")
     sub.add_parser("discovery-serve", help="run the discovery service (options: kubespan discovery-serve --help)", add_help=False)
+    sub.add_parser("failclosed", help="at boot, before the network: add the rules, nftables marks and unreachable routes that keep "
+                                      "mesh traffic off the underlay, from the desired state (no network access)")
     p_get = sub.add_parser("get", help="list KubeSpan resources")
     p_get.add_argument("resource", choices=RESOURCES)
     p_get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
@@ -141,6 +143,10 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
                 return 0
             settings = StatusSettings(watch_seconds=args.watch_seconds, sample_interval=args.sample_interval)
             return run_tick(args.state_dir, log, lock_timeout=args.lock_timeout, status_settings=settings, metrics_file=args.metrics_file)
+        if args.command == "failclosed":
+            from .failclosed import restore
+            restore(args.state_dir, log)
+            return 0
         if args.command == "get":
             recs, headers, row_of = list_resource(args.resource, args.state_dir, args.include_private_key)
             _emit(recs, headers, row_of, args.output, out)

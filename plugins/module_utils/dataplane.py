@@ -15,6 +15,14 @@ Routes and rules are plain dicts, the same shape the netlink adapter reads back:
   rule  {"family": 4|6, "priority": 32500, "fwmark": 0x40, "fwmask": 0x60, "table": 180}
 The nftables table is the ``{"nftables": [...]}`` document of ``nft -j list table inet kubespan`` (handles
 and metainfo are ignored); ``nft_batch`` turns it into the input of ``nft -j -f -``.
+
+Fail closed (docs/dataplane.md): table 180 also holds device-less ``unreachable`` defaults for both
+families at a worse metric (``fail_closed_routes``), and the main table an ``unreachable`` route for the
+cluster's ULA /64 at that metric. While the link and its routes exist they lose to them; when the link is
+gone (wireguard-go killed or restarted, ``ip link del``, a reboot before the first agent tick) marked
+packets and packets to a peer's ULA hit them and are refused, instead of falling through to the main
+table and leaving on the underlay in cleartext. Such a route dict has ``"type": "unreachable"`` and no
+link: ``{"family": 4, "dst": "0.0.0.0/0", "table": 180, "type": "unreachable", "metric": 4278198272}``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ PREROUTING_CHAIN = "kubespan_prerouting"
 OUTPUT_CHAIN = "kubespan_outgoing"
 ROUTE_TABLE = 180
 ROUTE_METRIC = 1
+# The metric of the fail-closed unreachable routes: the one the kernel's VRF documentation gives the
+# "unreachable default" of a VRF table (0xff000000), far worse than any route the role or an admin adds.
+FAIL_CLOSED_METRIC = 4278198272
+MAIN_TABLE = 254
 RULE_PRIORITY = 32500
 WIREGUARD_MARK = 0x20
 FORCE_MARK = 0x40
@@ -68,6 +80,7 @@ class DataPlaneConfig:
     force_mark: int = FORCE_MARK
     mark_mask: int = MARK_MASK
     nft_table: str = NFT_TABLE
+    fail_closed_metric: int = FAIL_CLOSED_METRIC
 
     def validate(self) -> DataPlaneConfig:
         _int(self.mtu, "KubeSpan MTU", MIN_MTU, MAX_MTU)
@@ -75,6 +88,10 @@ class DataPlaneConfig:
         if self.route_table in _RESERVED_TABLES:
             raise ValueError("KubeSpan routing table %d is reserved (253 default, 254 main, 255 local)" % self.route_table)
         _int(self.route_metric, "KubeSpan route metric", 0, U32)
+        _int(self.fail_closed_metric, "KubeSpan fail-closed route metric", 1, U32)
+        if self.fail_closed_metric <= self.route_metric:
+            raise ValueError("the fail-closed route metric %d must be worse (higher) than the KubeSpan route metric %d"
+                             % (self.fail_closed_metric, self.route_metric))
         # Below 32766 (main) so that marked packets are routed through KubeSpan before the main table.
         _int(self.rule_priority, "KubeSpan rule priority", 1, 32765)
         _int(self.mark_mask, "KubeSpan firewall mark mask", 1, U32)
@@ -103,6 +120,28 @@ def desired_routes(cfg: DataPlaneConfig) -> List[dict]:
             for fam, dst in ((4, "0.0.0.0/0"), (6, "::/0"))]
 
 
+def fail_closed_routes(cfg: DataPlaneConfig, ula_subnet: Optional[str] = None) -> List[dict]:
+    """The routes that keep mesh traffic off the underlay when the link is gone (they need no link).
+
+    ``unreachable default table <route_table> metric <fail_closed_metric>`` for IPv4 and IPv6: a marked
+    packet finds them once the link's defaults are gone. ``ula_subnet`` (the cluster's /64): the same in the
+    main table for it, since traffic to a peer's ULA is routed by the link's connected /64, not marked."""
+    routes = [{"family": fam, "dst": dst, "table": cfg.route_table, "type": "unreachable", "metric": cfg.fail_closed_metric}
+              for fam, dst in ((4, "0.0.0.0/0"), (6, "::/0"))]
+    if ula_subnet:
+        net = ipaddress.ip_network(str(ula_subnet), strict=False)
+        routes.append({"family": net.version, "dst": str(net), "table": MAIN_TABLE, "type": "unreachable",
+                       "metric": cfg.fail_closed_metric})
+    return routes
+
+
+def owned_main_routes(routes: List[dict], cfg: DataPlaneConfig) -> List[dict]:
+    """The routes of the main table that are KubeSpan's: unreachable at the fail-closed metric (a former
+    cluster subnet's among them, which a diff then removes)."""
+    return [r for r in routes if (r.get("type") or "unicast") == "unreachable"
+            and _num(r.get("metric", r.get("priority"))) == cfg.fail_closed_metric]
+
+
 def desired_rules(cfg: DataPlaneConfig) -> List[dict]:
     """``fwmark force/mask lookup route_table priority rule_priority`` for IPv4 and IPv6."""
     return [{"family": fam, "priority": cfg.rule_priority, "fwmark": cfg.force_mark, "fwmask": cfg.mark_mask, "table": cfg.route_table}
@@ -122,7 +161,10 @@ def _route_key(route: dict) -> tuple:
         dst = "::/0" if family == 6 else "0.0.0.0/0"
     net = ipaddress.ip_network(str(dst), strict=False)
     metric = route.get("metric", route.get("priority"))
-    return (net.version, str(net), _num(route.get("table"), 254), route.get("oif") or "", _num(metric), _num(route.get("mtu")))
+    rtype = route.get("type") or "unicast"
+    if rtype != "unicast":  # no link (IPv6 reports "lo") and no MTU that matters: only what it refuses
+        return (net.version, str(net), _num(route.get("table"), 254), "", _num(metric), 0, str(rtype))
+    return (net.version, str(net), _num(route.get("table"), 254), route.get("oif") or "", _num(metric), _num(route.get("mtu")), rtype)
 
 
 def _rule_key(rule: dict) -> tuple:
@@ -150,7 +192,9 @@ def diff_rules(desired: List[dict], current: List[dict]) -> Tuple[List[dict], Li
 
 
 def render_route(route: dict) -> str:
-    family, dst, table, oif, metric, mtu = _route_key(route)
+    family, dst, table, oif, metric, mtu, rtype = _route_key(route)
+    if rtype != "unicast":
+        return "%s%s %s table %d metric %d" % ("-6 " if family == 6 else "", rtype, "default" if dst.endswith("/0") else dst, table, metric)
     return "%s%s dev %s table %d metric %d%s" % ("-6 " if family == 6 else "", "default" if dst.endswith("/0") else dst,
                                                  oif, table, metric, " mtu %d" % mtu if mtu else "")
 

@@ -574,16 +574,32 @@ def agent_up_peers(state_dir: str) -> List[str]:
 def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
                          result: MeshResult, agent: bool = False) -> None:
     """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan."""
-    from .dataplane import desired_nft, desired_routes, desired_rules, diff_nft, diff_routes, diff_rules, nft_batch, render_nft, render_route, render_rule
+    from .dataplane import (
+        MAIN_TABLE,
+        desired_nft,
+        desired_routes,
+        desired_rules,
+        diff_nft,
+        diff_routes,
+        diff_rules,
+        fail_closed_routes,
+        nft_batch,
+        owned_main_routes,
+        render_nft,
+        render_route,
+        render_rule,
+    )
     from .peerspec import routed_set
 
     cfg = settings.dataplane()
     if settings.allow_down_peer_bypass and up is None:
         up = agent_up_peers(settings.state_dir)
     routed = routed_set(peers, ipaddress.IPv6Network(ident.subnet), bool(settings.allow_down_peer_bypass), up)
-    want_routes, want_rules, want_nft = desired_routes(cfg), desired_rules(cfg), desired_nft(routed, cfg)
+    # fail closed: unreachable defaults in the table and for the cluster's /64 (docs/dataplane.md)
+    want_routes = desired_routes(cfg) + fail_closed_routes(cfg, ident.subnet)
+    want_rules, want_nft = desired_rules(cfg), desired_nft(routed, cfg)
     with Netlink() as nl:
-        cur_routes = nl.routes(cfg.route_table)
+        cur_routes = nl.routes(cfg.route_table) + owned_main_routes(nl.routes(MAIN_TABLE), cfg)
         cur_rules = nl.rules(cfg.rule_priority, cfg.route_table)
         cur_nft = list_table(cfg.nft_table)
         add_routes, del_routes = diff_routes(want_routes, cur_routes)
@@ -681,15 +697,15 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
                     _systemctl("stop", WIREGUARD_GO_UNIT)
                     if nl.link_index(ifname) is not None:
                         nl.delete_link(link["index"])
-    from .dataplane import nft_delete_batch, render_rule
+    from .dataplane import MAIN_TABLE, nft_delete_batch, owned_main_routes, render_rule
     cfg = settings.dataplane()
     with Netlink() as nl:
         for rule in nl.rules(cfg.rule_priority, cfg.route_table):
             result.changes.append("remove rule %s" % render_rule(rule))
             if not check_mode:
                 nl.del_rule(rule)
-        for route in nl.routes(cfg.route_table):
-            result.changes.append("remove route to %s from table %s" % (route["dst"], cfg.route_table))
+        for route in nl.routes(cfg.route_table) + owned_main_routes(nl.routes(MAIN_TABLE), cfg):
+            result.changes.append("remove route to %s from table %s" % (route["dst"], route["table"]))
             if not check_mode:
                 nl.del_route(route)
     if nft_available():  # without nft on the host there is no table or opening of ours to remove

@@ -14,6 +14,9 @@ IFA_F_NODAD = 0x02
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_HOST = 254
 RT_SCOPE_LINK = 253
+RTN_UNICAST = 1
+# rtnetlink route types by number (linux/rtnetlink.h): the ones a KubeSpan table may hold or an admin may add
+RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
 
 
 class NetlinkError(Exception):
@@ -113,11 +116,20 @@ class Netlink:
                 dst = _attr(msg, "RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
                 metrics = msg.get_attr("RTA_METRICS")
                 mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
-                result.append({"family": fam, "dst": "%s/%d" % (dst, msg["dst_len"]), "table": table,
-                               "oif": names.get(_attr(msg, "RTA_OIF"), ""), "metric": _attr(msg, "RTA_PRIORITY", 0), "mtu": mtu or 0})
+                route = {"family": fam, "dst": "%s/%d" % (dst, msg["dst_len"]), "table": table,
+                         "oif": names.get(_attr(msg, "RTA_OIF"), ""), "metric": _attr(msg, "RTA_PRIORITY", 0), "mtu": mtu or 0}
+                if msg["type"] != RTN_UNICAST:
+                    route["type"] = RTN_TYPES.get(msg["type"], str(msg["type"]))
+                result.append(route)
         return result
 
     def add_route(self, route: dict, replace: bool = False) -> None:
+        if (route.get("type") or "unicast") != "unicast":  # fail closed: a device-less route (unreachable)
+            family = socket.AF_INET if route["family"] == 4 else socket.AF_INET6
+            self._do("%s %s route %s table %s" % ("replace" if replace else "add", route["type"], route["dst"], route["table"]), "-",
+                     lambda: self.ipr.route("replace" if replace else "add", family=family, dst=route["dst"], table=route["table"],
+                                            priority=route["metric"], type=route["type"]))
+            return
         idx = self.link_index(route["oif"])
         if idx is None:
             raise NetlinkError("cannot route table %s via %s: no such link" % (route["table"], route["oif"]))
@@ -128,7 +140,8 @@ class Netlink:
 
     def del_route(self, route: dict) -> None:
         family = socket.AF_INET if route["family"] == 4 else socket.AF_INET6
-        kwargs = {"family": family, "dst": route["dst"], "table": route["table"], "priority": route.get("metric", 0)}
+        kwargs = {"family": family, "dst": route["dst"], "table": route["table"], "priority": route.get("metric", 0),
+                  "type": route.get("type") or "unicast"}
         self._do("delete route %s table %s" % (route["dst"], route["table"]), route.get("oif", "-"),
                  lambda: self.ipr.route("del", **kwargs))
 

@@ -16,6 +16,7 @@ import pytest
 from ansible_collections.kubespan.mesh.plugins.module_utils import agentfiles, bundle
 from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import (
     AGENT_TIMER,
+    FAILCLOSED_SERVICE,
     WIREGUARD_GO_UNIT,
     AgentFilesError,
     AgentOptions,
@@ -117,10 +118,10 @@ def test_install_writes_then_is_idempotent(tmp_path):
     o = opts(tmp_path)
     run = Recorder()
     check = install(o, check_mode=True, run=run)
-    assert len(check.changes) == 5 and check.units_changed and run.calls == []
+    assert len(check.changes) == 6 and check.units_changed and run.calls == []
     assert not (tmp_path / "units").exists()
     first = install(o, check_mode=False, run=run)
-    assert [c.split()[0] for c in first.changes] == ["install"] * 5
+    assert [c.split()[0] for c in first.changes] == ["install"] * 6
     assert run.calls == [("daemon-reload",)]
     assert oct(os.stat(o.command_path).st_mode & 0o777) == "0o755"
     assert oct(os.stat(o.lib_dir + "/kubespan-agent.pyz").st_mode & 0o777) == "0o644"
@@ -152,6 +153,10 @@ ActiveState=active
 Id=kubespan-agent.timer
 UnitFileState=enabled
 ActiveState=active
+
+Id=kubespan-failclosed.service
+UnitFileState=enabled
+ActiveState=active
 """
 
 
@@ -162,8 +167,9 @@ def test_parse_show_and_plan_units():
     assert plan_units(states, userspace=False) == [("disable", WIREGUARD_GO_UNIT)]
     fresh = parse_show("Id=kubespan-wireguard-go.service\nUnitFileState=\nActiveState=inactive\n\n"
                        "Id=kubespan-agent.timer\nUnitFileState=disabled\nActiveState=inactive\n")
-    assert plan_units(fresh, userspace=True) == [("enable", WIREGUARD_GO_UNIT), ("enable", "--now", AGENT_TIMER)]
-    assert plan_units(fresh, userspace=False) == [("enable", "--now", AGENT_TIMER)]
+    assert plan_units(fresh, userspace=True) == [("enable", WIREGUARD_GO_UNIT), ("enable", FAILCLOSED_SERVICE),
+                                                 ("enable", "--now", AGENT_TIMER)]
+    assert plan_units(fresh, userspace=False) == [("enable", FAILCLOSED_SERVICE), ("enable", "--now", AGENT_TIMER)]
     stopped = parse_show(SHOW.replace("ActiveState=active\n", "ActiveState=inactive\n", 2))
     assert plan_units(stopped, userspace=True) == [("enable", "--now", AGENT_TIMER)]
 
@@ -177,3 +183,16 @@ def test_enable_units_check_mode_makes_no_call():
     assert agentfiles.enable_units(userspace=True, check_mode=False, run=run) == [
         "systemctl enable %s" % WIREGUARD_GO_UNIT]
     assert run.calls[-1] == ("enable", WIREGUARD_GO_UNIT)
+
+
+def test_failclosed_unit_runs_early_and_is_enabled(tmp_path):
+    """The fail-closed unit starts before the network, without the default dependencies, from the command."""
+    o = opts(tmp_path)
+    files = {os.path.basename(p): data.decode(errors="replace") for p, data, _mode in render_files(o)}
+    unit = files[FAILCLOSED_SERVICE]
+    for line in ("DefaultDependencies=no", "After=local-fs.target systemd-modules-load.service", "Wants=network-pre.target",
+                 "Type=oneshot", "ExecStart=%s failclosed" % o.command_path, "WantedBy=sysinit.target"):
+        assert line + "\n" in unit
+    assert "Before=network-pre.target " in unit and "Requires=" not in unit
+    assert plan_units(parse_show(SHOW.replace("failclosed.service\nUnitFileState=enabled", "failclosed.service\nUnitFileState=disabled")),
+                      userspace=True) == [("enable", FAILCLOSED_SERVICE)]

@@ -1,0 +1,134 @@
+# -*- coding: utf-8 -*-
+# Copyright: kubespan.mesh contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Fail closed from boot: ``kubespan failclosed``, run by ``kubespan-failclosed.service`` before the network.
+
+From the persisted desired state alone (no network, no WireGuard, no discovery) it installs what keeps
+traffic to the mesh off the underlay until the agent's first tick brings the link up: the policy rules,
+the nftables table that marks the peers' networks (every peer's, whatever the bypass setting: there is no
+evidence yet that a peer is down) and the fail-closed ``unreachable`` routes (dataplane.fail_closed_routes).
+It only adds what is missing; it never removes or replaces anything, so running it on a live node changes
+nothing that the agent or a playbook run installed. No state, or a disabled one: nothing to do, success.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable, List, Optional, Tuple
+
+from .dataplane import (
+    MAIN_TABLE,
+    DataPlaneConfig,
+    desired_nft,
+    desired_rules,
+    diff_routes,
+    diff_rules,
+    fail_closed_routes,
+    nft_batch,
+    owned_main_routes,
+    render_route,
+    render_rule,
+)
+from .statefile import StateFileError, read_json
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+MAX_PEERS = 10000  # a bound on what a state file may claim (the role's own clusters are far smaller)
+
+
+class FailClosedError(ValueError):
+    """The desired state cannot be turned into the fail-closed pieces; the message names the field."""
+
+
+def _config(settings: dict) -> DataPlaneConfig:
+    def number(key, default):
+        value = settings.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FailClosedError("settings.%s in the desired state is not an integer: re-run the kubespan.mesh playbook" % key)
+        return value
+
+    def text(key, default):
+        value = settings.get(key, default)
+        if not isinstance(value, str):
+            raise FailClosedError("settings.%s in the desired state is not a string: re-run the kubespan.mesh playbook" % key)
+        return value
+
+    try:
+        return DataPlaneConfig(mtu=number("mtu", 1420), link=text("interface", "kubespan"), route_table=number("route_table", 180),
+                               rule_priority=number("rule_priority", 32500), wireguard_mark=number("fwmark", 0x20),
+                               force_mark=number("force_mark", 0x40), mark_mask=number("mark_mask", 0x60),
+                               nft_table=text("nft_table", "kubespan")).validate()
+    except FailClosedError:
+        raise
+    except ValueError as exc:
+        raise FailClosedError("desired state settings: %s" % exc)
+
+
+def plan(state: Optional[dict]) -> Optional[Tuple[DataPlaneConfig, List[dict], List[dict], dict, int]]:
+    """(config, rules, fail-closed routes, nftables table, routed prefix count) from a desired state, or None
+    when there is none or KubeSpan is disabled. Pure; raises FailClosedError naming the bad field."""
+    from .peerspec import routed_set
+    if state is None or not isinstance(state, dict) or state.get("disabled"):
+        return None
+    if state.get("version") != STATE_VERSION:
+        raise FailClosedError("the desired state has an unknown format (version %r): re-run the kubespan.mesh playbook"
+                              % (state.get("version"),))
+    settings = state.get("settings")
+    if not isinstance(settings, dict):
+        raise FailClosedError("the desired state has no settings mapping: re-run the kubespan.mesh playbook")
+    cfg = _config(settings)
+    try:
+        subnet = ipaddress.IPv6Network(str(state.get("subnet")))
+    except ValueError:
+        raise FailClosedError("the desired state's subnet is not an IPv6 network: re-run the kubespan.mesh playbook")
+    peers = state.get("peers") or []
+    if not isinstance(peers, list) or len(peers) > MAX_PEERS:
+        raise FailClosedError("the desired state's peers are not a list of at most %d peers" % MAX_PEERS)
+    for i, peer in enumerate(peers):
+        if not isinstance(peer, dict) or not isinstance(peer.get("allowed_ips"), list) \
+                or not all(isinstance(a, str) for a in peer["allowed_ips"]):
+            raise FailClosedError("peer %d of the desired state has no list of allowed_ips: re-run the kubespan.mesh playbook" % i)
+    try:
+        routed = routed_set([{"public_key": str(i), "allowed_ips": p["allowed_ips"]} for i, p in enumerate(peers)], subnet)
+    except ValueError as exc:
+        raise FailClosedError("the desired state's allowed_ips: %s" % exc)
+    return cfg, desired_rules(cfg), fail_closed_routes(cfg, str(subnet)), desired_nft(routed, cfg), len(routed.prefixes())
+
+
+def restore(state_dir: str, log: Callable[[str], None], netlink=None, list_table=None, apply_batch=None) -> List[str]:
+    """Add the missing fail-closed pieces; returns what was added (empty: nothing was missing or nothing to do)."""
+    import os
+    try:
+        state = read_json(os.path.join(state_dir, STATE_FILE))
+    except StateFileError as exc:
+        raise FailClosedError(str(exc))
+    planned = plan(state)
+    if planned is None:
+        log("fail closed: no enabled desired state in %s, nothing to do" % state_dir)
+        return []
+    cfg, rules, routes, table, count = planned
+    if netlink is None:
+        from .netlink import Netlink
+        netlink = Netlink()
+    if list_table is None or apply_batch is None:
+        from . import nft
+        list_table = list_table or nft.list_table
+        apply_batch = apply_batch or nft.apply_batch
+    added = []
+    with netlink as nl:
+        # the table first: the rules and routes below would send nothing anywhere without marks
+        if list_table(cfg.nft_table) is None:
+            apply_batch(nft_batch(table), "create table inet %s" % cfg.nft_table)
+            added.append("nftables table inet %s (%d routed prefixes)" % (cfg.nft_table, count))
+        current = nl.routes(cfg.route_table) + owned_main_routes(nl.routes(MAIN_TABLE), cfg)
+        for route in diff_routes(routes, current)[0]:
+            nl.add_route(route, replace=True)
+            added.append("route %s" % render_route(route))
+        for rule in diff_rules(rules, nl.rules(cfg.rule_priority, cfg.route_table))[0]:
+            nl.add_rule(rule)
+            added.append("rule %s" % render_rule(rule))
+    for line in added:
+        log("fail closed: added %s" % line)
+    if not added:
+        log("fail closed: every piece is in place")
+    return added

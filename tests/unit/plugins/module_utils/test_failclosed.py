@@ -1,0 +1,168 @@
+"""Fail closed: the unreachable routes as data, their diffs, and the boot-time restore from the desired state."""
+
+import pytest
+
+from ansible_collections.kubespan.mesh.plugins.module_utils import failclosed
+from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import (
+    FAIL_CLOSED_METRIC,
+    DataPlaneConfig,
+    desired_routes,
+    desired_rules,
+    diff_routes,
+    fail_closed_routes,
+    owned_main_routes,
+    render_route,
+)
+from ansible_collections.kubespan.mesh.plugins.module_utils.failclosed import FailClosedError, plan, restore
+
+CFG = DataPlaneConfig().validate()
+SUBNET = "fd7f:175a:b97c:5602::/64"
+
+
+def test_unreachable_defaults_for_both_families_and_the_cluster_subnet():
+    routes = fail_closed_routes(CFG, SUBNET)
+    assert [render_route(r) for r in routes] == [
+        "unreachable default table 180 metric 4278198272",
+        "-6 unreachable default table 180 metric 4278198272",
+        "-6 unreachable %s table 254 metric 4278198272" % SUBNET]
+    assert all("oif" not in r for r in routes)  # device-less: they survive the link
+    assert all(r["metric"] > d["metric"] for r in routes for d in desired_routes(CFG))  # worse than the link's routes
+    assert fail_closed_routes(CFG) == routes[:2]
+
+
+def test_host_spelling_of_unreachable_routes_is_no_drift():
+    # as netlink.Netlink.routes reads them back: IPv6 unreachable routes report "lo", no MTU
+    host = [{"family": 4, "dst": "0.0.0.0/0", "table": 180, "oif": "", "metric": FAIL_CLOSED_METRIC, "mtu": 0, "type": "unreachable"},
+            {"family": 6, "dst": "::/0", "table": 180, "oif": "lo", "metric": FAIL_CLOSED_METRIC, "mtu": 0, "type": "unreachable"},
+            {"family": 6, "dst": SUBNET, "table": 254, "oif": "lo", "metric": FAIL_CLOSED_METRIC, "mtu": 0, "type": "unreachable"}]
+    assert diff_routes(fail_closed_routes(CFG, SUBNET), host) == ([], [])
+
+
+def test_a_unicast_route_is_not_a_fail_closed_route():
+    # a device route at the fail-closed metric (or a blackhole) is something else: replaced, never taken for ours
+    want = fail_closed_routes(CFG)
+    imposter = [dict(want[0], type="unicast", oif="eth0"), dict(want[1], type="blackhole")]
+    add, remove = diff_routes(want, imposter)
+    assert add == want and remove == imposter
+
+
+def test_whole_table_plan_keeps_device_and_unreachable_routes_apart():
+    want = desired_routes(CFG) + fail_closed_routes(CFG, SUBNET)
+    # the link is gone (wireguard-go killed, ip link del): only its device routes are missing
+    add, remove = diff_routes(want, fail_closed_routes(CFG, SUBNET))
+    assert add == desired_routes(CFG) and remove == []
+    # the cluster ID changed: the former subnet's unreachable route is removed, the new one added
+    old = fail_closed_routes(CFG, "fd00:1::/64")[2:]
+    add, remove = diff_routes(want, desired_routes(CFG) + fail_closed_routes(CFG) + old)
+    assert add == fail_closed_routes(CFG, SUBNET)[2:] and remove == old
+
+
+def test_owned_main_routes_are_only_unreachable_at_the_fail_closed_metric():
+    main = [{"family": 4, "dst": "0.0.0.0/0", "table": 254, "oif": "eth0", "metric": 0},
+            {"family": 6, "dst": SUBNET, "table": 254, "oif": "kubespan", "metric": 256},
+            {"family": 6, "dst": "fd00:9::/64", "table": 254, "oif": "lo", "metric": 1024, "type": "unreachable"},
+            {"family": 6, "dst": SUBNET, "table": 254, "oif": "lo", "metric": FAIL_CLOSED_METRIC, "type": "unreachable"}]
+    assert owned_main_routes(main, CFG) == main[3:]
+
+
+@pytest.mark.parametrize("link_metric,metric", [(1, 1), (9, 5)])
+def test_fail_closed_metric_must_be_worse_than_the_link_route(link_metric, metric):
+    with pytest.raises(ValueError, match="fail-closed route metric %d must be worse" % metric):
+        DataPlaneConfig(route_metric=link_metric, fail_closed_metric=metric).validate()
+
+
+# --- the boot-time restore ---------------------------------------------------------------------------
+
+def state(**over):
+    doc = {"version": 1, "subnet": SUBNET,
+           "settings": {"interface": "kubespan", "mtu": 1420, "route_table": 180, "rule_priority": 32500, "fwmark": 0x20,
+                        "force_mark": 0x40, "mark_mask": 0x60, "nft_table": "kubespan", "allow_down_peer_bypass": True},
+           "cluster_secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=",
+           "peers": [{"public_key": "A", "allowed_ips": ["10.89.50.12/32", "fd7f:175a:b97c:5602::12/128"]},
+                     {"public_key": "B", "allowed_ips": ["10.89.50.13/32", "10.244.3.0/24"]}]}
+    doc.update(over)
+    return doc
+
+
+def test_plan_marks_every_peer_even_with_bypass_and_no_ula():
+    cfg, rules, routes, table, count = plan(state())
+    assert rules == desired_rules(cfg) and routes == fail_closed_routes(cfg, SUBNET)
+    text = str(table)
+    assert "'10.89.50.12', 'len': 31" in text and "10.244.3.0" in text  # peer B counts (no evidence it is down)
+    assert "fd7f:175a" not in text and count == 2  # .12 and .13 merge; the ULA is routed by its /64, not marked
+
+
+@pytest.mark.parametrize("doc", [None, state(disabled=True)])
+def test_no_state_or_disabled_is_nothing_to_do(doc):
+    assert plan(doc) is None
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"version": 7}, "version 7"),
+    ({"settings": None}, "no settings"),
+    ({"settings": {"route_table": "180"}}, "settings.route_table"),
+    ({"settings": {"route_table": 254}}, "routing table 254 is reserved"),
+    ({"subnet": "10.0.0.0/8"}, "subnet"),
+    ({"peers": [{"allowed_ips": "10.0.0.1/32"}]}, "peer 0"),
+    ({"peers": [{"allowed_ips": ["not-an-address"]}]}, "allowed_ips"),
+    ({"peers": [{"allowed_ips": []}] * (failclosed.MAX_PEERS + 1)}, "at most"),
+])
+def test_bad_state_is_an_error_naming_the_field_never_a_secret(over, needle):
+    with pytest.raises(FailClosedError, match=needle) as err:
+        plan(state(**over))
+    assert state()["cluster_secret"] not in str(err.value)
+
+
+class FakeNetlink:
+    def __init__(self):
+        self.table = {180: [], 254: [{"family": 4, "dst": "0.0.0.0/0", "table": 254, "oif": "eth0", "metric": 0, "mtu": 0}]}
+        self.rule_list = []
+        self.calls = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def routes(self, table):
+        return list(self.table.get(table, []))
+
+    def rules(self, priority, table):
+        return list(self.rule_list)
+
+    def add_route(self, route, replace=False):
+        self.calls.append(("add_route", render_route(route)))
+        self.table.setdefault(route["table"], []).append(route)
+
+    def add_rule(self, rule):
+        self.calls.append(("add_rule", rule["family"]))
+        self.rule_list.append(rule)
+
+    def __getattr__(self, name):  # del_route, del_rule, delete_link...: restore must never remove anything
+        raise AssertionError("restore called %s" % name)
+
+
+def test_restore_adds_what_is_missing_then_nothing(tmp_path):
+    from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+    write_json(str(tmp_path / "state.json"), state())
+    nl, tables, lines = FakeNetlink(), {}, []
+
+    def apply(batch, what):
+        tables["kubespan"] = batch
+
+    added = restore(str(tmp_path), lines.append, netlink=nl, list_table=tables.get, apply_batch=apply)
+    assert added[0].startswith("nftables table inet kubespan (2 routed prefixes)")
+    assert [c for c in nl.calls if c[0] == "add_route"] == [("add_route", render_route(r)) for r in fail_closed_routes(CFG, SUBNET)]
+    assert [c for c in nl.calls if c[0] == "add_rule"] == [("add_rule", 4), ("add_rule", 6)]
+    assert len(added) == 6 and all(line.startswith("fail closed: added") for line in lines)
+    nl.calls.clear()
+    lines.clear()
+    assert restore(str(tmp_path), lines.append, netlink=nl, list_table=tables.get, apply_batch=apply) == []
+    assert nl.calls == [] and lines == ["fail closed: every piece is in place"]
+
+
+def test_restore_without_state_succeeds_and_touches_nothing(tmp_path):
+    lines = []
+    assert restore(str(tmp_path), lines.append, netlink=FakeNetlink(), list_table=None, apply_batch=None) == []
+    assert "nothing to do" in lines[0]
