@@ -274,6 +274,9 @@ class DiscoveryServer:
             self._server.stop(grace).wait()
         if self._housekeeper is not None:
             self._housekeeper.join(5)
+        summary = self.sampler.summary(force=True)
+        if summary:
+            self.log.warning("%s", summary)
         self._save()
 
     def wait(self) -> None:
