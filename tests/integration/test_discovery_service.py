@@ -262,6 +262,37 @@ def test_tls_with_a_self_signed_certificate(mods, start, tmp_path):
     assert svc.alive()
 
 
+def test_tls_with_the_ca_and_certificate_the_role_makes(mods, start, tmp_path):
+    """roles/discovery_service/files/make-tls.sh (what the role runs on the service host) makes a CA and a certificate
+    the client accepts, by IP name and by DNS name (server_name); a second run changes nothing; new names renew the
+    certificate under the same CA."""
+    script = os.path.join(ROOT, "roles", "discovery_service", "files", "make-tls.sh")
+    pki = tmp_path / "pki"
+    pki.mkdir(mode=0o700)
+
+    def make(san, *extra):
+        return subprocess.run(["sh", script, str(pki), san] + list(extra), check=True, capture_output=True, text=True).stdout.strip()
+    assert make("DNS:disc.test,IP:127.0.0.1", "check") == "changed" and not list(pki.iterdir())
+    assert make("DNS:disc.test,IP:127.0.0.1") == "changed"
+    assert make("DNS:disc.test,IP:127.0.0.1") == "ok"
+    assert oct((pki / "ca.key").stat().st_mode & 0o777) == "0o600" and oct((pki / "tls.key").stat().st_mode & 0o777) == "0o600"
+    ca = (pki / "ca.crt").read_bytes()
+    svc = start("--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"))
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca) as client:  # checked against IP:127.0.0.1
+        assert client.hello(CLUSTER).client_ip == "127.0.0.1"
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca, server_name="disc.test") as client:
+        client.hello(CLUSTER)
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca, server_name="other.test", timeout=5) as client:
+        with pytest.raises(mods.grpc.DiscoveryRPCError) as err:  # a name the certificate does not have
+            client.hello(CLUSTER)
+        assert err.value.code == "UNAVAILABLE"
+    svc.stop()
+    assert make("DNS:other.test") == "changed" and (pki / "ca.crt").read_bytes() == ca
+    svc = start("--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"))
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca, server_name="other.test") as client:
+        client.hello(CLUSTER)
+
+
 # --- abuse (issue 15 item 4): each demonstration against the real service; costs printed, not asserted -----
 
 
