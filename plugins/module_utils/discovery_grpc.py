@@ -263,7 +263,8 @@ class DiscoveryServer:
                 removed = self.service.state.gc()
                 self.service.limiter.gc()
                 if any(removed.values()):
-                    self.log.info("gc: expired %(affiliates)d affiliates, %(endpoints)d endpoints, %(clusters)d empty clusters" % removed)
+                    self.log.info("gc: expired %d affiliates, %d endpoints, %d empty clusters",
+                                  removed["affiliates"], removed["endpoints"], removed["clusters"])
             if self.state_file and self.service.state.dirty and now - last_save >= self.save_interval:
                 last_save = now
                 self._save()

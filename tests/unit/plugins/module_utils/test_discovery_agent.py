@@ -640,8 +640,8 @@ def test_hostile_service_answer_beyond_the_receive_cap_is_refused_before_decodin
 def test_memory_file_read_back_is_bounded(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
-    write_json(str(d / dag.DISCOVERY_FILE), {"version": dag.DISCOVERY_VERSION, "affiliates": [{"n": i} for i in range(5000)],
-                                            "reasons": ["x" * 5000] * 500})
+    junk = {"version": dag.DISCOVERY_VERSION, "affiliates": [{"n": i} for i in range(5000)], "reasons": ["x" * 5000] * 500}
+    write_json(str(d / dag.DISCOVERY_FILE), junk)
     memory = dag.load_memory(str(d))[0]
     assert len(memory["affiliates"]) == dag.MAX_AFFILIATES
     assert len(memory["reasons"]) == dag.MAX_REASONS + 1 and all(len(r) <= dag.MAX_REASON_CHARS for r in memory["reasons"])
