@@ -40,6 +40,12 @@ DISCOVERY_VERSION = 1
 DEFAULT_TTL = 1800.0  # Talos: 30 min, refreshed at TTL/2
 RPC_TIMEOUT = 5.0  # per call: a dead service must not stall the agent's tick
 MAX_REDIRECTS = 3  # Hello redirects followed per tick (Talos's client follows them; a loop or a chain stops here)
+# Bounds against a hostile or broken service (docs/discovery.md, "Abuse"): the affiliates read from one List
+# (Talos's per-cluster limit; discovery_grpc decodes no more), the reasons logged one by one per tick (the rest
+# are counted in one line) and kept in discovery.json, and the length of each kept reason.
+MAX_AFFILIATES = 1024
+MAX_REASONS = 20
+MAX_REASON_CHARS = 300
 AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addresses", "additional_addresses",
                   "exclude_advertised_networks")
 
@@ -187,8 +193,36 @@ def publish_due(last: Optional[dict], digest: str, now: float, ttl: float, prese
     if now < at or now - at >= ttl / 2.0:
         return "refresh (TTL/2)"
     if not present:
-        return "the service does not have it (restarted?)"
+        return "the service does not have it as published (restarted, or overwritten by someone else)"
     return None
+
+
+def stored_is_current(key: bytes, listed: Iterable, node_id: str, data_plain: bytes, blobs: Iterable[bytes]) -> bool:
+    """Whether the service holds this node's affiliate as published: its data opens (with the cluster key) to
+    ``data_plain``, the plaintext this node would seal now, and every endpoint blob of ``blobs`` (sealed
+    deterministically) is stored. False when it is missing, overwritten by junk or another content, or when
+    endpoints were evicted: then the node publishes again at once instead of at the next refresh."""
+    from .discovery_crypto import DiscoveryCryptoError, open_data
+    for sa in listed:
+        if sa.id != node_id:
+            continue
+        if not sa.data:
+            return False
+        try:
+            if open_data(key, sa.data) != data_plain:
+                return False
+        except DiscoveryCryptoError:
+            return False
+        return set(blobs) <= set(sa.endpoints)
+    return False
+
+
+def bound_reasons(reasons: List[str]) -> List[str]:
+    """At most MAX_REASONS reasons (each cut to MAX_REASON_CHARS), then one line counting the rest."""
+    kept = [r if len(r) <= MAX_REASON_CHARS else r[:MAX_REASON_CHARS - 3] + "..." for r in reasons[:MAX_REASONS]]
+    if len(reasons) > MAX_REASONS:
+        kept.append("%d more reasons not logged one by one (the first %d are above)" % (len(reasons) - MAX_REASONS, MAX_REASONS))
+    return kept
 
 
 def harvest_plan(statuses: Dict[str, object], peers: Iterable[dict], harvested: Dict[str, dict], now: float, ttl: float,
@@ -285,6 +319,9 @@ def load_memory(state_dir: str) -> Tuple[dict, Optional[str]]:
     affiliates = data.get("affiliates")
     if not isinstance(affiliates, list) or not all(isinstance(a, dict) for a in affiliates):
         data["affiliates"] = []
+    data["affiliates"] = data["affiliates"][:MAX_AFFILIATES]
+    reasons = data.get("reasons")
+    data["reasons"] = bound_reasons([str(r) for r in reasons]) if isinstance(reasons, list) else []
     for key in ("published", "harvested"):
         if not isinstance(data.get(key), dict):
             data[key] = {}
@@ -446,7 +483,9 @@ class DiscoveryRound:
         self.memory["last_error"] = str(exc)[:500]
 
     def _log_reasons(self, reasons: List[str]) -> None:
-        """Reasons (dropped affiliates, skipped endpoints) are logged when they change, not at every tick."""
+        """Reasons (dropped affiliates, skipped endpoints) are logged when they change, not at every tick; at most
+        MAX_REASONS lines, then one line counting the rest (a hostile service cannot flood the journal)."""
+        reasons = bound_reasons(reasons)
         if reasons != self.memory.get("reasons"):
             for reason in reasons:
                 self.log("discovery: %s" % reason)
@@ -475,29 +514,27 @@ class DiscoveryRound:
             self.key = key_from_secret(state["cluster_secret"])
             hello = self._hello(cluster_id)
             listed = self.client.list(cluster_id)
-            public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
-            if public_ep != self.memory.get("public_endpoint") or "public_endpoint" not in self.memory:
-                self.log("discovery: the service sees this node at %s" % (hello.client_ip or "(not reported)"))
-            self.memory["public_endpoint"] = public_ep
-            if local and node_id:
-                aff = publishable_affiliate(local, public_ep, load_announce_inputs(self.state_dir))
-                digest = affiliate_digest(self.endpoint, cluster_id, aff)
-                present = any(sa.id == node_id and sa.data for sa in listed)
-                why = publish_due(self.memory.get("published"), digest, now, self.settings["ttl"], present)
-                if why:
-                    data, blobs = seal_affiliate(self.key, aff, hostname=self.hostname, operating_system="kubespan.mesh")
-                    self.client.update(cluster_id, node_id, data, blobs, ttl=self.settings["ttl"])
-                    self.memory["published"] = {"digest": digest, "at": now, "endpoints": aff["endpoints"]}
-                    self.log("discovery: published this node's affiliate (%s; %d endpoints)" % (why, len(aff["endpoints"])))
-            else:
-                self.log("discovery: this node's own affiliate is not in the desired state: re-run the playbook to publish it")
-            found, open_reasons = open_affiliates(self.key, listed, local_node_id=node_id)
         except errors as exc:
             self._warn_unreachable(exc)
             self.reachable = False
             self.close()
             save_memory(self.state_dir, self.memory)
             return False
+        list_reasons = []
+        if getattr(listed, "truncated", False) or len(listed) > MAX_AFFILIATES:
+            listed = list(listed)[:MAX_AFFILIATES]
+            list_reasons.append("the service lists more than %d affiliates (the limit of a cluster): only the first %d were read"
+                                % (MAX_AFFILIATES, MAX_AFFILIATES))
+        public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
+        if public_ep != self.memory.get("public_endpoint") or "public_endpoint" not in self.memory:
+            self.log("discovery: the service sees this node at %s" % (hello.client_ip or "(not reported)"))
+        self.memory["public_endpoint"] = public_ep
+        if local and node_id:
+            self._publish(cluster_id, node_id, local, public_ep, listed, now)
+        else:
+            self.log("discovery: this node's own affiliate is not in the desired state: re-run the playbook to publish it")
+        found, open_reasons = open_affiliates(self.key, listed, local_node_id=node_id)
+        open_reasons = list_reasons + open_reasons
         self.reachable = True
         self.memory.pop("last_error", None)
         self.memory["last_success"] = now
@@ -512,16 +549,42 @@ class DiscoveryRound:
         self._log_reasons(open_reasons + merge_reasons)
         old_names = {a.get("node_id"): a.get("name") for a in self.memory.get("affiliates") or []}
         new_names = {a.get("node_id"): a.get("name") for a in new_last}
-        for nid in sorted(set(new_names) - set(old_names)):
-            self.log("discovery: new affiliate %s (%s)" % (new_names[nid], nid))
-        for nid in sorted(set(old_names) - set(new_names)):
-            self.log("discovery: affiliate %s (%s) is gone" % (old_names[nid], nid))
+        changes = (["new affiliate %s (%s)" % (new_names[nid], nid) for nid in sorted(set(new_names) - set(old_names))]
+                   + ["affiliate %s (%s) is gone" % (old_names[nid], nid) for nid in sorted(set(old_names) - set(new_names))])
+        for line in bound_reasons(changes):
+            self.log("discovery: %s" % line)
         self.memory["affiliates"] = new_last
         save_memory(self.state_dir, self.memory)
         if same_peers(peers, state.get("peers") or []):
             return False
         update_peers(peers)
         return True
+
+    def _publish(self, cluster_id: str, node_id: str, local: dict, public_ep: Optional[str], listed: List, now: float) -> None:
+        """AffiliateUpdate of this node's affiliate when due. A failure is logged (once per distinct error) and does not
+        stop the tick: the affiliates listed are merged all the same, and the next tick tries again."""
+        from .discovery_affiliates import affiliate_message
+        aff = publishable_affiliate(local, public_ep, load_announce_inputs(self.state_dir))
+        digest = affiliate_digest(self.endpoint, cluster_id, aff)
+        fields = {"hostname": self.hostname, "operating_system": "kubespan.mesh"}
+        try:
+            plain = affiliate_message(aff, **fields)[0].encode()
+            data, blobs = seal_affiliate(self.key, aff, **fields)
+            present = stored_is_current(self.key, listed, node_id, plain, blobs)
+            why = publish_due(self.memory.get("published"), digest, now, self.settings["ttl"], present)
+            if not why:
+                return
+            self.client.update(cluster_id, node_id, data, blobs, ttl=self.settings["ttl"])
+        except _errors() as exc:
+            error = str(exc)[:MAX_REASON_CHARS]
+            if error != self.memory.get("publish_error"):
+                self.log("discovery: this node's affiliate could not be published (%s): the affiliates listed are merged "
+                         "anyway; the next tick tries again" % error)
+            self.memory["publish_error"] = error
+            return
+        self.memory.pop("publish_error", None)
+        self.memory["published"] = {"digest": digest, "at": now, "endpoints": aff["endpoints"]}
+        self.log("discovery: published this node's affiliate (%s; %d endpoints)" % (why, len(aff["endpoints"])))
 
     def harvest(self, statuses: Dict[str, object], peers: List[dict]) -> None:
         """Publish the endpoints WireGuard observed for up peers (kubespan_harvest_extra_endpoints)."""

@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import List, Optional
 
-from .discovery_server import RATE_BURST, RATE_PER_SECOND, DiscoveryService, DiscoveryState, RateLimiter
+from .discovery_server import AFFILIATES_MAX, MEMORY_MAX, RATE_BURST, RATE_PER_SECOND, DiscoveryService, DiscoveryState, RateLimiter
 
 
 def _read(path: str, what: str) -> bytes:
@@ -40,9 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-file", help="keep the affiliates across restarts in this file (written atomically, mode 0600)")
     serve.add_argument("--save-interval", type=float, default=30.0, help="seconds between saves of a changed state (default 30)")
     serve.add_argument("--gc-interval", type=float, default=60.0, help="seconds between garbage collections (default 60, as Talos)")
-    serve.add_argument("--rate", type=float, default=RATE_PER_SECOND, help="requests per second per client IP (default 15)")
-    serve.add_argument("--burst", type=int, default=RATE_BURST, help="burst of requests per client IP (default 60)")
+    serve.add_argument("--rate", type=float, default=RATE_PER_SECOND,
+                       help="requests per second per client /24 (IPv4) or /64 (IPv6) (default 15)")
+    serve.add_argument("--burst", type=int, default=RATE_BURST, help="burst of requests per client /24 or /64 (default 60)")
     serve.add_argument("--max-workers", type=int, default=128, help="worker threads (default 128); each Watch holds one")
+    serve.add_argument("--max-watchers-per-source", type=int, default=16,
+                       help="Watch streams at once from one /24 or /64 (default 16)")
+    serve.add_argument("--max-affiliates", type=int, default=AFFILIATES_MAX,
+                       help="affiliates stored in all clusters together (default %d)" % AFFILIATES_MAX)
+    serve.add_argument("--max-memory-mib", type=int, default=MEMORY_MAX >> 20,
+                       help="estimated MiB of affiliates stored in all clusters together (default %d)" % (MEMORY_MAX >> 20))
     serve.add_argument("--redirect", default="", help="tell clients to use this endpoint instead (Hello redirect)")
     serve.add_argument("--no-client-ip", action="store_true", help="do not report the client's address in Hello")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -65,10 +72,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     cert = _read(args.tls_cert, "certificate") if args.tls_cert else None
     key = _read(args.tls_key, "key") if args.tls_key else None
-    service = DiscoveryService(DiscoveryState(), RateLimiter(args.rate, args.burst), redirect=args.redirect,
+    for name in ("max_watchers_per_source", "max_affiliates", "max_memory_mib"):
+        if getattr(args, name) < 1:
+            parser.error("--%s must be at least 1" % name.replace("_", "-"))
+    state = DiscoveryState(affiliates_max=args.max_affiliates, memory_max=args.max_memory_mib << 20)
+    service = DiscoveryService(state, RateLimiter(args.rate, args.burst), redirect=args.redirect,
                                report_client_ip=not args.no_client_ip)
     server = DiscoveryServer(service, listen=args.listen, tls_cert=cert, tls_key=key, max_workers=args.max_workers,
-                             state_file=args.state_file, save_interval=args.save_interval, gc_interval=args.gc_interval)
+                             state_file=args.state_file, save_interval=args.save_interval, gc_interval=args.gc_interval,
+                             max_watchers_per_source=args.max_watchers_per_source)
     stop = threading.Event()
 
     def _signal(signum, _frame):

@@ -18,10 +18,17 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from .discovery_server import (
+    AFFILIATE_DATA_MAX,
+    AFFILIATE_ENDPOINT_MAX,
+    AFFILIATE_ENDPOINTS_MAX,
+    AFFILIATE_ID_MAX,
+    CLUSTER_AFFILIATES_MAX,
     GC_INTERVAL,
     RESOURCE_EXHAUSTED,
     DiscoveryService,
     LimitError,
+    LogSampler,
+    source_key,
 )
 from .discovery_wire import (
     SERVICE_NAME,
@@ -31,11 +38,11 @@ from .discovery_wire import (
     HelloRequest,
     HelloResponse,
     ListRequest,
-    ListResponse,
     ServerAffiliate,
     WatchRequest,
     WatchResponse,
     WireError,
+    decode_affiliates_bounded,
     ip_from_bytes,
 )
 from .statefile import StateFileError
@@ -53,7 +60,12 @@ CLIENT_VERSION = "kubespan.mesh"
 DEFAULT_TIMEOUT = 10.0  # Talos: Hello times out after 10 s
 DEFAULT_TTL = 30 * 60.0
 SERVER_MAX_RECEIVE = 64 * 1024  # the largest valid request is < 5 KiB
-CLIENT_MAX_RECEIVE = 16 * 1024 * 1024  # a full cluster's List: 1024 affiliates x (2 KiB data + 64 x 32 B endpoints)
+# The largest List a service within Talos's limits sends: 1,024 affiliates of at most a 256-byte ID, 2 KiB of
+# data and 64 endpoints of 32 bytes, each field with its tag and length (3 bytes at most), plus slack. A larger
+# answer is no real service's: the call fails with RESOURCE_EXHAUSTED before anything is decoded.
+CLIENT_MAX_RECEIVE = CLUSTER_AFFILIATES_MAX * (
+    3 + 3 + AFFILIATE_ID_MAX + 3 + AFFILIATE_DATA_MAX + AFFILIATE_ENDPOINTS_MAX * (2 + AFFILIATE_ENDPOINT_MAX)) + 64 * 1024
+MAX_WATCHERS_PER_SOURCE = 16  # Watch streams held at once by one /24 (IPv4) or /64 (IPv6)
 
 
 class DiscoveryRPCError(Exception):
@@ -95,13 +107,16 @@ class DiscoveryServer:
     """The discovery service on a gRPC port. ``start()`` returns the bound port; ``stop()`` saves the state.
 
     Watch streams hold a worker thread each: at most ``max_watchers`` (default: ``max_workers`` minus 8, so
-    unary calls always find a thread); more are refused with RESOURCE_EXHAUSTED.
+    unary calls always find a thread), and at most ``max_watchers_per_source`` from one /24 or /64; more are
+    refused with RESOURCE_EXHAUSTED. Rejections are logged through a LogSampler (at most 20 lines per 10 s,
+    then one summary line).
     """
 
     def __init__(self, service: DiscoveryService, listen: str = "[::]:3000", tls_cert: Optional[bytes] = None,
                  tls_key: Optional[bytes] = None, max_workers: int = 128, max_watchers: Optional[int] = None,
                  state_file: Optional[str] = None, save_interval: float = 30.0, gc_interval: float = GC_INTERVAL,
-                 logger: Optional[logging.Logger] = None):
+                 logger: Optional[logging.Logger] = None, max_watchers_per_source: int = MAX_WATCHERS_PER_SOURCE,
+                 log_sampler: Optional[LogSampler] = None):
         _require_grpc()
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both a certificate and a key")
@@ -115,7 +130,10 @@ class DiscoveryServer:
         self.save_interval = save_interval
         self.gc_interval = gc_interval
         self.log = logger or LOG
+        self.max_watchers_per_source = max(1, int(max_watchers_per_source))
+        self.sampler = log_sampler or LogSampler()
         self._watchers = 0
+        self._watchers_by_source = {}
         self._watch_lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = None
@@ -126,7 +144,11 @@ class DiscoveryServer:
 
     def _reject(self, context, method: str, ip, code: str, message: str):
         status = grpc.StatusCode.RESOURCE_EXHAUSTED if code == RESOURCE_EXHAUSTED else grpc.StatusCode.INVALID_ARGUMENT
-        self.log.warning("rejected %s from %s: %s (%s)", method, ip or "unknown", message, status.name)
+        summary = self.sampler.summary()
+        if summary:
+            self.log.warning("%s", summary)
+        if self.sampler.admit("%s %s" % (method, status.name)):
+            self.log.warning("rejected %s from %s: %s (%s)", method, ip or "unknown", message, status.name)
         context.abort(status, message)
 
     def _unary(self, method: str, func):
@@ -140,14 +162,18 @@ class DiscoveryServer:
 
     def _watch(self, request, context):
         ip = peer_ip(context.peer())
+        source = source_key(ip) or "unknown"
         with self._watch_lock:
+            full = None
             if self._watchers >= self.max_watchers:
-                full = True
+                full = "too many watchers on this service: the limit is %d" % self.max_watchers
+            elif self._watchers_by_source.get(source, 0) >= self.max_watchers_per_source:
+                full = "too many watchers from %s: the limit is %d per source network" % (source, self.max_watchers_per_source)
             else:
-                full = False
                 self._watchers += 1
+                self._watchers_by_source[source] = self._watchers_by_source.get(source, 0) + 1
         if full:
-            self._reject(context, "Watch", ip, RESOURCE_EXHAUSTED, "too many watchers on this service: the limit is %d" % self.max_watchers)
+            self._reject(context, "Watch", ip, RESOURCE_EXHAUSTED, full)
         sub = None
         try:
             try:
@@ -170,6 +196,11 @@ class DiscoveryServer:
                 sub.close()
             with self._watch_lock:
                 self._watchers -= 1
+                left = self._watchers_by_source.get(source, 1) - 1
+                if left > 0:
+                    self._watchers_by_source[source] = left
+                else:
+                    self._watchers_by_source.pop(source, None)
 
     def _handlers(self):
         svc = self.service
@@ -224,12 +255,16 @@ class DiscoveryServer:
         last_gc = last_save = time.monotonic()
         while not self._stopping.wait(min(1.0, self.gc_interval, self.save_interval)):
             now = time.monotonic()
+            summary = self.sampler.summary()
+            if summary:
+                self.log.warning("%s", summary)
             if now - last_gc >= self.gc_interval:
                 last_gc = now
                 removed = self.service.state.gc()
                 self.service.limiter.gc()
                 if any(removed.values()):
-                    self.log.info("gc: expired %(affiliates)d affiliates, %(endpoints)d endpoints, %(clusters)d empty clusters" % removed)
+                    self.log.info("gc: expired %d affiliates, %d endpoints, %d empty clusters",
+                                  removed["affiliates"], removed["endpoints"], removed["clusters"])
             if self.state_file and self.service.state.dirty and now - last_save >= self.save_interval:
                 last_save = now
                 self._save()
@@ -240,6 +275,9 @@ class DiscoveryServer:
             self._server.stop(grace).wait()
         if self._housekeeper is not None:
             self._housekeeper.join(5)
+        summary = self.sampler.summary(force=True)
+        if summary:
+            self.log.warning("%s", summary)
         self._save()
 
     def wait(self) -> None:
@@ -348,14 +386,29 @@ class DiscoveryClient:
     def delete(self, cluster_id: str, affiliate_id: str, timeout: Optional[float] = None) -> None:
         self._call("AffiliateDelete", AffiliateDeleteRequest(cluster_id=cluster_id, affiliate_id=affiliate_id), timeout)
 
-    def list(self, cluster_id: str, timeout: Optional[float] = None) -> List[ServerAffiliate]:
-        return self._parse("List", ListResponse, self._call("List", ListRequest(cluster_id=cluster_id), timeout)).affiliates
+    def list(self, cluster_id: str, timeout: Optional[float] = None, max_affiliates: int = CLUSTER_AFFILIATES_MAX) -> AffiliateList:
+        """The cluster's affiliates: at most ``max_affiliates`` (Talos's per-cluster limit) are decoded; the list's
+        ``truncated`` is True when the service sent more (the rest is ignored, unread)."""
+        data = self._call("List", ListRequest(cluster_id=cluster_id), timeout)
+        try:
+            affiliates, truncated = decode_affiliates_bounded(data, max_affiliates)
+        except WireError as exc:
+            raise DiscoveryRPCError("DATA_LOSS", "malformed response: %s" % exc, "List")
+        result = AffiliateList(affiliates)
+        result.truncated = truncated
+        return result
 
     def watch(self, cluster_id: str, timeout: Optional[float] = None) -> WatchStream:
         """A server stream: iterate for WatchEvents (the first is the snapshot); ``cancel()`` ends it from any thread.
         ``timeout`` bounds the whole stream (None: until cancelled or the service goes away)."""
         call = self._watch(WatchRequest(cluster_id=cluster_id).encode(), timeout=timeout)
         return WatchStream(call)
+
+
+class AffiliateList(list):
+    """A list of ServerAffiliate; ``truncated``: the service sent more than the client decoded."""
+
+    truncated = False
 
 
 class WatchStream:
@@ -386,5 +439,5 @@ class WatchStream:
         self._call.cancel()
 
 
-__all__ = ["DiscoveryClient", "DiscoveryRPCError", "DiscoveryServer", "HelloResult", "WatchEvent", "WatchStream", "HAS_GRPC",
+__all__ = ["AffiliateList", "DiscoveryClient", "DiscoveryRPCError", "DiscoveryServer", "HelloResult", "WatchEvent", "WatchStream", "HAS_GRPC",
            "parse_service_endpoint", "peer_ip"]

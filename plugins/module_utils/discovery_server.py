@@ -51,8 +51,16 @@ CLUSTER_AFFILIATES_MAX = 1024
 RATE_PER_SECOND = 15.0
 RATE_BURST = 60
 GC_INTERVAL = 60.0
-# Ours (Talos has no such limit): a bound on memory for clusters nobody uses twice.
+# Ours (Talos has no such limits): bounds on memory for the whole service. CLUSTERS_MAX bounds clusters nobody
+# uses twice; AFFILIATES_MAX and MEMORY_MAX bound every cluster together (docs/discovery.md, "Abuse"):
+# MEMORY_MAX counts the estimated bytes of what is stored (see affiliate_cost), not the process's RSS.
 CLUSTERS_MAX = 100000
+AFFILIATES_MAX = 10000
+MEMORY_MAX = 64 * 1024 * 1024
+# Estimated Python overhead of one stored affiliate and of one stored endpoint: a maximum-size affiliate counts
+# 17.5 KB, above the 11.6 KB tracemalloc measures for it on CPython 3.11, to leave room for the allocator.
+AFFILIATE_OVERHEAD = 600
+ENDPOINT_OVERHEAD = 200
 # Updates queued per watcher before it is cut off (Talos: 32); it re-watches and gets a fresh snapshot.
 WATCH_QUEUE_MAX = 32
 STATE_FORMAT = 1
@@ -101,6 +109,33 @@ class _Affiliate:
 
     def export(self) -> ServerAffiliate:
         return ServerAffiliate(id=self.id, data=self.data, endpoints=[e[0] for e in self.endpoints])
+
+    def cost(self) -> int:
+        return affiliate_cost(self.id, self.data, (e[0] for e in self.endpoints))
+
+
+def affiliate_cost(affiliate_id: str, data: bytes, endpoints) -> int:
+    """The estimated memory of one stored affiliate (what MEMORY_MAX counts): its bytes plus Python's overhead."""
+    return (AFFILIATE_OVERHEAD + len(affiliate_id) + len(data)
+            + sum(ENDPOINT_OVERHEAD + len(blob) for blob in endpoints))
+
+
+def source_key(ip: Optional[str]) -> Optional[str]:
+    """The network a client address counts against: its /24 (IPv4) or /64 (IPv6); None when unknown.
+
+    Rate limits and the cap on watchers apply per source network, not per address: one host with many
+    addresses of the same /64 (or a /24 of hosts) counts once. An IPv4-mapped IPv6 address counts as IPv4.
+    """
+    if not ip:
+        return None
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    prefix = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network("%s/%d" % (addr, prefix), strict=False))
 
 
 class Subscription:
@@ -152,7 +187,10 @@ class Subscription:
 
 
 class RateLimiter:
-    """Token bucket per client IP: ``rate`` requests per second, bursts of ``burst`` (Talos: 15/s, 60)."""
+    """Token bucket per key: ``rate`` requests per second, bursts of ``burst`` (Talos: 15/s, 60, per IP).
+
+    DiscoveryService uses the client's source network as key (source_key: /24 or /64), not its address.
+    """
 
     def __init__(self, rate: float = RATE_PER_SECOND, burst: int = RATE_BURST, clock: Callable[[], float] = time.monotonic):
         self.rate, self.burst, self.clock = float(rate), float(burst), clock
@@ -186,6 +224,46 @@ class RateLimiter:
         return len(self._buckets)
 
 
+class LogSampler:
+    """Bounds the log lines of rejected requests: at most ``limit`` per ``interval`` seconds are logged; the rest
+    are counted by kind and summed up in one line (:meth:`summary`) when the interval ends.
+
+    ``admit(kind)`` -> True: log this one. ``summary()`` -> the line for the rejections not logged in the last
+    interval, or None; call it at each rejection and from housekeeping."""
+
+    def __init__(self, limit: int = 20, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.interval, self.clock = int(limit), float(interval), clock
+        self._start = clock()
+        self._logged = 0
+        self._suppressed: Dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, kind: str) -> bool:
+        with self._lock:
+            if self._logged < self.limit:
+                self._logged += 1
+                return True
+            if len(self._suppressed) < 64 or kind in self._suppressed:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            else:
+                self._suppressed["other"] = self._suppressed.get("other", 0) + 1
+            return False
+
+    def summary(self, force: bool = False) -> Optional[str]:
+        """The line for the rejections not logged since the interval began, once it is over (or now: ``force``)."""
+        with self._lock:
+            now = self.clock()
+            if now - self._start < self.interval and not force:
+                return None
+            suppressed, elapsed = self._suppressed, now - self._start
+            self._start, self._logged, self._suppressed = now, 0, {}
+        if not suppressed:
+            return None
+        kinds = sorted(suppressed.items(), key=lambda kv: (-kv[1], kv[0]))
+        return "%d more rejected requests in the last %.0f s, not logged one by one: %s" % (
+            sum(suppressed.values()), elapsed, ", ".join("%s: %d" % kv for kv in kinds[:10]))
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
@@ -193,10 +271,15 @@ def b64(raw: bytes) -> str:
 class DiscoveryState:
     """All clusters. Thread-safe; every method that needs the time reads ``clock()`` once."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, clusters_max: int = CLUSTERS_MAX):
+    def __init__(self, clock: Callable[[], float] = time.time, clusters_max: int = CLUSTERS_MAX,
+                 affiliates_max: int = AFFILIATES_MAX, memory_max: int = MEMORY_MAX):
         self.clock = clock
         self.clusters_max = clusters_max
+        self.affiliates_max = affiliates_max
+        self.memory_max = memory_max
         self._clusters: Dict[str, Dict[str, _Affiliate]] = {}
+        self._affiliates = 0  # in every cluster
+        self._memory = 0  # sum of affiliate_cost of every stored affiliate
         self._subscriptions: Dict[str, List[Subscription]] = {}
         self._lock = threading.RLock()
         self.dirty = False  # changed since the last save
@@ -206,8 +289,11 @@ class DiscoveryState:
     def update(self, cluster_id: str, affiliate_id: str, data: Optional[bytes], endpoints: List[bytes], ttl: float) -> bool:
         """AffiliateUpdate: set the data (None: keep it), merge endpoints, extend expirations to now + ttl.
 
-        Returns True when watchers were notified (something changed). All-or-nothing: a request that breaks
-        a limit changes nothing.
+        Returns True when watchers were notified (something changed). A request that breaks a limit changes
+        nothing. Endpoints beyond AFFILIATE_ENDPOINTS_MAX are no error: the endpoints this request does not
+        carry are evicted, those refreshed longest ago first, so the latest update (its data and its
+        endpoints) is always stored. Talos's service stores the data too but then answers RESOURCE_EXHAUSTED
+        and stores no new endpoint, which let anyone knowing the cluster ID lock an affiliate's endpoints.
         """
         validate_cluster_id(cluster_id)
         validate_affiliate_id(affiliate_id)
@@ -224,36 +310,50 @@ class DiscoveryState:
             raise _invalid("ttl is too large: %g s, the limit is %d s" % (ttl, TTL_MAX))
         now = self.clock()
         expires = now + ttl
+        requested = set(endpoints)
         with self._lock:
             cluster = self._clusters.get(cluster_id)
             if cluster is None:
                 if len(self._clusters) >= self.clusters_max:
                     raise LimitError(RESOURCE_EXHAUSTED, "too many clusters on this service: the limit is %d" % self.clusters_max)
             affiliate = (cluster or {}).get(affiliate_id)
-            if affiliate is None and cluster is not None and len(cluster) >= CLUSTER_AFFILIATES_MAX:
-                raise LimitError(RESOURCE_EXHAUSTED, "too many affiliates in the cluster: the limit is %d" % CLUSTER_AFFILIATES_MAX)
+            if affiliate is None:
+                if cluster is not None and len(cluster) >= CLUSTER_AFFILIATES_MAX:
+                    raise LimitError(RESOURCE_EXHAUSTED, "too many affiliates in the cluster: the limit is %d" % CLUSTER_AFFILIATES_MAX)
+                if self._affiliates >= self.affiliates_max:
+                    raise LimitError(RESOURCE_EXHAUSTED, "too many affiliates on this service: the limit is %d (all clusters)"
+                                     % self.affiliates_max)
             known = {e[0] for e in affiliate.endpoints} if affiliate else set()
             new = list(dict.fromkeys(b for b in endpoints if b not in known))
-            if len(known) + len(new) > AFFILIATE_ENDPOINTS_MAX:
-                raise LimitError(RESOURCE_EXHAUSTED, "too many endpoints in the affiliate: the limit is %d" % AFFILIATE_ENDPOINTS_MAX)
+            # the endpoints kept: refreshed ones get the new expiry; when over the limit, evict the oldest not in this request
+            kept = [[e[0], max(e[1], expires) if e[0] in requested else e[1]] for e in (affiliate.endpoints if affiliate else [])]
+            evicted = max(0, len(kept) + len(new) - AFFILIATE_ENDPOINTS_MAX)
+            if evicted:
+                victims = sorted((i for i, e in enumerate(kept) if e[0] not in requested), key=lambda i: (kept[i][1], i))[:evicted]
+                drop = set(victims)
+                kept = [e for i, e in enumerate(kept) if i not in drop]
+            kept.extend([bytes(b), expires] for b in new)
+            new_data = bytes(data) if data is not None and len(data) > 0 else (affiliate.data if affiliate else b"")
+            old_cost = affiliate.cost() if affiliate else 0
+            new_cost = affiliate_cost(affiliate_id, new_data, (e[0] for e in kept))
+            if new_cost > old_cost and self._memory - old_cost + new_cost > self.memory_max:
+                raise LimitError(RESOURCE_EXHAUSTED, "the service's memory limit is reached: %d MiB of affiliates stored "
+                                 "(limit %d MiB)" % (self._memory // (1 << 20), self.memory_max // (1 << 20)))
             created = affiliate is None
             if cluster is None:
                 cluster = self._clusters[cluster_id] = {}
             if created:
                 affiliate = cluster[affiliate_id] = _Affiliate(affiliate_id)
-            changed = created
+                self._affiliates += 1
+            changed = created or bool(new) or bool(evicted)
             if data is not None and len(data) > 0:
-                changed = changed or data != affiliate.data
-                affiliate.data = bytes(data)
+                changed = changed or new_data != affiliate.data
+                affiliate.data = new_data
                 affiliate.expires = expires  # as Talos: new data sets the expiry, endpoints only extend it
-            for entry in affiliate.endpoints:
-                if entry[0] in endpoints and entry[1] < expires:
-                    entry[1] = expires
-            for blob in new:
-                affiliate.endpoints.append([bytes(blob), expires])
-            changed = changed or bool(new)
+            affiliate.endpoints = kept
             if affiliate.expires < expires and (data is None or len(data) == 0):
                 affiliate.expires = expires
+            self._memory += new_cost - old_cost
             self.dirty = True
             if changed:
                 self._notify(cluster_id, False, affiliate.export())
@@ -266,7 +366,7 @@ class DiscoveryState:
             cluster = self._clusters.get(cluster_id)
             if not cluster or affiliate_id not in cluster:
                 return False
-            del cluster[affiliate_id]
+            self._forget(cluster.pop(affiliate_id))
             self.dirty = True
             self._notify(cluster_id, True, ServerAffiliate(id=affiliate_id))
             return True
@@ -285,6 +385,10 @@ class DiscoveryState:
             sub = Subscription(self, cluster_id, self.list(cluster_id))
             self._subscriptions.setdefault(cluster_id, []).append(sub)
             return sub
+
+    def _forget(self, affiliate: _Affiliate) -> None:
+        self._affiliates -= 1
+        self._memory -= affiliate.cost()
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -311,14 +415,16 @@ class DiscoveryState:
                 for affiliate_id in sorted(cluster):
                     affiliate = cluster[affiliate_id]
                     if affiliate.expires <= now:
-                        del cluster[affiliate_id]
+                        self._forget(cluster.pop(affiliate_id))
                         removed += 1
                         self._notify(cluster_id, True, ServerAffiliate(id=affiliate_id))
                         continue
                     kept = [e for e in affiliate.endpoints if e[1] > now]
                     if len(kept) != len(affiliate.endpoints):
                         endpoints += len(affiliate.endpoints) - len(kept)
+                        self._memory -= affiliate.cost()
                         affiliate.endpoints = kept
+                        self._memory += affiliate.cost()
                         self._notify(cluster_id, False, affiliate.export())
                 if not cluster and not self._subscriptions.get(cluster_id):
                     del self._clusters[cluster_id]
@@ -336,21 +442,33 @@ class DiscoveryState:
                 "subscriptions": sum(len(s) for s in self._subscriptions.values()),
             }
 
+    def memory(self) -> int:
+        """The estimated bytes stored (what memory_max bounds)."""
+        with self._lock:
+            return self._memory
+
     # --- persistence -----------------------------------------------------------------------------
 
-    def to_json(self) -> dict:
+    def snapshot(self) -> list:
+        """What to_json serializes, copied under the lock: (cluster ID, [(affiliate ID, data, expires, [(blob, expires)])]).
+
+        Cheap (references to immutable bytes); the encoding happens outside the lock, so a save of a large state
+        does not stall the requests."""
         with self._lock:
-            return {
-                "format": STATE_FORMAT,
-                "saved_at": self.clock(),
-                "clusters": {
-                    cid: {
-                        aid: {"data": b64(a.data), "expires": a.expires, "endpoints": [[b64(e[0]), e[1]] for e in a.endpoints]}
-                        for aid, a in sorted(cluster.items())
-                    }
-                    for cid, cluster in sorted(self._clusters.items()) if cluster
-                },
-            }
+            return [(cid, [(aid, a.data, a.expires, [(e[0], e[1]) for e in a.endpoints]) for aid, a in cluster.items()])
+                    for cid, cluster in self._clusters.items() if cluster]
+
+    def to_json(self, snapshot: Optional[list] = None) -> dict:
+        snapshot = self.snapshot() if snapshot is None else snapshot
+        return {
+            "format": STATE_FORMAT,
+            "saved_at": self.clock(),
+            "clusters": {
+                cid: {aid: {"data": b64(data), "expires": expires, "endpoints": [[b64(blob), exp] for blob, exp in endpoints]}
+                      for aid, data, expires, endpoints in sorted(affiliates)}
+                for cid, affiliates in sorted(snapshot)
+            },
+        }
 
     def load_json(self, doc, where: str = "state") -> int:
         """Replace the clusters with a saved state (expired entries are dropped). Returns the affiliates loaded.
@@ -359,6 +477,7 @@ class DiscoveryState:
             raise StateFileError("%s is not a discovery service state (format %d)" % (where, STATE_FORMAT))
         now = self.clock()
         clusters: Dict[str, Dict[str, _Affiliate]] = {}
+        count = memory = 0
         try:
             for cid, cluster in doc["clusters"].items():
                 validate_cluster_id(cid)
@@ -374,20 +493,28 @@ class DiscoveryState:
                     affiliate.endpoints = [e for e in affiliate.endpoints if e[1] > now]
                     if affiliate.expires > now:
                         clusters.setdefault(cid, {})[aid] = affiliate
+                        count += 1
+                        memory += affiliate.cost()
                 if len(clusters.get(cid, {})) > CLUSTER_AFFILIATES_MAX:
                     raise ValueError("cluster has more than %d affiliates" % CLUSTER_AFFILIATES_MAX)
+                if count > self.affiliates_max or memory > self.memory_max or len(clusters) > self.clusters_max:
+                    raise ValueError("more affiliates than the service's limits (%d affiliates, %d MiB)"
+                                     % (self.affiliates_max, self.memory_max // (1 << 20)))
         except (AttributeError, KeyError, TypeError, ValueError, binascii.Error, LimitError) as exc:
             raise StateFileError("%s is corrupt: %s" % (where, exc))
         with self._lock:
             self._clusters = clusters
+            self._affiliates = count
+            self._memory = memory
             self.dirty = False
-        return sum(len(c) for c in clusters.values())
+        return count
 
     def save(self, path: str) -> None:
         """Write the state atomically (statefile.atomic_write, mode 0600)."""
         with self._lock:
-            doc = self.to_json()
+            snapshot = self.snapshot()
             self.dirty = False
+        doc = self.to_json(snapshot)  # encoded outside the lock
         atomic_write(path, (json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n").encode("ascii"))
 
     def load(self, path: str) -> int:
@@ -431,9 +558,10 @@ class DiscoveryService:
         self.report_client_ip = report_client_ip
 
     def _admit(self, ip: Optional[str]) -> None:
-        if ip and not self.limiter.allow(ip):
+        source = source_key(ip)
+        if source and not self.limiter.allow(source):
             raise LimitError(RESOURCE_EXHAUSTED, "rate limit: more than %g requests/s (burst %d) from %s"
-                             % (self.limiter.rate, self.limiter.burst, ip))
+                             % (self.limiter.rate, self.limiter.burst, source))
 
     @staticmethod
     def _decode(message_class, request: bytes):

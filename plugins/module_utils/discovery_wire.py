@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 MAX_DEPTH = 16
 MAX_FIELD_NUMBER = (1 << 29) - 1
@@ -403,6 +403,26 @@ class WatchRequest(Message):
 class WatchResponse(Message):
     FULL_NAME = "sidero.discovery.server.WatchResponse"
     FIELDS = _fields((1, "affiliates", ServerAffiliate, "repeated"), (2, "deleted", "bool"))
+
+
+def decode_affiliates_bounded(data, max_affiliates: int) -> Tuple[List[ServerAffiliate], bool]:
+    """A ListResponse (or a WatchResponse's affiliates) decoded up to ``max_affiliates`` affiliates:
+    (affiliates, truncated). Decoding stops at the first affiliate beyond the limit, so the cost of a hostile
+    answer is bounded by the limit, not by its size; truncated is then True. Raises WireError as decode does."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireError("ListResponse: expected bytes, got %s" % type(data).__name__)
+    affiliates: List[ServerAffiliate] = []
+    for number, wire_type, value, offset in iter_fields(bytes(data)):
+        if number != 1:
+            continue
+        if wire_type != LENGTH:
+            raise WireError("ListResponse.affiliates (field 1) at byte %d has wire type %d, expected %d" % (offset, wire_type, LENGTH))
+        if len(affiliates) >= max_affiliates:
+            return affiliates, True
+        item = ServerAffiliate()
+        item._merge(value, 1)
+        affiliates.append(item)
+    return affiliates, False
 
 
 CLIENT_MESSAGES = (ClientAffiliate, KubeSpan, IPPrefix, Endpoint, ControlPlane)

@@ -6,6 +6,7 @@ cluster-secret crypto, so what the service stores is checked to be ciphertext on
 """
 
 import datetime
+import json
 import os
 import re
 import signal
@@ -259,3 +260,183 @@ def test_tls_with_a_self_signed_certificate(mods, start, tmp_path):
             client.list(CLUSTER)
         assert err.value.code == "UNAVAILABLE"
     assert svc.alive()
+
+
+def test_tls_with_the_ca_and_certificate_the_role_makes(mods, start, tmp_path):
+    """roles/discovery_service/files/make-tls.sh (what the role runs on the service host) makes a CA and a certificate
+    the client accepts, by IP name and by DNS name (server_name); a second run changes nothing; new names renew the
+    certificate under the same CA."""
+    script = os.path.join(ROOT, "roles", "discovery_service", "files", "make-tls.sh")
+    pki = tmp_path / "pki"
+    pki.mkdir(mode=0o700)
+
+    def make(san, *extra):
+        return subprocess.run(["sh", script, str(pki), san] + list(extra), check=True, capture_output=True, text=True).stdout.strip()
+    assert make("DNS:disc.test,IP:127.0.0.1", "check") == "changed" and not list(pki.iterdir())
+    assert make("DNS:disc.test,IP:127.0.0.1") == "changed"
+    assert make("DNS:disc.test,IP:127.0.0.1") == "ok"
+    assert oct((pki / "ca.key").stat().st_mode & 0o777) == "0o600" and oct((pki / "tls.key").stat().st_mode & 0o777) == "0o600"
+    ca = (pki / "ca.crt").read_bytes()
+    svc = start("--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"))
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca) as client:  # checked against IP:127.0.0.1
+        assert client.hello(CLUSTER).client_ip == "127.0.0.1"
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca, server_name="disc.test") as client:
+        client.hello(CLUSTER)
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca, server_name="other.test", timeout=5) as client:
+        with pytest.raises(mods.grpc.DiscoveryRPCError) as err:  # a name the certificate does not have
+            client.hello(CLUSTER)
+        assert err.value.code == "UNAVAILABLE"
+    svc.stop()
+    assert make("DNS:other.test") == "changed" and (pki / "ca.crt").read_bytes() == ca
+    svc = start("--tls-cert", str(pki / "tls.crt"), "--tls-key", str(pki / "tls.key"))
+    with mods.grpc.DiscoveryClient(svc.target, ca_cert=ca, server_name="other.test") as client:
+        client.hello(CLUSTER)
+
+
+# --- abuse (issue 15 item 4): each demonstration against the real service; costs printed, not asserted -----
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_junk_endpoints_cannot_lock_out_an_affiliates_next_update(mods, start):
+    """Anyone who knows the cluster ID fills the victim's 64 endpoint slots with junk: the victim's next update (data
+    plus endpoints) is stored whole (the oldest endpoints are evicted) instead of failing with RESOURCE_EXHAUSTED."""
+    svc = start()
+    key = mods.crypto.key_from_secret(SECRET)
+    victim = affiliate(1)
+    with mods.grpc.DiscoveryClient(svc.target, insecure=True) as client:
+        publish(mods, client, victim)
+        client.update(CLUSTER, victim["node_id"], None, [bytes([i]) * 16 for i in range(64)])  # the attacker
+        assert len(client.list(CLUSTER)[0].endpoints) == 64
+        moved = dict(victim, endpoints=["198.51.100.7:51820"])
+        _data, blobs = publish(mods, client, moved)  # no RESOURCE_EXHAUSTED
+        (stored,) = client.list(CLUSTER)
+        opened, _reasons = mods.affiliates.open_affiliate(key, stored)
+        assert opened["endpoints"] == ["198.51.100.7:51820"] and set(blobs) <= set(stored.endpoints)
+        assert len(stored.endpoints) == 64
+
+
+def test_one_source_cannot_take_every_watch_slot(mods, start):
+    """One address opened all 120 watch slots in 4 s: now one /24 or /64 holds at most --max-watchers-per-source
+    streams; another source still gets one, and a slot freed is usable again."""
+    svc = start("--listen", "[::]:0", "--max-workers", "40", "--max-watchers-per-source", "4", "--rate", "1000", "--burst", "1000")
+    streams, codes = [], []
+    with mods.grpc.DiscoveryClient("127.0.0.1:%d" % svc.port, insecure=True) as client, \
+            mods.grpc.DiscoveryClient("[::1]:%d" % svc.port, insecure=True) as other:
+        for _unused in range(12):
+            stream = client.watch(CLUSTER, timeout=STREAM_DEADLINE)
+            try:
+                next(stream)
+                streams.append(stream)
+                codes.append("OK")
+            except mods.grpc.DiscoveryRPCError as exc:
+                codes.append(exc.code)
+                assert "too many watchers from 127.0.0.0/24: the limit is 4 per source network" in exc.details
+        assert codes == ["OK"] * 4 + ["RESOURCE_EXHAUSTED"] * 8
+        elsewhere = other.watch(CLUSTER, timeout=STREAM_DEADLINE)  # positive control: another source network
+        assert next(elsewhere).snapshot
+        elsewhere.cancel()
+        streams.pop().cancel()
+        for _unused in range(50):  # the server notices the cancel asynchronously
+            again = client.watch(CLUSTER, timeout=STREAM_DEADLINE)
+            try:
+                next(again)
+                streams.append(again)
+                break
+            except mods.grpc.DiscoveryRPCError:
+                import time
+                time.sleep(0.1)
+        else:
+            raise AssertionError("a freed watch slot was never usable again")
+        for stream in streams:
+            stream.cancel()
+    log = svc.stop()
+    assert log.count("too many watchers from") <= 20
+
+
+def _flood(mods, svc, count, cluster_of):
+    """AffiliateUpdates of maximum size (2 KiB data, 64 x 32 B endpoints): (accepted, refusal details, seconds)."""
+    import time
+    accepted, refused = 0, {}
+    t0 = time.monotonic()
+    with mods.grpc.DiscoveryClient(svc.target, insecure=True) as client:
+        for i in range(count):
+            try:
+                client.update(cluster_of(i), "a%05d" % i, os.urandom(2048), [os.urandom(32) for _unused in range(64)])
+                accepted += 1
+            except mods.grpc.DiscoveryRPCError as exc:
+                assert exc.code == "RESOURCE_EXHAUSTED", exc
+                refused[exc.details] = refused.get(exc.details, 0) + 1
+    return accepted, refused, time.monotonic() - t0
+
+
+def _hello_ms(mods, svc, n=20):
+    import time
+    with mods.grpc.DiscoveryClient(svc.target, insecure=True) as client:
+        client.hello(CLUSTER)
+        t0 = time.monotonic()
+        for _unused in range(n):
+            client.hello(CLUSTER)
+        return (time.monotonic() - t0) * 1000.0 / n
+
+
+@pytest.mark.parametrize("cap_args, attempts", [
+    (["--max-affiliates", "300"], 400),  # the count cap
+    (["--max-memory-mib", "4"], 400),  # the memory cap (about 240 maximum-size affiliates)
+])
+def test_maximum_size_affiliate_flood_is_capped_with_clear_refusals(mods, start, tmp_path, cap_args, attempts):
+    """10,240 maximum-size affiliates took the service to 210 MB RSS and a 70 MB state file, Hello to 918 ms, and
+    6,889 warnings in 3 s: the global caps refuse the surplus with a clear RESOURCE_EXHAUSTED, the rejection log
+    is sampled, the state file stays bounded. Scaled down by a small cap; docs/reliability.md has the default run."""
+    state = tmp_path / "state.json"
+    svc = start("--rate", "100000", "--burst", "100000", "--state-file", str(state), "--save-interval", "0.2", *cap_args)
+    rss0, cpu0 = rss_kib(svc.proc.pid), cpu_seconds(svc.proc.pid)
+    accepted, refused, seconds = _flood(mods, svc, attempts, lambda i: "cluster-%d" % (i % 7))
+    hello = _hello_ms(mods, svc)
+    rss1, cpu1 = rss_kib(svc.proc.pid), cpu_seconds(svc.proc.pid)
+    log = svc.stop()
+    assert 0 < accepted < attempts and sum(refused.values()) == attempts - accepted
+    assert len(refused) == 1
+    detail = list(refused)[0]
+    if "--max-affiliates" in cap_args:
+        assert accepted == 300 and detail == "too many affiliates on this service: the limit is 300 (all clusters)"
+    else:
+        assert detail.startswith("the service's memory limit is reached") and "(limit 4 MiB)" in detail
+    rejected_lines = [line for line in log.splitlines() if "rejected AffiliateUpdate" in line]
+    assert len(rejected_lines) <= 20 and "more rejected requests in the last" in log
+    saved = json.loads(state.read_text())
+    assert sum(len(c) for c in saved["clusters"].values()) == accepted
+    print("flood %s: %d of %d accepted in %.1f s; service RSS %d -> %d KiB, CPU %.2f s; Hello %.1f ms; state file %d KiB; "
+          "%d log lines" % (" ".join(cap_args), accepted, attempts, seconds, rss0, rss1, cpu1 - cpu0, hello,
+                            state.stat().st_size // 1024, len(log.splitlines())))
+
+
+def test_maximum_size_affiliate_flood_at_the_default_caps(mods, start, tmp_path):
+    """The demonstration at full scale (10,240 maximum-size affiliates from one address) against the default caps."""
+    state = tmp_path / "state.json"
+    svc = start("--rate", "100000", "--burst", "100000", "--state-file", str(state))
+    rss0 = rss_kib(svc.proc.pid)
+    accepted, refused, seconds = _flood(mods, svc, 10240, lambda i: "cluster-%d" % (i // 1000))
+    hello = _hello_ms(mods, svc)
+    rss1, cpu1 = rss_kib(svc.proc.pid), cpu_seconds(svc.proc.pid)
+    log = svc.stop()
+    assert 0 < accepted < 10240
+    assert list(refused) == ["the service's memory limit is reached: 63 MiB of affiliates stored (limit 64 MiB)"]
+    logged = [line for line in log.splitlines() if "rejected AffiliateUpdate from" in line]
+    assert len(logged) <= 20 * (int(seconds / 10) + 2)  # at most 20 per 10 s; the rest in summary lines
+    assert "more rejected requests in the last" in log
+    print("flood at the default caps: %d of 10240 accepted in %.1f s; service RSS %d -> %d KiB, CPU %.1f s; Hello %.1f ms; "
+          "state file %d KiB; %d log lines"
+          % (accepted, seconds, rss0, rss1, cpu1, hello, state.stat().st_size // 1024, len(log.splitlines())))

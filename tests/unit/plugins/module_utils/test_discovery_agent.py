@@ -518,3 +518,130 @@ def test_unreachable_redirect_target_is_named(tmp_path):
         assert any("which is not host:port" in line for line in logs), logs
     finally:
         server.stop()
+
+
+# --- abuse (issue 15 item 4) ------------------------------------------------------------------------------
+
+
+def test_overwritten_data_is_republished_at_the_next_tick(tmp_path, service):
+    """Anyone who knows the cluster ID can overwrite an affiliate's data: every peer would drop it until its next
+    refresh (15 min). The node notices that its stored blob no longer opens to its content and publishes again."""
+    server, target = service
+    clock, logs = Clock(), []
+    a, b = node_state(1, target), node_state(2, target)
+    run_round(tmp_path, "a", a, clock, logs)
+    with dg.DiscoveryClient(target, insecure=True) as attacker:
+        attacker.update(CLUSTER, "Node1Id", b"junk" * 10, [bytes([i]) * 16 for i in range(64)])
+    _rnd, changed = run_round(tmp_path, "b", b, clock, logs)
+    assert changed == [] and any("Node1Id dropped" in line for line in logs)  # the attack works on b...
+    clock.t += 30
+    logs.clear()
+    run_round(tmp_path, "a", a, clock, logs)  # ...until a's next tick (well within TTL/2)
+    assert any("published this node's affiliate (the service does not have it as published" in line for line in logs)
+    _rnd, changed = run_round(tmp_path, "b", b, clock, logs)
+    assert [p["name"] for p in changed[0]] == ["n1"] and changed[0][0]["endpoints"] == ["10.0.0.1:51820"]
+    # and an unchanged, intact affiliate is not published again
+    logs.clear()
+    run_round(tmp_path, "a", a, clock, logs)
+    assert not any("published" in line for line in logs)
+
+
+def test_merge_happens_even_when_the_own_publish_fails(tmp_path, service):
+    server, target = service
+    clock, logs = Clock(), []
+    run_round(tmp_path, "a", node_state(1, target), clock, logs)
+    server.service.state.affiliates_max = 1  # full: b's own affiliate is refused
+    logs.clear()
+    rnd, changed = run_round(tmp_path, "b", node_state(2, target), clock, logs)
+    assert rnd.reachable and [p["name"] for p in changed[0]] == ["n1"]
+    assert any("could not be published" in line and "RESOURCE_EXHAUSTED" in line for line in logs)
+    memory = dag.load_memory(str(tmp_path / "b"))[0]
+    assert not memory["published"] and "RESOURCE_EXHAUSTED" in memory["publish_error"]
+    server.service.state.affiliates_max = 100
+    logs.clear()
+    run_round(tmp_path, "b", node_state(2, target), clock, logs)
+    assert any("published this node's affiliate (first publication" in line for line in logs)
+    assert "publish_error" not in dag.load_memory(str(tmp_path / "b"))[0]
+
+
+class HostileService:
+    """A real gRPC server that answers Hello, AffiliateUpdate and List with fixed bytes (List: junk affiliates)."""
+
+    def __init__(self, list_bytes):
+        from concurrent import futures
+
+        from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
+
+        def unary(payload):
+            return grpc.unary_unary_rpc_method_handler(lambda _req, _ctx: payload)
+        handler = grpc.method_handlers_generic_handler(w.SERVICE_NAME, {
+            "Hello": unary(w.HelloResponse().encode()), "AffiliateUpdate": unary(b""), "List": unary(list_bytes)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler],
+                                  options=[("grpc.max_send_message_length", 64 << 20)])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.target = "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.server.stop(None).wait()
+
+
+def junk_list(count):
+    """A ListResponse of ``count`` junk affiliates, each with data (so each would be opened and give a reason)."""
+    return b"".join(b"\x0a\x0d\x0a\x07" + (b"j%06d" % i) + b"\x12\x02zz" for i in range(count))
+
+
+def test_hostile_service_listing_junk_costs_a_bounded_tick(tmp_path):
+    """A hostile service answering List with 390,000 junk affiliates cost a tick 5.2 s of CPU, 444 MB RSS, 390,000
+    journal lines and a 51 MB discovery.json. Now: 1,024 affiliates are read, 21 lines logged, the file is small."""
+    import resource
+    import time
+    payload = junk_list(300000)  # 4.5 MB: just under the client's receive cap (dg.CLIENT_MAX_RECEIVE)
+    assert len(payload) < dg.CLIENT_MAX_RECEIVE
+    hostile = HostileService(payload)
+    try:
+        clock, logs = Clock(), []
+        d = tmp_path / "victim"
+        d.mkdir()
+        dag.save_memory(str(d), {"affiliates": [dict(aff(3), source="discovery")]})
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu0, t0 = time.process_time(), time.monotonic()
+        rnd, changed = run_round(tmp_path, "victim", node_state(2, hostile.target), clock, logs)
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    finally:
+        hostile.stop()
+    assert rnd.reachable and changed == []
+    assert len(logs) <= dag.MAX_REASONS + 5
+    assert any("the service lists more than 1024 affiliates" in line for line in logs)
+    assert any("more reasons not logged one by one" in line for line in logs)
+    size = (d / "discovery.json").stat().st_size
+    memory = dag.load_memory(str(d))[0]
+    assert len(memory["reasons"]) == dag.MAX_REASONS + 1 and size < 20000
+    print("hostile List of 300,000 junk affiliates (%d KiB): tick CPU %.2f s, wall %.2f s, max RSS %d -> %d KiB, "
+          "%d log lines, discovery.json %d bytes" % (len(payload) // 1024, cpu, wall, rss0, rss1, len(logs), size))
+
+
+def test_hostile_service_answer_beyond_the_receive_cap_is_refused_before_decoding(tmp_path):
+    hostile = HostileService(junk_list(400000))  # 6 MB: no service within Talos's limits sends this
+    try:
+        clock, logs = Clock(), []
+        d = tmp_path / "victim"
+        d.mkdir()
+        dag.save_memory(str(d), {"affiliates": [dict(aff(3), source="discovery")]})
+        rnd, changed = run_round(tmp_path, "victim", node_state(2, hostile.target), clock, logs)
+    finally:
+        hostile.stop()
+    assert not rnd.reachable and changed == []
+    assert any("unavailable" in line and "RESOURCE_EXHAUSTED" in line for line in logs)
+    assert [a["name"] for a in dag.load_memory(str(d))[0]["affiliates"]] == ["n3"]  # kept
+
+
+def test_memory_file_read_back_is_bounded(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    junk = {"version": dag.DISCOVERY_VERSION, "affiliates": [{"n": i} for i in range(5000)], "reasons": ["x" * 5000] * 500}
+    write_json(str(d / dag.DISCOVERY_FILE), junk)
+    memory = dag.load_memory(str(d))[0]
+    assert len(memory["affiliates"]) == dag.MAX_AFFILIATES
+    assert len(memory["reasons"]) == dag.MAX_REASONS + 1 and all(len(r) <= dag.MAX_REASON_CHARS for r in memory["reasons"])

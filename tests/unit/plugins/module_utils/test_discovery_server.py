@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import threading
 
 import pytest
 
@@ -59,14 +60,33 @@ def test_limits_at_the_boundary_are_accepted(state):
     assert state.stats() == {"clusters": 1, "affiliates": 1, "endpoints": 64, "subscriptions": 0}
 
 
-def test_too_many_endpoints_across_updates_is_resource_exhausted_and_changes_nothing(state):
+def test_endpoint_overflow_evicts_the_oldest_endpoints_not_in_the_update(state, clock):
+    """Talos's service would answer RESOURCE_EXHAUSTED here (and keep the data): the update is kept whole and
+    the endpoints refreshed longest ago, which the update does not carry, are evicted."""
     state.update("c", "a", b"d", [bytes([i]) for i in range(60)], 60)
-    with pytest.raises(s.LimitError, match="too many endpoints in the affiliate: the limit is 64") as err:
-        state.update("c", "a", None, [bytes([i]) for i in range(55, 70)], 60)  # 5 known, 10 new
-    assert err.value.code == s.RESOURCE_EXHAUSTED
-    assert len(state.list("c")[0].endpoints) == 60
+    clock.now += 5
+    state.update("c", "a", None, [bytes([i]) for i in range(30, 40)], 60)  # refreshes 30..39
+    clock.now += 5
+    assert state.update("c", "a", b"d2", [bytes([i]) for i in range(55, 70)], 60)  # 5 known, 10 new: 6 evicted
+    (aff,) = state.list("c")
+    assert len(aff.endpoints) == 64 and aff.data == b"d2"
+    assert set(aff.endpoints) >= {bytes([i]) for i in range(55, 70)} | {bytes([i]) for i in range(30, 40)}
+    assert set(bytes([i]) for i in range(60)) - set(aff.endpoints) == {bytes([i]) for i in range(6)}  # the oldest, in order
     state.update("c", "a", None, [bytes([i]) for i in range(56, 64)], 60)  # known ones do not count twice
     assert len(state.list("c")[0].endpoints) == 64
+
+
+def test_victim_with_64_junk_endpoints_still_publishes_its_data_and_endpoints(state, clock):
+    """The demonstration of issue 15: anyone who knows the cluster ID fills the victim's 64 endpoint slots with
+    junk; the victim's next update (data plus endpoints) must be stored, not refused."""
+    state.update("c", "victim", b"good", [b"v1", b"v2"], 1800)
+    clock.now += 1
+    state.update("c", "victim", None, [b"junk%02d" % i for i in range(64)], 1800)  # the attacker: no data, 64 endpoints
+    assert len(state.list("c")[0].endpoints) == 64 and b"v1" not in state.list("c")[0].endpoints
+    clock.now += 1
+    state.update("c", "victim", b"good2", [b"v1", b"v2"], 1800)  # the victim's next tick
+    (aff,) = state.list("c")
+    assert aff.data == b"good2" and {b"v1", b"v2"} <= set(aff.endpoints) and len(aff.endpoints) == 64
 
 
 def test_too_many_affiliates_per_cluster(state):
@@ -279,9 +299,128 @@ def test_service_rate_limit_is_resource_exhausted(clock):
     hello = w.HelloRequest(cluster_id="c").encode()
     for _unused in range(60):
         svc.hello(hello, "192.0.2.9")
-    with pytest.raises(s.LimitError, match="rate limit: more than 15 requests/s \\(burst 60\\) from 192.0.2.9") as err:
+    with pytest.raises(s.LimitError, match="rate limit: more than 15 requests/s \\(burst 60\\) from 192.0.2.0/24") as err:
         svc.list(w.ListRequest(cluster_id="c").encode(), "192.0.2.9")
     assert err.value.code == s.RESOURCE_EXHAUSTED
+
+
+def test_rate_limit_counts_per_source_network(clock):
+    """Addresses of one /24 (IPv4) or /64 (IPv6) share one bucket; the next network has its own."""
+    svc = s.DiscoveryService(limiter=s.RateLimiter(clock=clock))
+    hello = w.HelloRequest(cluster_id="c").encode()
+    for i in range(60):
+        svc.hello(hello, "192.0.2.%d" % (i + 1))
+        svc.hello(hello, "2001:db8:1:2::%x" % (i + 1))
+    for ip in ("192.0.2.200", "::ffff:192.0.2.201", "2001:db8:1:2:ffff::1"):
+        with pytest.raises(s.LimitError, match="rate limit") as err:
+            svc.hello(hello, ip)
+        assert err.value.code == s.RESOURCE_EXHAUSTED
+    svc.hello(hello, "192.0.3.1")
+    svc.hello(hello, "2001:db8:1:3::1")
+
+
+@pytest.mark.parametrize("ip, key", [
+    ("192.0.2.77", "192.0.2.0/24"), ("::ffff:10.1.2.3", "10.1.2.0/24"), ("2001:db8:a:b:c:d:e:f", "2001:db8:a:b::/64"),
+    ("fe80::1%eth0", "fe80::/64"), (None, None), ("", None), ("garbage", "garbage"),
+])
+def test_source_key(ip, key):
+    assert s.source_key(ip) == key
+
+
+def test_global_affiliate_cap_refuses_clearly_and_frees_on_delete(clock):
+    state = s.DiscoveryState(clock=clock, affiliates_max=5)
+    for i in range(5):
+        state.update("c%d" % (i % 2), "a%d" % i, b"d", [], 60)
+    with pytest.raises(s.LimitError, match="too many affiliates on this service: the limit is 5 \\(all clusters\\)") as err:
+        state.update("c9", "new", b"d", [], 60)
+    assert err.value.code == s.RESOURCE_EXHAUSTED
+    state.update("c0", "a0", b"d2", [b"e"], 60)  # an existing one still updates
+    state.delete("c0", "a0")
+    state.update("c9", "new", b"d", [], 60)
+    clock.now += 61
+    state.gc()
+    assert state.stats()["affiliates"] == 0 and state.memory() == 0
+    state.update("c", "after-gc", b"d", [], 60)
+
+
+def test_memory_cap_refuses_growth_but_not_shrinking_updates(clock):
+    one = s.affiliate_cost("a0", b"d" * 2048, [bytes([i]) * 32 for i in range(64)])
+    state = s.DiscoveryState(clock=clock, memory_max=3 * one)
+    for i in range(3):
+        state.update("c", "a%d" % i, b"d" * 2048, [bytes([i]) * 32 for i in range(64)], 60)
+    assert state.memory() == 3 * one
+    with pytest.raises(s.LimitError, match="the service's memory limit is reached") as err:
+        state.update("c", "a3", b"d", [], 60)
+    assert err.value.code == s.RESOURCE_EXHAUSTED
+    state.update("c", "a0", b"small", [], 60)  # shrinks: allowed
+    assert state.memory() < 3 * one
+    state.update("c", "a3", b"d", [], 60)  # room again
+
+
+def test_memory_accounting_matches_a_recount_after_churn(clock):
+    state = s.DiscoveryState(clock=clock)
+    for i in range(50):
+        state.update("c%d" % (i % 3), "a%d" % (i % 20), b"x" * (i * 7 % 300), [b"e%d" % j for j in range(i % 70 // 2)], 30 + i)
+        if i % 7 == 0:
+            state.delete("c%d" % (i % 3), "a%d" % ((i + 3) % 20))
+        clock.now += 3
+        if i % 10 == 0:
+            state.gc()
+    state.gc()  # load_json drops what expired; so does gc
+    recount = s.DiscoveryState(clock=clock)
+    recount.load_json(state.to_json())
+    assert state.memory() == recount.memory() > 0
+
+
+def test_load_refuses_a_state_beyond_the_global_limits(clock, tmp_path):
+    big = s.DiscoveryState(clock=clock)
+    for i in range(4):
+        big.update("c", "a%d" % i, b"d", [], 60)
+    small = s.DiscoveryState(clock=clock, affiliates_max=3)
+    with pytest.raises(StateFileError, match="more affiliates than the service's limits"):
+        small.load_json(big.to_json())
+
+
+def test_save_encodes_outside_the_lock(state, tmp_path, monkeypatch):
+    """A save holds the lock only to copy references (snapshot); the JSON encoding runs without it."""
+    for i in range(10):
+        state.update("c", "a%d" % i, b"d" * 100, [b"e"], 60)
+    held = []
+    real = s.DiscoveryState.to_json
+
+    def spy(self, snapshot=None):
+        def probe():
+            if self._lock.acquire(blocking=False):
+                self._lock.release()
+                held.append(False)
+            else:
+                held.append(True)
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return real(self, snapshot)
+
+    monkeypatch.setattr(s.DiscoveryState, "to_json", spy)
+    state.save(str(tmp_path / "state.json"))
+    assert held == [False]  # another thread could take the lock while the state was encoded
+    assert len(json.loads((tmp_path / "state.json").read_text())["clusters"]["c"]) == 10
+
+
+def test_log_sampler_bounds_lines_and_sums_up_the_rest():
+    clock = Clock(0.0)
+    sampler = s.LogSampler(limit=3, interval=10.0, clock=clock)
+    admitted = [sampler.admit("Hello RESOURCE_EXHAUSTED" if i % 2 else "Watch RESOURCE_EXHAUSTED") for i in range(1000)]
+    assert admitted.count(True) == 3 and admitted[:3] == [True] * 3
+    assert sampler.summary() is None  # the interval is not over
+    clock.now = 10.0
+    line = sampler.summary()
+    assert line.startswith("997 more rejected requests in the last 10 s") and "Hello RESOURCE_EXHAUSTED: 499" in line
+    assert sampler.summary() is None and sampler.admit("x")  # a new interval
+    for i in range(500):
+        sampler.admit("kind%d" % i)  # distinct kinds are bounded too
+    clock.now = 20.0
+    line = sampler.summary()
+    assert "other: " in line and len(line) < 400
 
 
 def test_client_ip_bytes():
