@@ -318,7 +318,11 @@ def merge_affiliates(
                 return "peer %s's (%s)" % (result[i].get("name"), ", ".join(ipset.intersection(other).prefixes()[:4]))
         return None
 
-    for raw in sorted(discovered, key=lambda a: str(a.get("node_id"))):
+    # Incumbents first: an affiliate this node already accepted (in last_discovered) keeps its claims against one
+    # that appears later, so a newcomer cannot take over a known peer's address by choosing a node ID that sorts
+    # first (node IDs are the publisher's choice); among incumbents, and among newcomers, node ID order.
+    incumbents = {a.get("node_id") for a in last_discovered or [] if a.get("source") == SOURCE_DISCOVERY}
+    for raw in sorted(discovered, key=lambda a: (a.get("node_id") not in incumbents, str(a.get("node_id")))):
         node_id = raw.get("node_id") or ""
         label = "discovered node %s (%s)" % (node_id, raw.get("name"))
         if local_node_id and node_id == local_node_id:

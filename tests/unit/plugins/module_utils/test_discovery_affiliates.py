@@ -143,6 +143,19 @@ def test_first_discovered_wins_between_two_discovered_claims():
     assert "peer n3's (10.9.9.9/32)" in reasons[0]
 
 
+def test_an_incumbent_keeps_its_claims_against_a_newcomer_that_sorts_first():
+    # molecule/discovery's ForgedThief: a node known only from discovery (n4) keeps its address when a newcomer
+    # whose node ID sorts before it claims the same address (node IDs are the publisher's choice)
+    first, unused = da.merge_affiliates([], discovered(aff(4)), **LOCAL)
+    thief = aff(3, name="thief", addresses=["10.0.0.4"])
+    merged, reasons = da.merge_affiliates([], discovered(thief, aff(4)), last_discovered=da.discovered_only(first), **LOCAL)
+    assert [a["name"] for a in merged] == ["n4"]
+    assert "discovered node %s (thief) dropped" % node_id(3) in reasons[0] and "peer n4's (10.0.0.4/32)" in reasons[0]
+    # without the memory, node ID order decides (the newcomer first)
+    merged, unused = da.merge_affiliates([], discovered(thief, aff(4)), **LOCAL)
+    assert [a["name"] for a in merged] == ["thief"]
+
+
 def test_known_node_with_a_different_identity_is_dropped():
     merged, reasons = da.merge_affiliates([aff(2)], discovered(aff(2, public_key=pub(7))), **LOCAL)
     assert merged == [aff(2)]
