@@ -197,6 +197,14 @@ def _controller(run):
     return [((wall, cpu, mem), "%.2fx wall, %.2fx CPU, %.2f GB" % (wall, cpu, mem))]
 
 
+def _controller_largest(run):
+    s = max(run["data"]["sizes"], key=lambda x: x["hosts"])
+    if s["hosts"] >= 1000:
+        return []
+    wall, cpu = s["site"]["wall_s"] / s["facts"]["wall_s"], s["site"]["cpu_s"] / s["facts"]["cpu_s"]
+    return [(cpu, "%d hosts: %.2fx wall, %.2fx CPU, %.2f GB" % (s["hosts"], wall, cpu, s["site"]["max_rss_bytes"] / 2**30))]
+
+
 def _shipped(run):
     s = scale_size(run, 1000)
     if not s or "shipped_cluster_s" not in s:
@@ -224,6 +232,8 @@ GOALS = [
     ("Join via discovery", "< 10 s median", None, None, None),
     ("Controller side, 1,000 fake hosts, first run: ratio to the same-run fact play; peak memory", "<= 2x, < 1 GB", "controller",
      _controller, lambda v: v[0] <= 2 and v[1] <= 2 and v[2] < 1),
+    ("Controller side, largest inventory below 1,000 hosts of a run, first run: ratio to the fact play (for information)",
+     "(goal applies at 1,000)", "controller", _controller_largest, None),
     ("Whole cluster planned by the shipped path (every node's own planning), 1,000 nodes, measured", "< 10 s CPU", "scale",
      _shipped, lambda v: v < 10),
     ("CI suite on 2 cores, with the new scenarios", "< 45 min", None, None, None),
@@ -231,7 +241,7 @@ GOALS = [
     ("Data plane, kubespan / wg-quick throughput (issue 6)", ">= 0.95", "dataplane", _dataplane, lambda v: v >= 0.95),
 ]
 NOT_BENCHED = {"Join via discovery": "no bench section measures it yet",
-               "CI suite on 2 cores, with the new scenarios": "not a bench/run.sh section (the CI log's own timing)"}
+               "CI suite on 2 cores, with the new scenarios": "not a bench/run.sh section: the CI log times it"}
 
 
 def summary(runs):
@@ -251,7 +261,7 @@ def summary(runs):
             continue
         newest = max(measured, key=lambda m: m[0]["meta"]["finished"])[0]["meta"]["code_commit"]
         mine = [m for m in measured if m[0]["meta"]["code_commit"] == newest]
-        ok = [met(v) for _r, v, _t in mine]
+        ok = [met(v) for _r, v, _t in mine] if met else []
         texts = [t for _r, _v, t in mine]
         if all(isinstance(v, (int, float)) for _r, v, _t in mine):
             values = [v for _r, v, _t in mine]
@@ -261,7 +271,7 @@ def summary(runs):
         else:
             shown = "; ".join(texts)
         dates = sorted({date_label(r["meta"]) for r, _v, _t in mine})
-        result = "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
+        result = "information only" if not met else "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
         out.append("| %s | %s | %s | %d | %s | %s | **%s** |" % (
             figure, goal, shown, len(mine), commit_label(mine[0][0]["meta"]),
             dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), result))

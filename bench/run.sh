@@ -194,6 +194,12 @@ if want agent; then
     printf '[Service]\nEnvironment=LOG_LEVEL=error\nExecStart=/usr/bin/wireguard-go -f kubespan\n' |
         podman exec -i bench-node1 sh -c 'cat >/etc/systemd/system/kubespan-wireguard-go.service && systemctl daemon-reload'
     : >"$RAW/agent.jsonl"
+    # negative control: a tick that cannot work (a state directory with no desired state) must fail the check
+    if podman exec bench-node1 python3 /root/agent_tick.py process 0 --state-dir /nonexistent >/dev/null 2>"$RAW/agent-negative.txt"; then
+        echo "agent_tick accepted a tick without a desired state: the tick check is broken" >&2
+        exit 1
+    fi
+    echo "  negative control: $(tail -1 "$RAW/agent-negative.txt")"
     show='import json,sys
 for line in sys.stdin:
     r = json.loads(line)
