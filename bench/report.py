@@ -448,7 +448,9 @@ def agent_section(runs):
         proc = [r["process_cpu_s"] for r in agent_rows(last, "process", imp["peers"])]
         real = agent_rows(last, "real", imp["peers"])
         out += ["### Where the whole process goes (%d peers, newest run, %s)" % (imp["peers"], date_label(last["meta"])), "",
-                "Separate processes, CPU from `wait4`, best of 3 (same node, same run):", "",
+                "Separate processes, CPU from `wait4`, best of 3 (same node, same run). Max RSS from `wait4` counts the",
+                "child from its fork, before exec: a figure at the forking bench process's own size (the smallest rows) is",
+                "that process's, so it is an upper bound for a bare interpreter; the whole tick's RSS is above it, its own.", "",
                 "| what | CPU | max RSS |", "| --- | --- | --- |"]
         for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.cli"):
             out.append("| `%s` | %s | %.1f MB |" % (label, ms(best(label)), best(label, "max_rss_bytes") / 2**20))
