@@ -148,6 +148,8 @@ def importtime(n):
         baselines[label] = samples
     print(json.dumps({"peers": n, "imports_total_us": total,
                       "top_imports_us": sorted(top.items(), key=lambda kv: -kv[1])[:15], "baselines": baselines}))
+
+
 CLUSTER_ID = "kubespan-bench-agent"
 SECRET = base64.b64encode(b"\x05" * 32).decode()
 

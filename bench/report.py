@@ -103,7 +103,7 @@ def record(args):
             "started": args.started or finished, "finished": finished,
             "load_start": [float(x) for x in args.load_start.split()] if args.load_start else None,
             "load_end": list(os.getloadavg()), "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
-            "kernel": os.uname().release, "python": subprocess.run(["python3", "--version"], capture_output=True, text=True).stdout.split()[-1]}
+            "kernel": os.uname().release, "python": subprocess.run(["python3", "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]}
     folder = os.path.join(args.results, args.section)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "%s-%s%s.json" % (finished.replace("-", "").replace(":", ""), code[:7], "-dirty" if dirty else ""))
