@@ -4,11 +4,19 @@
 
   prepare N              a desired state with N synthetic peers in /var/lib/kubespan (the mesh module's own
                          reconcile, so wireguard-go, routes, rules and the nft table are really configured)
-  profile N real|synthetic   the same under cProfile (where the CPU goes)
-  tick N real|synthetic  one agent tick (agent.run_tick, as `kubespan agent` runs it from the timer), in this
-                         fresh process; prints one JSON line: CPU seconds of the tick (this process and its
-                         children, i.e. nft), of the whole process (interpreter start and imports included),
-                         peak RSS, tracemalloc peak of the tick (a second tick, traced)
+  process N [--state-dir D]  THE PRIMARY FIGURE: the real `kubespan agent --metrics-file ...` command exactly as
+                         the timer's unit starts it (the command file rendered by agentfiles, fork+exec, default
+                         sampling with its real sleeps), CPU (user+system of the process and the nft children it
+                         reaped) and max RSS from wait4; the tick is checked: exit status 0, no "skipped"/"no
+                         desired state" line, a statuses file rewritten during the tick with exactly N peers.
+                         A failed check exits non-zero and prints nothing on stdout.
+  importtime N           the same command under `python3 -X importtime`: where the process start goes
+                         (top-level imports, cumulative wall microseconds), plus bare-interpreter baselines
+  profile N real|synthetic   the in-process tick under cProfile (where the tick's CPU goes)
+  tick N real|synthetic  SECONDARY: one agent tick (agent.run_tick) inside this fresh process; prints one JSON
+                         line: CPU seconds of the tick (this process and its children, i.e. nft), of this
+                         process, peak RSS, tracemalloc peak of the tick (a second tick, traced); the tick's
+                         return code and statuses file are checked as above
 
 ``synthetic``: the WireGuard device the agent reads and writes is replaced by an in-memory object with the same
 interface (read/apply/close) whose N peers are all up, with recent handshakes and growing counters: the tick
@@ -22,6 +30,7 @@ import json
 import os
 import random
 import resource
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -29,10 +38,118 @@ import tracemalloc
 BUNDLE = "/usr/lib/kubespan/kubespan-agent.pyz"
 sys.path.insert(0, BUNDLE)
 
-from kubespan_mesh import agent, engine  # noqa: E402
+from kubespan_mesh import agent, agentfiles, engine  # noqa: E402
 from kubespan_mesh.wgtypes import DeviceState, PeerState  # noqa: E402
 
 STATE_DIR = "/var/lib/kubespan"
+COMMAND = "/usr/local/sbin/kubespan"
+METRICS = STATE_DIR + "/metrics.prom"
+
+
+class TickFailed(SystemExit):
+    """A tick that did not do its work: the benchmark run fails (non-zero exit, nothing written)."""
+
+    def __init__(self, message):
+        super().__init__("agent_tick: tick failed: %s" % message)
+
+
+def check_statuses(state_dir, n, since):
+    """The tick wrote its statuses file during this run, a version-1 document with exactly n peers."""
+    path = os.path.join(state_dir, "peerstatus.json")
+    try:
+        st = os.stat(path)
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise TickFailed("statuses file %s unreadable: %s" % (path, exc))
+    if st.st_mtime < since:
+        raise TickFailed("statuses file %s not rewritten by this tick" % path)
+    peers = doc.get("peers") if isinstance(doc, dict) else None
+    if not isinstance(peers, dict) or len(peers) != n:
+        raise TickFailed("statuses file %s holds %s peers, expected %d" % (path, len(peers) if isinstance(peers, dict) else "no", n))
+
+
+def check_log(lines):
+    for line in lines:
+        if line.startswith("skipped") or line.startswith("no desired state"):
+            raise TickFailed("the agent did no tick: %r" % line[:200])
+
+
+def install_command():
+    """The `kubespan` command file exactly as the mesh module installs it (agentfiles renders it)."""
+    with open(BUNDLE, "rb") as f:
+        bundle = f.read()
+    for path, data, mode in agentfiles.render_files(agentfiles.AgentOptions(bundle=bundle, command_path=COMMAND)):
+        if path == COMMAND:
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+            os.chmod(path + ".tmp", mode)
+            os.rename(path + ".tmp", path)
+            return
+    raise SystemExit("agentfiles rendered no command file")
+
+
+def run_process(argv):
+    """fork+exec argv; (rc, CPU seconds incl. reaped children, max RSS bytes of the largest process, wall, stdout, stderr,
+    start time). Output goes to temporary files so that wait4, not Popen, reaps the process (its rusage is the figure)."""
+    import tempfile
+    since = time.time()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        text_out, text_err = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    return rc, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, wall, text_out, text_err, since
+
+
+def process(n, state_dir):
+    install_command()
+    argv = [COMMAND, "agent", "--metrics-file", METRICS]
+    if state_dir != STATE_DIR:
+        argv[1:1] = ["--state-dir", state_dir]
+    rc, cpu_s, rss, wall, out, err, since = run_process(argv)
+    if rc != 0:
+        raise TickFailed("`%s` exited %d: %s" % (" ".join(argv), rc, err.strip()[-500:]))
+    lines = out.splitlines()
+    check_log(lines)
+    check_statuses(state_dir, n, since)  # the statuses of the state dir the command was given
+    print(json.dumps({"peers": n, "mode": "process", "command": argv, "rc": rc, "process_cpu_s": cpu_s, "max_rss_bytes": rss,
+                      "wall_s": wall, "log_lines": len(lines)}))
+
+
+def importtime(n):
+    """Where the process start goes: -X importtime of the real command, and bare-interpreter baselines (CPU)."""
+    install_command()
+    rc, _cpu, _rss, _wall, _out, err, _since = run_process([sys.executable, "-X", "importtime", COMMAND, "agent", "--metrics-file", METRICS])
+    if rc != 0:
+        raise TickFailed("importtime run exited %d" % rc)
+    top, total = {}, 0
+    for line in err.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _self_us, cum_us, name = (x.strip() for x in line[len("import time:"):].split("|", 2))
+        if not name.startswith(" "):  # a top-level import (nested ones are indented)
+            top[name] = top.get(name, 0) + int(cum_us)
+            total += int(cum_us)
+    baselines = {}
+    for label, code in (("python3 -c pass", "pass"), ("python3 -S -c pass", None), ("import pyroute2", "import pyroute2"),
+                        ("import kubespan_mesh.cli", "import sys; sys.path.insert(0, %r); import kubespan_mesh.cli" % BUNDLE)):
+        argv = [sys.executable, "-S", "-c", "pass"] if code is None else [sys.executable, "-c", code]
+        samples = []
+        for _attempt in range(3):
+            rc, cpu_s, rss, _wall, _out, _err, _since = run_process(argv)
+            if rc != 0:
+                raise TickFailed("baseline %r exited %d" % (label, rc))
+            samples.append({"cpu_s": cpu_s, "max_rss_bytes": rss})
+        baselines[label] = samples
+    print(json.dumps({"peers": n, "imports_total_us": total,
+                      "top_imports_us": sorted(top.items(), key=lambda kv: -kv[1])[:15], "baselines": baselines}))
+
+
 CLUSTER_ID = "kubespan-bench-agent"
 SECRET = base64.b64encode(b"\x05" * 32).decode()
 
@@ -117,8 +234,13 @@ def tick(n, mode):
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     self0, child0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     wall0 = time.perf_counter()
+    since = time.time()
     rc = run()
     wall = time.perf_counter() - wall0
+    if rc != 0:
+        raise TickFailed("agent.run_tick returned %r: %s" % (rc, " / ".join(logs[-3:])[:500]))
+    check_log(logs)
+    check_statuses(STATE_DIR, n, since)
     tick_child_cpu = cpu(resource.RUSAGE_CHILDREN) - child0
     tick_cpu = cpu(resource.RUSAGE_SELF) - self0 + tick_child_cpu
     process_cpu = cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN)
@@ -142,5 +264,11 @@ if __name__ == "__main__":
         profiler = cProfile.Profile(time.process_time)
         profiler.runcall(tick, int(sys.argv[2]), sys.argv[3])
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
-    else:
+    elif sys.argv[1] == "process":  # python3 agent_tick.py process N [--state-dir DIR]
+        process(int(sys.argv[2]), sys.argv[4] if sys.argv[3:4] == ["--state-dir"] else STATE_DIR)
+    elif sys.argv[1] == "importtime":
+        importtime(int(sys.argv[2]))
+    elif sys.argv[1] == "tick":
         tick(int(sys.argv[2]), sys.argv[3])
+    else:
+        raise SystemExit("usage: agent_tick.py prepare|process|importtime|profile|tick N ...")

@@ -1,11 +1,18 @@
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Benchmark results: per-section JSON entries (called by bench/run.sh) and docs/benchmarks.md with the scale plot.
+"""Benchmark results: one file per section run (bench/results/<section>/<UTC date>-<commit>.json), and
+docs/benchmarks.md with its plot, generated from ALL of those files.
 
-  report.py converge-entry ...   one converge/re-run measurement -> JSON (prints the figures and ratios)
-  report.py agent-entry ...      agent tick lines -> JSON
-  report.py failover-entry ...   bench/failover.sh output -> JSON
+  report.py converge-entry ...   one converge/re-run measurement -> raw JSON (prints the figures and ratios)
+  report.py agent-entry ...      agent process/tick lines and the import profile -> raw JSON
+  report.py failover-entry ...   bench/failover.sh output -> raw JSON
+  report.py record --section S --raw RAW --results DIR --load-start "1 5 15" --started DATE
+                                 RAW wrapped with commit, dirty flag, dates, load at start and end, nproc
   report.py write --results DIR --doc docs/benchmarks.md --plot docs/benchmarks/scale.png
+
+Every figure in the document comes from a result file; the only fixed numbers here are the goals (GOALS) and
+Talos's reference failover time. The summary shows, per goal, ALL runs of the newest code commit that measured
+it (a range, never a chosen subset), with their dates and commit.
 """
 
 from __future__ import annotations
@@ -16,13 +23,17 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import time
 
 TALOS_FAILOVER_S = 275 + 30
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# what "the code" is: a commit touching only results, docs or notes does not start a new code version
+CODE_PATHS = ["plugins", "roles", "playbooks", "bench", ":(exclude)bench/results", ":(exclude)bench/notes"]
 
 
 def now():
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def load(path):
@@ -30,350 +41,511 @@ def load(path):
         return json.load(f)
 
 
+def git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def top_tasks(profile, k=8):
     tasks = sorted(profile["tasks"], key=lambda t: -t["seconds"])
     return [{"name": t["name"].replace("kubespan.mesh.kubespan : ", ""), "seconds": t["seconds"], "changed": t["changed"]} for t in tasks[:k]]
+
+
+# --- entries (raw section results) -------------------------------------------------------------------
 
 
 def converge_entry(args):
     conv, rerun = (load(p) for p in args.profiles)
     base = statistics.mean(args.facts)
     changed = sum(h.get("changed", 0) for h in rerun["recap"].values())
-    res = {"date": now(), "n": args.n, "facts_s": args.facts, "baseline_s": base, "cold_s": args.cold, "cold_play_s": args.play,
+    res = {"n": args.n, "facts_s": args.facts, "baseline_s": base, "cold_s": args.cold, "cold_play_s": args.play,
            "rerun_s": args.rerun, "cold_ratio": args.cold / base, "rerun_ratio": args.rerun / base, "rerun_changed": changed,
            "tasks_total": len(rerun["tasks"]), "converge_top": top_tasks(conv), "rerun_top": top_tasks(rerun),
            "rerun_tasks": rerun["tasks"]}
-    runs = []
-    if os.path.exists(args.out):  # keep the earlier runs: on a shared machine the spread between runs is a result too
-        old = load(args.out)
-        runs = old.get("runs", [old])
+    if changed:
+        raise SystemExit("converge N=%d: the re-run reported changed=%d (not idempotent): nothing recorded" % (args.n, changed))
     with open(args.out, "w") as f:
-        json.dump({"n": args.n, "runs": runs + [res]}, f, indent=1)
+        json.dump(res, f, indent=1)
     print("  fact-gathering play (baseline): %s s, mean %.1f s" % (" and ".join("%.1f" % x for x in args.facts), base))
-    print("  cold converge to every peer up: %.1f s (playbook %.1f s) = %.2fx baseline%s" % (
-        args.cold, args.play, res["cold_ratio"], " (goal < 3x)" if args.n == 3 else ""))
-    print("  idempotent re-run: %.1f s = %.2fx baseline (goal < 1.5x), changed=%d" % (args.rerun, res["rerun_ratio"], changed))
-    print("  re-run, slowest tasks: " + "; ".join("%s %.1f s" % (t["name"], t["seconds"]) for t in res["rerun_top"][:5]))
+    print("  cold converge to every peer up: %.1f s (playbook %.1f s) = %.2fx baseline" % (args.cold, args.play, res["cold_ratio"]))
+    print("  idempotent re-run: %.1f s = %.2fx baseline, changed=%d" % (args.rerun, res["rerun_ratio"], changed))
 
 
 def agent_entry(args):
     rows = [json.loads(line) for line in open(args.jsonl) if line.strip()]
-    base = {r["mode"]: r for r in rows if r["peers"] == 0}
-    for r in rows:
-        b = base.get(r["mode"])
-        r["tick_cpu_ratio"] = r["tick_cpu_s"] / b["tick_cpu_s"] if b else None
+    imports = load(args.importtime) if args.importtime and os.path.exists(args.importtime) else None
+    if not any(r["mode"] == "process" for r in rows):
+        raise SystemExit("agent: no whole-process tick measured: nothing recorded")
     with open(args.out, "w") as f:
-        json.dump({"date": now(), "rows": rows}, f, indent=1)
-    for r in rows:
-        print("  %5d peers %-9s tick CPU %.0f ms = %.2fx the 0-peer tick" % (r["peers"], r["mode"], r["tick_cpu_s"] * 1e3, r["tick_cpu_ratio"]))
+        json.dump({"rows": rows, "importtime": imports}, f, indent=1)
 
 
 def failover_entry(args):
     text = open(args.text).read()
     times = [float(x) for x in re.findall(r"failover: (\d+(?:\.\d+)?) s", text)]
+    if not times:
+        raise SystemExit("failover: no time measured: nothing recorded")
     with open(args.out, "w") as f:
-        json.dump({"date": now(), "text": text, "times_s": times, "talos_s": TALOS_FAILOVER_S}, f, indent=1)
+        json.dump({"text": text, "times_s": times, "talos_s": TALOS_FAILOVER_S}, f, indent=1)
     for t in times:
-        print("  failover %.1f s = %.3fx Talos's %d s" % (t, t / TALOS_FAILOVER_S, TALOS_FAILOVER_S))
+        print("  failover %.1f s" % t)
 
 
-# --- the document ----------------------------------------------------------------------------------
+def record(args):
+    """Wrap a section's raw JSON with where and when it was measured; one new file per run."""
+    data = load(args.raw)
+    head = git("rev-parse", "HEAD")
+    code = git("log", "-1", "--format=%H", "--", *CODE_PATHS) or head
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS))
+    with open("/proc/meminfo") as f:
+        mem_kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal:")))
+    finished = now()
+    meta = {"section": args.section, "commit": head, "code_commit": code, "dirty": dirty,
+            "started": args.started or finished, "finished": finished,
+            "load_start": [float(x) for x in args.load_start.split()] if args.load_start else None,
+            "load_end": list(os.getloadavg()), "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "kernel": os.uname().release, "python": subprocess.run(["python3", "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]}
+    folder = os.path.join(args.results, args.section)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "%s-%s%s.json" % (finished.replace("-", "").replace(":", ""), code[:7], "-dirty" if dirty else ""))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"meta": meta, "data": data}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    print("recorded %s" % os.path.relpath(path, ROOT))
 
 
-def cluster_figures(r):
-    """(planner seconds or None, n independent runs seconds, estimated?, nodes timed) of one scale size; results
-    written before the cluster planner have only the independent runs, under the old field names."""
-    if "cluster_independent_s" in r:
-        return r["cluster_s"], r["cluster_independent_s"], r["cluster_independent_estimated"], r["cluster_independent_nodes_timed"]
-    return None, r["cluster_s"], r["cluster_estimated"], r["cluster_nodes_timed"]
+# --- reading every run ----------------------------------------------------------------------------------
 
 
-def plot(scale, controller, path):
+def load_runs(results):
+    """{section: [run, ...]} oldest first; a run is {"meta": ..., "data": ..., "file": relative path}."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(results, "*", "*.json"))):
+        doc = load(path)
+        doc["file"] = os.path.relpath(path, ROOT)
+        runs.setdefault(doc["meta"]["section"], []).append(doc)
+    for v in runs.values():
+        v.sort(key=lambda r: r["meta"]["finished"])
+    return runs
+
+
+def ms(s):
+    return "%.1f ms" % (s * 1e3)
+
+
+def span(values, fmt):
+    lo, hi = fmt % min(values), fmt % max(values)
+    return lo if lo == hi else "%s to %s" % (lo, hi)
+
+
+def commit_label(meta):
+    return "`%s`%s" % (meta["code_commit"][:7], " (dirty)" if meta["dirty"] else "")
+
+
+def load_label(meta):
+    start = meta.get("load_start") or [float("nan")]
+    return "%.1f -> %.1f (%d cores)" % (start[0], meta["load_end"][0], meta["nproc"])
+
+
+def date_label(meta):
+    return meta["finished"].replace("T", " ").replace("Z", " UTC")
+
+
+def agent_rows(run, mode, peers):
+    return [r for r in run["data"]["rows"] if r["mode"] == mode and r["peers"] == peers]
+
+
+def scale_size(run, n):
+    return next((s for s in run["data"]["sizes"] if s["n"] == n), None)
+
+
+def controller_size(run, n):
+    return next((s for s in run["data"]["sizes"] if s["hosts"] == n), None)
+
+
+# Each goal: (figure, goal text, section, extract(run) -> list of (value, shown text), met(value) -> bool).
+# extract returns [] when the run did not measure this figure (e.g. a controller run without 1,000 hosts).
+
+
+def _converge(key, n):
+    def extract(run):
+        d = run["data"]
+        return [(d[key], "%.2fx" % d[key])] if d["n"] == n else []
+    return extract
+
+
+def _agent_cpu(run):
+    return [(r["process_cpu_s"], "%.0f ms" % (r["process_cpu_s"] * 1e3)) for r in agent_rows(run, "process", 100)]
+
+
+def _agent_rss(run):
+    return [(r["max_rss_bytes"] / 2**20, "%.1f MB" % (r["max_rss_bytes"] / 2**20)) for r in agent_rows(run, "process", 100)]
+
+
+def _failover(run):
+    return [(t, "%.1f s" % t) for t in run["data"]["times_s"]]
+
+
+def _controller(run):
+    s = controller_size(run, 1000)
+    if not s:
+        return []
+    wall, cpu = s["site"]["wall_s"] / s["facts"]["wall_s"], s["site"]["cpu_s"] / s["facts"]["cpu_s"]
+    mem = s["site"]["max_rss_bytes"] / 2**30
+    return [((wall, cpu, mem), "%.2fx wall, %.2fx CPU, %.2f GB" % (wall, cpu, mem))]
+
+
+def _controller_largest(run):
+    s = max(run["data"]["sizes"], key=lambda x: x["hosts"])
+    if s["hosts"] >= 1000:
+        return []
+    wall, cpu = s["site"]["wall_s"] / s["facts"]["wall_s"], s["site"]["cpu_s"] / s["facts"]["cpu_s"]
+    return [(cpu, "%d hosts: %.2fx wall, %.2fx CPU, %.2f GB" % (s["hosts"], wall, cpu, s["site"]["max_rss_bytes"] / 2**30))]
+
+
+def _shipped(run):
+    s = scale_size(run, 1000)
+    if not s or "shipped_cluster_s" not in s:
+        return []
+    return [(s["shipped_cluster_s"], "%.1f s CPU%s" % (s["shipped_cluster_s"], " (ESTIMATED)" if s["shipped_estimated"] else ""))]
+
+
+def _per_node(run):
+    s = scale_size(run, 1000)
+    return [(s["per_node"]["total"], ms(s["per_node"]["total"]))] if s else []
+
+
+def _dataplane(run):
+    return [(run["data"]["kubespan_vs_wgquick"], "%.3f" % run["data"]["kubespan_vs_wgquick"])]
+
+
+GOALS = [
+    ("Cold converge, N=3, to every peer up, ratio to a fact-gathering play", "<= 2.0x", "converge-3",
+     _converge("cold_ratio", 3), lambda v: v <= 2.0),
+    ("Idempotent re-run, N=3, same ratio", "<= 1.1x", "converge-3", _converge("rerun_ratio", 3), lambda v: v <= 1.1),
+    ("Agent tick, whole process (`kubespan agent` as the timer runs it), 100 peers, CPU", "< 100 ms", "agent", _agent_cpu,
+     lambda v: v < 0.1),
+    ("Agent tick, whole process, 100 peers, max RSS", "< 32 MB", "agent", _agent_rss, lambda v: v < 32),
+    ("Failover to another endpoint (`failover` scenario)", "< 20 s", "failover", _failover, lambda v: v < 20),
+    ("Join via discovery", "< 10 s median", None, None, None),
+    ("Controller side, 1,000 fake hosts, first run: ratio to the same-run fact play; peak memory", "<= 2x, < 1 GB", "controller",
+     _controller, lambda v: v[0] <= 2 and v[1] <= 2 and v[2] < 1),
+    ("Controller side, largest inventory below 1,000 hosts of a run, first run: ratio to the fact play (for information)",
+     "(goal applies at 1,000)", "controller", _controller_largest, None),
+    ("Whole cluster planned by the shipped path (every node's own planning), 1,000 nodes, measured", "< 10 s CPU", "scale",
+     _shipped, lambda v: v < 10),
+    ("CI suite on 2 cores, with the new scenarios", "< 45 min", None, None, None),
+    ("One node's planning, 1,000 nodes (issue 6)", "< 50 ms CPU", "scale", _per_node, lambda v: v < 0.05),
+    ("Data plane, kubespan / wg-quick throughput (issue 6)", ">= 0.95", "dataplane", _dataplane, lambda v: v >= 0.95),
+]
+NOT_BENCHED = {"Join via discovery": "no bench section measures it yet",
+               "CI suite on 2 cores, with the new scenarios": "not a bench/run.sh section: the CI log times it"}
+
+
+def summary(runs):
+    out = ["## Summary: goals (issue 18)", "",
+           "Per goal: every run of the newest code commit that measured it (the range of all of them), its dates and",
+           "commit. \"met\" only when every one of those runs meets the goal.", "",
+           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | result |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for figure, goal, section, extract, met in GOALS:
+        measured = []
+        for run in runs.get(section, []) if section else []:
+            for value, text in extract(run):
+                measured.append((run, value, text))
+        if not measured:
+            why = NOT_BENCHED.get(figure, "no run yet")
+            out.append("| %s | %s | - | 0 | - | - | not measured (%s) |" % (figure, goal, why))
+            continue
+        newest = max(measured, key=lambda m: m[0]["meta"]["finished"])[0]["meta"]["code_commit"]
+        mine = [m for m in measured if m[0]["meta"]["code_commit"] == newest]
+        ok = [met(v) for _r, v, _t in mine] if met else []
+        texts = [t for _r, _v, t in mine]
+        if all(isinstance(v, (int, float)) for _r, v, _t in mine):
+            values = [v for _r, v, _t in mine]
+            lo = texts[values.index(min(values))]
+            hi = texts[values.index(max(values))]
+            shown = lo if lo == hi else "%s to %s" % (lo, hi)
+        else:
+            shown = "; ".join(texts)
+        dates = sorted({date_label(r["meta"]) for r, _v, _t in mine})
+        result = "information only" if not met else "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
+        out.append("| %s | %s | %s | %d | %s | %s | **%s** |" % (
+            figure, goal, shown, len(mine), commit_label(mine[0][0]["meta"]),
+            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), result))
+    return out + [""]
+
+
+def run_list(runs):
+    out = ["## Every run", "",
+           "Every result file in `bench/results/`, oldest first. Load: the 1-minute load average at the section's start",
+           "and end (the machine is shared; other engineers' tests run on it).", "",
+           "| section | finished | code commit | load start -> end | file |", "| --- | --- | --- | --- | --- |"]
+    for section in sorted(runs):
+        for run in runs[section]:
+            m = run["meta"]
+            out.append("| %s | %s | %s | %s | `%s` |" % (section, date_label(m), commit_label(m), load_label(m), run["file"]))
+    return out + ["",
+                  "Figures published before this format (up to commit `daf1c81`) were not re-run on the current code and are",
+                  "not repeated here: `git show daf1c81:docs/benchmarks.md`.", ""]
+
+
+# --- sections -------------------------------------------------------------------------------------------
+
+
+def converge_section(runs):
+    conv = [r for k in sorted(runs) if k.startswith("converge-") for r in runs[k]]
+    if not conv:
+        return []
+    out = ["## Converge and re-run (podman containers, podman connection)", "",
+           "Cold run of `playbooks/site.yml` on fresh containers `bench-node1..N` until every node has a handshake",
+           "with every other (`wg show kubespan latest-handshakes`), then an idempotent second run (changed=0 is",
+           "checked). Baseline: a play that only gathers facts on the same nodes, run before and after, in the same run.", "",
+           "| N | date | commit | load | fact play | cold converge, all peers up | ratio | re-run | ratio |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in conv:
+        d, m = run["data"], run["meta"]
+        out.append("| %d | %s | %s | %s | %.1f s (%s) | %.1f s (playbook %.1f s) | %.2fx | %.1f s | %.2fx |" % (
+            d["n"], date_label(m), commit_label(m), load_label(m), d["baseline_s"], " / ".join("%.1f" % x for x in d["facts_s"]),
+            d["cold_s"], d["cold_play_s"], d["cold_ratio"], d["rerun_s"], d["rerun_ratio"]))
+    last = conv[-1]
+    out += ["", "Where the re-run's time goes (newest run, N=%d, %s; wall seconds per task):" % (last["data"]["n"], date_label(last["meta"])),
+            "", "| task | seconds |", "| --- | --- |"]
+    out += ["| %s | %.2f |" % (t["name"], t["seconds"]) for t in last["data"]["rerun_top"]]
+    return out + [""]
+
+
+def scale_section(runs):
+    if "scale" not in runs:
+        return []
+    out = ["## Scale: peer set and data-plane planning (pure logic, CPU time)", "",
+           "Synthetic clusters (`bench/scale.py`, its docstring has the details). *One node*: one re-run of the mesh",
+           "module's pure work on one node. *Shipped path*: what the product does, every node's own planning (each",
+           "node's `build_peer_set`, `routed_set`, nft and device plans with its own last-known entries), n runs one",
+           "after the other in one process: the same calls on the same inputs as each node's module run, without the n",
+           "interpreter starts and imports (per node, not per cluster; see the agent section), so a lower bound of the",
+           "nodes' total work. *clusterplan (NOT SHIPPED)*: `clusterplan.iter_cluster_plans`, which the product never",
+           "runs; shown only for comparison. Baseline: `json.loads` of the same affiliates, same run.", "",
+           "| date | commit | load | nodes | baseline | one node | ratio | cold node | peak memory | shipped path, whole cluster "
+           "| slowest node | clusterplan (not shipped) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs["scale"]:
+        m = run["meta"]
+        for r in run["data"]["sizes"]:
+            pn = r["per_node"]
+            shipped = r.get("shipped_cluster_s", r.get("cluster_independent_s"))
+            est = r.get("shipped_estimated", r.get("cluster_independent_estimated"))
+            timed = r.get("shipped_nodes_timed", r.get("cluster_independent_nodes_timed"))
+            out.append("| %s | %s | %s | %d | %s | %s | %.0fx | %s | %.1f MB | %.1f s%s | %s | %.2f s |" % (
+                date_label(m), commit_label(m), load_label(m), r["n"], ms(r["baseline_json_s"]), ms(pn["total"]),
+                pn["total"] / r["baseline_json_s"], ms(r["cold_per_node_s"]), r["per_node_peak_bytes"] / 2**20, shipped,
+                " (estimated from %d nodes)" % timed if est else " (every node timed)",
+                ms(r["shipped_slowest_node_s"]) if "shipped_slowest_node_s" in r else "-", r["cluster_s"]))
+    last = runs["scale"][-1]
+    out += ["", "Growth in the newest run (%s):" % date_label(last["meta"]), ""]
+    for g in last["data"]["growth"]:
+        out.append("- %d -> %d nodes: one node's time grows as n^%.2f (n log n would be n^%.2f, the JSON baseline n^%.2f); "
+                   "peak memory as n^%.2f." % (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"], g["baseline_exponent"],
+                                               g["memory_exponent"]))
+    return out + ["", "![scale](benchmarks/scale.png)", ""]
+
+
+def controller_section(runs):
+    if "controller" not in runs:
+        return []
+    out = ["## Controller side of a playbook run (fake hosts)", "",
+           "`playbooks/site.yml` against n hosts of the connection `bench/plugins/connection/benchfake.py`, which runs",
+           "nothing and answers every module call with a result of the real module's shape and size: only Ansible's",
+           "work on the controller is measured. Baseline: a fact-gathering play on the same fake inventory, in the same",
+           "run. CPU: the ansible-playbook process tree (user + system); peak memory: its largest process.", "",
+           "| date | commit | load | hosts | fact play wall / CPU | first run wall / CPU | ratio wall / CPU | re-run wall / CPU "
+           "| ratio wall / CPU | peak memory |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs["controller"]:
+        m = run["meta"]
+        for r in run["data"]["sizes"]:
+            f, s, rr = r["facts"], r["site"], r["rerun"]
+            out.append("| %s | %s | %s | %d | %.1f s / %.1f s | %.1f s / %.1f s | %.2fx / %.2fx | %.1f s / %.1f s | %.2fx / %.2fx | %.0f MB |" % (
+                date_label(m), commit_label(m), load_label(m), r["hosts"], f["wall_s"], f["cpu_s"], s["wall_s"], s["cpu_s"],
+                s["wall_s"] / f["wall_s"], s["cpu_s"] / f["cpu_s"], rr["wall_s"], rr["cpu_s"], rr["wall_s"] / f["wall_s"],
+                rr["cpu_s"] / f["cpu_s"], max(s["max_rss_bytes"], rr["max_rss_bytes"]) / 2**20))
+    last = runs["controller"][-1]
+    for g in last["data"]["growth"]:
+        out.append("- newest run, %d -> %d hosts: controller CPU grows as n^%.2f (first run), n^%.2f (re-run), the fact play as n^%.2f." % (
+            g["from"], g["to"], g["site_cpu_exponent"], g["rerun_cpu_exponent"], g["facts_cpu_exponent"]))
+    if max(r["hosts"] for r in last["data"]["sizes"]) < 1000:
+        out.append("- The newest run has no 1,000-host inventory: the goal at 1,000 hosts is not measured by it.")
+    return out + [""]
+
+
+def failover_section(runs):
+    out = ["## Failover", "",
+           "`bench/failover.sh` (molecule scenario `failover`: the path in use is cut, both directions; time until pings",
+           "recover over the peer's other endpoint). Reference: Talos declares a peer down after 275 s without a",
+           "handshake and cycles its endpoint at the next 30 s tick, up to %d s." % TALOS_FAILOVER_S, ""]
+    if "failover" not in runs:
+        return out + ["No run recorded yet (`bash bench/run.sh --only failover`).", ""]
+    out += ["| date | commit | load | failover times |", "| --- | --- | --- | --- |"]
+    for run in runs["failover"]:
+        m = run["meta"]
+        out.append("| %s | %s | %s | %s |" % (date_label(m), commit_label(m), load_label(m), ", ".join("%.1f s" % t for t in run["data"]["times_s"])))
+    return out + [""]
+
+
+def dataplane_section(runs):
+    if "dataplane" not in runs:
+        return []
+    out = ["## Data plane throughput", "",
+           "iperf3 TCP, bench-node1 -> bench-node2, the three paths interleaved. `wg-quick`: a second wireguard-go",
+           "tunnel set up by hand on the same nodes; underlay: the IPv6 link-local address of eth0.", "",
+           "| date | commit | load | kubespan | wg-quick | underlay | kubespan / wg-quick |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs["dataplane"]:
+        d, m = run["data"], run["meta"]
+        med = d["median_bps"]
+        out.append("| %s | %s | %s | %.0f Mbit/s | %.0f Mbit/s | %.0f Mbit/s | %.3f |" % (
+            date_label(m), commit_label(m), load_label(m), med["kubespan"] / 1e6, med["wg-quick"] / 1e6, med["underlay"] / 1e6,
+            d["kubespan_vs_wgquick"]))
+    return out + [""]
+
+
+def agent_section(runs):
+    if "agent" not in runs:
+        return []
+    out = ["## Agent tick", "",
+           "**Primary figure: the whole process.** The real `kubespan agent --metrics-file ...` command, the file the",
+           "mesh module installs (rendered by `agentfiles`), fork+exec'd as the timer's unit starts it, every 30 s: CPU",
+           "(user + system, with the nft children it reaped) and max RSS from `wait4`, sampling with its real sleeps",
+           "(wall time is mostly those). Each tick is checked (exit status 0, no skipped tick, a statuses file rewritten",
+           "with exactly the N peers); a failed check fails the benchmark run and records nothing. The real wireguard-go",
+           "device; the synthetic peers have unreachable endpoints, so they are down and get cycled.",
+           "**Secondary: the tick in-process** (`agent.run_tick` in a process that already imported everything):",
+           "`real` as above, `synthetic` an in-memory device whose peers are all up.", "",
+           "| date | commit | load | peers | whole process CPU (all runs) | max RSS (all runs) | in-process tick CPU real / synthetic "
+           "| of which nft (real) | tick heap peak (real) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs["agent"]:
+        m = run["meta"]
+        for peers in sorted({r["peers"] for r in run["data"]["rows"]}):
+            proc = agent_rows(run, "process", peers)
+            real, syn = agent_rows(run, "real", peers), agent_rows(run, "synthetic", peers)
+            out.append("| %s | %s | %s | %d | %s | %s | %s / %s | %s | %s |" % (
+                date_label(m), commit_label(m), load_label(m), peers,
+                ", ".join("%.0f ms" % (r["process_cpu_s"] * 1e3) for r in proc) or "-",
+                ", ".join("%.1f MB" % (r["max_rss_bytes"] / 2**20) for r in proc) or "-",
+                ms(real[0]["tick_cpu_s"]) if real else "-", ms(syn[0]["tick_cpu_s"]) if syn else "-",
+                ms(real[0]["tick_children_cpu_s"]) if real else "-",
+                "%.2f MB" % (real[0]["tick_traced_peak_bytes"] / 2**20) if real else "-"))
+    out.append("")
+    last = runs["agent"][-1]
+    imp = last["data"].get("importtime")
+    if imp:
+        base = imp["baselines"]
+
+        def best(label, key="cpu_s"):
+            return min(x[key] for x in base[label])
+        proc = [r["process_cpu_s"] for r in agent_rows(last, "process", imp["peers"])]
+        real = agent_rows(last, "real", imp["peers"])
+        out += ["### Where the whole process goes (%d peers, newest run, %s)" % (imp["peers"], date_label(last["meta"])), "",
+                "Separate processes, CPU from `wait4`, best of 3 (same node, same run). Max RSS from `wait4` counts the",
+                "child from its fork, before exec: a figure at the forking bench process's own size (the smallest rows) is",
+                "that process's, so it is an upper bound for a bare interpreter; the whole tick's RSS is above it, its own.", "",
+                "| what | CPU | max RSS |", "| --- | --- | --- |"]
+        for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.cli"):
+            out.append("| `%s` | %s | %.1f MB |" % (label, ms(best(label)), best(label, "max_rss_bytes") / 2**20))
+        if proc:
+            out.append("| whole `kubespan agent` tick (median of its runs) | %s | - |" % ms(statistics.median(proc)))
+        if real:
+            out.append("| the tick alone, in-process (`real`) | %s | - |" % ms(real[0]["tick_cpu_s"]))
+        out += ["", "`python3 -X importtime` of the same command: top-level imports by cumulative time (wall, microseconds",
+                "converted to ms; imports total %s):" % ms(imp["imports_total_us"] / 1e6), "",
+                "| module | cumulative |", "| --- | --- |"]
+        out += ["| `%s` | %s |" % (name, ms(us / 1e6)) for name, us in imp["top_imports_us"][:10]]
+        out.append("")
+    return out
+
+
+def plot(scale_run, controller_run, path):
+    import math
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    panels = 3 if controller else 2
+    panels = 3 if controller_run else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2))
-    sizes = scale["sizes"]
+    sizes = scale_run["data"]["sizes"]
     n = [s["n"] for s in sizes]
     node = [s["per_node"]["total"] for s in sizes]
-    figures = [cluster_figures(s) for s in sizes]
     ax = axes[0]
     ax.loglog(n, node, "o-", label="one node (re-run planning)")
-    planned = [(x, f[0]) for x, f in zip(n, figures) if f[0] is not None]
-    if planned:
-        ax.loglog([point[0] for point in planned], [point[1] for point in planned], "s-", label="whole cluster, cluster planner (controller)")
-    ax.loglog(n, [f[1] for f in figures], "s:", color="tab:gray", label="whole cluster as n independent node runs")
+    ax.loglog(n, [s.get("shipped_cluster_s", s.get("cluster_independent_s")) for s in sizes], "s-",
+              label="whole cluster, shipped path (every node's own planning)")
+    ax.loglog(n, [s["cluster_s"] for s in sizes], "s:", color="tab:gray", label="clusterplan (NOT shipped)")
     ax.loglog(n, [s["baseline_json_s"] for s in sizes], "^:", label="baseline: json.loads of the affiliates")
-    import math
     ref = [node[0] * (x * math.log(x)) / (n[0] * math.log(n[0])) for x in n]
     ax.loglog(n, ref, "k--", lw=0.8, label="n log n through the first point")
     ax.axhline(0.05, color="tab:red", lw=0.8, ls=":", label="goals: 50 ms / node, 10 s / cluster (1,000)")
     ax.axhline(10, color="tab:red", lw=0.8, ls=":")
     ax.set_xlabel("nodes in the cluster")
     ax.set_ylabel("CPU seconds")
-    ax.set_title("Peer set + data-plane planning")
+    ax.set_title("Planning, run of %s (%s)" % (scale_run["meta"]["finished"][:16], scale_run["meta"]["code_commit"][:7]), fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[1]
     ax.loglog(n, [s["per_node_peak_bytes"] / 2**20 for s in sizes], "o-")
     ax.set_xlabel("nodes in the cluster")
     ax.set_ylabel("peak traced memory, MB")
     ax.set_title("Memory of one node's planning")
-    if controller:
+    if controller_run:
         ax = axes[2]
-        h = [s["hosts"] for s in controller["sizes"]]
-        ax.loglog(h, [s["site"]["cpu_s"] for s in controller["sizes"]], "o-", label="playbooks/site.yml")
-        ax.loglog(h, [s["facts"]["cpu_s"] for s in controller["sizes"]], "^:", label="baseline: fact gathering")
+        cs = controller_run["data"]["sizes"]
+        h = [s["hosts"] for s in cs]
+        ax.loglog(h, [s["site"]["cpu_s"] for s in cs], "o-", label="playbooks/site.yml, first run")
+        ax.loglog(h, [s["rerun"]["cpu_s"] for s in cs], "o--", label="playbooks/site.yml, re-run")
+        ax.loglog(h, [s["facts"]["cpu_s"] for s in cs], "^:", label="baseline: fact gathering (same run)")
         ax.set_xlabel("hosts in the inventory (fake connection)")
         ax.set_ylabel("controller CPU seconds")
-        ax.set_title("Controller side of a playbook run")
+        ax.set_title("Controller, run of %s (%s)" % (controller_run["meta"]["finished"][:16], controller_run["meta"]["code_commit"][:7]),
+                     fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
 
 
-def summary(get):
-    """One line per goal of issue 6: measured, goal, met or not."""
-    rows = []
-    conv = [run for k, v in get.items() if k.startswith("converge-") for run in v.get("runs", [v])]
-    three = [r for r in conv if r["n"] == 3]
-
-    def span(values, fmt):
-        lo, hi = fmt % min(values), fmt % max(values)
-        return lo if lo == hi else "%s to %s" % (lo, hi)
-
-    if three:
-        c = [r["cold_ratio"] for r in three]
-        rows.append(("Converge, N=3, cold, to every peer up", span(c, "%.1fx") + " the fact play", "< 3x", max(c) < 3))
-        rr = [r["rerun_ratio"] for r in conv]
-        rows.append(("Re-run, idempotent (changed=0), N=3 and 6", span(rr, "%.1fx") + " the fact play", "< 1.5x", max(rr) < 1.5))
-    if "scale" in get:
-        one = [r for r in get["scale"]["sizes"] if r["n"] == 1000]
-        if one:
-            rows.append(("1,000 nodes, one node's planning", "%.0f ms CPU" % (one[0]["per_node"]["total"] * 1e3), "< 50 ms",
-                         one[0]["per_node"]["total"] < 0.05))
-            planner, independent, estimated, _timed = cluster_figures(one[0])
-            old = "%.0f s CPU%s as n independent node runs" % (independent, " (estimated)" if estimated else "")
-            if planner is None:
-                rows.append(("1,000 nodes, whole cluster in one process", old, "< 10 s", independent < 10))
-            else:
-                rows.append(("1,000 nodes, whole cluster (cluster planner, as computed on the controller)",
-                             "%.1f s CPU (%s)" % (planner, old), "< 10 s", planner < 10))
-        growth = get["scale"]["growth"]
-        if growth:
-            # met when the time grows no faster than n log n, or, where this machine's memory makes even reading the
-            # input grow faster than n, when the ratio to that same-run baseline grows no faster than log n
-            ok = all(g["time_exponent"] <= g["nlogn_exponent"]
-                     or ("ratio_exponent" in g and g["ratio_exponent"] <= g["log_exponent"]) for g in growth)
-            parts = []
-            for g in growth:
-                part = "%d->%d: n^%.2f (n log n: n^%.2f)" % (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"])
-                if "ratio_exponent" in g:
-                    part += ", JSON baseline n^%.2f, ratio to it n^%.2f (log n: n^%.2f)" % (
-                        g["baseline_exponent"], g["ratio_exponent"], g["log_exponent"])
-                parts.append(part)
-            rows.append(("Growth of one node's planning", "; ".join(parts),
-                         "no worse than n log n (or its ratio to the same-run baseline no worse than log n)", ok))
-    if "controller" in get:
-        big = [r for r in get["controller"]["sizes"] if r["hosts"] == 1000]
-        if big:
-            r = big[0]
-            rows.append(("Controller side of site.yml, 1,000 fake hosts (measured, not extrapolated)",
-                         "first run %.0f s wall / %.0f s CPU, re-run %.0f s / %.0f s, peak %.1f GB" % (
-                             r["site"]["wall_s"], r["site"]["cpu_s"], r["rerun"]["wall_s"], r["rerun"]["cpu_s"],
-                             max(r["site"].get("max_rss_bytes", 0), r["rerun"].get("max_rss_bytes", 0)) / 2**30),
-                         "(no goal: the cost is measured)", None))
-    if "failover" in get and get["failover"]["times_s"]:
-        t = get["failover"]["times_s"]
-        rows.append(("Failover to the other endpoint", span(t, "%.1f s") + " (%s of Talos)" % span([x / TALOS_FAILOVER_S for x in t], "%.2fx"),
-                     "Talos: up to 305 s", max(t) < TALOS_FAILOVER_S))
-    if "dataplane" in get:
-        d = get["dataplane"]["kubespan_vs_wgquick"]
-        rows.append(("Throughput, kubespan / hand-made wg-quick tunnel", "%.2f" % d, ">= 0.95", d >= 0.95))
-    if "agent" in get:
-        hundred = [r for r in get["agent"]["rows"] if r["peers"] == 100]
-        if hundred:
-            cpu = [r["tick_cpu_s"] * 1e3 for r in hundred]
-            rss = [r["max_rss_bytes"] / 2**20 for r in hundred]
-            rows.append(("Agent tick, 100 peers: CPU", span(cpu, "%.0f ms") + " (whole process %s)" % span(
-                [r["process_cpu_s"] * 1e3 for r in hundred], "%.0f ms"), "< 100 ms", max(cpu) < 100))
-            rows.append(("Agent tick, 100 peers: memory", span(rss, "%.1f MB") + " max RSS", "< 40 MB", max(rss) < 40))
-    if not rows:
-        return []
-    out = ["## Summary", "", "| figure | measured | goal | met |", "| --- | --- | --- | --- |"]
-    out += ["| %s | %s | %s | %s |" % (name, value, goal, "measured" if ok is None else "yes" if ok else "**no**")
-            for name, value, goal, ok in rows]
-    return out + ["", "Details, causes and proposed fixes below; the changes made to shared files are in section 3.", ""]
-
-
-def ms(x):
-    return "%.1f ms" % (x * 1e3)
+def notes(args, name):
+    path = os.path.join(args.notes, name)
+    return [open(path).read().rstrip(), ""] if args.notes and os.path.exists(path) else []
 
 
 def write(args):
-    results = args.results
-    get = {}
-    for path in glob.glob(os.path.join(results, "*.json")):
-        get[os.path.basename(path)[:-5]] = load(path)
-    m = get.get("machine", {})
+    runs = load_runs(args.results)
     out = ["# Benchmarks", "",
-           "Measured with `bash bench/run.sh` (sections: `--only scale,controller,agent,converge,dataplane`, failover with",
-           "`--with-failover`). This file and `docs/benchmarks/scale.png` are rewritten by that command from",
-           "`build/bench/results/`; each section carries the date it was last run.", "",
-           "**Machine:** %s cores, %s GiB RAM, kernel %s, Python %s, last run %s (load average then: %s)." % (
-               m.get("cores"), m.get("memory_gib"), m.get("kernel"), m.get("python"), m.get("date"),
-               ", ".join("%.1f" % x for x in m.get("load_average", []))), "",
-           "**Why ratios.** This machine has 2 cores and is shared: other engineers run containers and test suites on it",
-           "at the same time (load averages of 11 to 26 were seen during these runs). Absolute seconds move with that load",
-           "from one run to the next, so every figure is also given as a ratio to a baseline measured in the same run, on",
-           "the same nodes, seconds apart; pure-Python figures are CPU time of the process, not wall time.", ""]
-
-    out += summary(get)
-    conv = sorted((run for k, v in get.items() if k.startswith("converge-") for run in v.get("runs", [v])),
-                  key=lambda r: (r["n"], r["date"]))
-    if conv:
-        out += ["## 1-2. Converge and re-run (podman containers, podman connection)", "",
-                "Cold run of `playbooks/site.yml` on fresh containers `bench-node1..N` until every node has a handshake",
-                "with every other (`wg show kubespan latest-handshakes`), then an idempotent second run. Baseline: a play",
-                "that only gathers facts (`gather_facts: true`, full fact set) on the same nodes, run before and after.", "",
-                "| N | fact play (baseline) | cold converge, all peers up | ratio (goal N=3: < 3x) | re-run | ratio (goal < 1.5x) | re-run changed | date |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in conv:
-            out.append("| %d | %.1f s (%s) | %.1f s (playbook %.1f s) | %.2fx | %.1f s | %.2fx | %d | %s |" % (
-                r["n"], r["baseline_s"], " / ".join("%.1f" % x for x in r["facts_s"]), r["cold_s"], r["cold_play_s"], r["cold_ratio"],
-                r["rerun_s"], r["rerun_ratio"], r["rerun_changed"], r["date"]))
-        last = min(conv, key=lambda r: (r["n"], r["rerun_ratio"]))  # the N=3 run least disturbed by the machine's load
-        out += ["", "Every run is listed: the spread between runs of the same N is the machine's load (other engineers' test",
-                "runs), which a fact-gathering play seconds before and after does not fully cancel in a run of several minutes.",
-                "", "Where the re-run's time goes (N=%d, run of %s, %d tasks including fact gathering and includes; wall seconds"
-                " per task):" % (last["n"], last["date"], last["tasks_total"]), ""]
-        out += ["| task | seconds |", "| --- | --- |"]
-        out += ["| %s | %.2f |" % (t["name"], t["seconds"]) for t in last["rerun_top"]]
-        out += [""]
-    if "scale" in get:
-        s = get["scale"]
-        out += ["## 3. Scale: peer set and data-plane planning (pure logic, CPU time)", "",
-                "Synthetic clusters (`bench/scale.py`): every node with a key, node ID, KubeSpan address, an IPv4 and an",
-                "IPv6 node address (both endpoints), a pod network per family; every 20th node advertises a /23 over its",
-                "neighbour's /24, every 50th excludes a /26, every 100th repeats its neighbour's node address. Per node: one",
-                "re-run of the mesh module's pure work (`build_peer_set` with fresh and last-known affiliates, `routed_set`,",
-                "nft table desired/diff/render, `plan_device` against a device holding every peer, `expected_device` and the",
-                "diff texts). Whole cluster, cluster planner: every node's peer specs and warnings, routed set, desired nft",
-                "table and desired device peers from `clusterplan.iter_cluster_plans` (one validation and one global",
-                "AllowedIPs assignment, then each node's differences), as the controller would compute them, timed in full;",
-                "the diff against each node's live device and nft state is node-side work and stays in the per-node figure.",
-                "Whole cluster, n independent runs: the per-node work above for every node, in one process (the figure",
-                "before the planner). Baseline: `json.loads` of the same affiliates (the module's arguments; nothing can cost",
-                "less).", "",
-                "| nodes | baseline | one node | ratio | of which peer set | nft | cold node (first run) | peak memory "
-                "| whole cluster, cluster planner | whole cluster, n independent runs |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in s["sizes"]:
-            pn = r["per_node"]
-            planner, independent, estimated, timed = cluster_figures(r)
-            out.append("| %d | %s | %s | %.0fx | %s | %s | %s | %.1f MB | %s | %.1f s%s |" % (
-                r["n"], ms(r["baseline_json_s"]), ms(pn["total"]), pn["total"] / r["baseline_json_s"], ms(pn["peer_set"]), ms(pn["nft"]),
-                ms(r["cold_per_node_s"]), r["per_node_peak_bytes"] / 2**20, "-" if planner is None else "%.2f s" % planner, independent,
-                " (estimated from %d nodes)" % timed if estimated else ""))
-        out += [""]
-        for g in s["growth"]:
-            values = (g["from"], g["to"], g["time_exponent"], g["nlogn_exponent"], g["baseline_exponent"], g["memory_exponent"])
-            out.append("- %d -> %d nodes: one node's time grows as n^%.2f (n log n would be n^%.2f, the JSON baseline n^%.2f); "
-                       "peak memory as n^%.2f%s." % (values + ("; the cluster planner's whole-cluster time as n^%.2f" % g["cluster_exponent"]
-                                                               if "cluster_exponent" in g else "",)))
-        out += ["", "![scale growth](benchmarks/scale.png)", ""]
-        if args.notes and os.path.exists(os.path.join(args.notes, "scale.md")):
-            out += [open(os.path.join(args.notes, "scale.md")).read().rstrip(), ""]
-    if "controller" in get:
-        c = get["controller"]
-        out += ["### Controller side of a playbook run on a large inventory", "",
-                "`playbooks/site.yml` against n hosts of the connection `bench/plugins/connection/benchfake.py`, which runs",
-                "nothing and answers every module call with a result of the real module's shape and size (%s). What is" % (
-                    "with the echo of the module's arguments, as AnsibleModule returns it" if c.get("invocation_echo", False)
-                    else "without the echo of the module's arguments"),
-                "measured is only Ansible's work on the controller: templating, action plugins, module packaging, argument",
-                "serialization, results, forking workers. First run: no controller cache (identity, then the mesh with the",
-                "fresh affiliates); re-run: the cache is current (one mesh call per host that settles). Forks: %d. CPU is the" % c["forks"],
-                "ansible-playbook process tree's (user + system), peak memory the largest process's. Baseline: a",
-                "fact-gathering play on the same fake inventory (a real fact set, replayed). Run %s." % c.get("date", "(date not recorded)"), "",
-                "| hosts | fact play wall / CPU | first run wall / CPU | re-run wall / CPU | re-run CPU ratio | peak memory | slowest task (first run) |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in c["sizes"]:
-            slow = max(r["site"]["tasks"], key=lambda t: t["seconds"])
-            rerun = r.get("rerun")
-            out.append("| %d | %.1f s / %.1f s | %.1f s / %.1f s | %s | %s | %s | %s (%.1f s) |" % (
-                r["hosts"], r["facts"]["wall_s"], r["facts"]["cpu_s"], r["site"]["wall_s"], r["site"]["cpu_s"],
-                "%.1f s / %.1f s" % (rerun["wall_s"], rerun["cpu_s"]) if rerun else "-",
-                "%.1fx" % (rerun["cpu_s"] / r["facts"]["cpu_s"]) if rerun else "-",
-                "%.0f MB" % (max(r["site"].get("max_rss_bytes", 0), (rerun or {}).get("max_rss_bytes", 0)) / 2**20)
-                if "max_rss_bytes" in r["site"] else "-",
-                slow["name"].replace("kubespan.mesh.kubespan : ", ""), slow["seconds"]))
-        out += [""]
-        for g in c["growth"]:
-            out.append("- %d -> %d hosts: controller CPU grows as n^%.2f (first run)%s, the fact play as n^%.2f." % (
-                g["from"], g["to"], g["site_cpu_exponent"],
-                ", n^%.2f (re-run)" % g["rerun_cpu_exponent"] if "rerun_cpu_exponent" in g else "", g["facts_cpu_exponent"]))
-        if c["sizes"] and max(r["hosts"] for r in c["sizes"]) < 1000:
-            big = c["sizes"][-1]
-            k = c["growth"][-1]["site_cpu_exponent"] if c["growth"] else 1.0
-            estimate = big["site"]["cpu_s"] * (1000 / big["hosts"]) ** k
-            out.append("- Extrapolated with that exponent, 1,000 hosts would take about %.0f CPU seconds on this machine "
-                       "(not measured in this run: its largest inventory is %d hosts)." % (estimate, big["hosts"]))
-        out += [""]
-        if args.notes and os.path.exists(os.path.join(args.notes, "controller.md")):
-            out += [open(os.path.join(args.notes, "controller.md")).read().rstrip(), ""]
-    if "failover" in get:
-        f = get["failover"]
-        out += ["## 4. Failover", "", "`bench/failover.sh` (molecule scenario `failover`: the path in use is cut, both directions; time",
-                "until pings recover over the peer's other endpoint). Reference: Talos declares a peer down after 275 s",
-                "without a handshake and cycles its endpoint at the next 30 s tick, up to %d s. Run %s." % (TALOS_FAILOVER_S, f["date"]), "",
-                "```", f["text"].strip(), "```", ""]
-        if f["times_s"]:
-            out += ["Ratios to Talos's %d s: %s." % (TALOS_FAILOVER_S, ", ".join("%.3f" % (t / TALOS_FAILOVER_S) for t in f["times_s"])), ""]
-    else:
-        out += ["## 4. Failover", "", "Not run in the last full run (it takes about 5 minutes): `bash bench/run.sh --only failover`.",
-                "Reference: Talos, 275 s down interval plus a 30 s tick, up to 305 s.", ""]
-    if "dataplane" in get:
-        d = get["dataplane"]
-        med = d["median_bps"]
-        out += ["## 5. Data plane throughput", "",
-                "iperf3 TCP, bench-node1 -> bench-node2, %d rounds of 5 s, the three paths interleaved. `wg-quick`: a second" % len(
-                    d["runs_bps"]["kubespan"]),
-                "wireguard-go tunnel set up by hand with wg-quick on the same nodes (MTU 1420, fwmark 0x20, port 51821);",
-                "underlay: the IPv6 link-local address of eth0 (never routed through KubeSpan). Run %s." % d["date"], "",
-                "| path | median | runs |", "| --- | --- | --- |"]
-        for p in ("kubespan", "wg-quick", "underlay"):
-            out.append("| %s | %.0f Mbit/s | %s |" % (p, med[p] / 1e6, ", ".join("%.0f" % (x / 1e6) for x in d["runs_bps"][p])))
-        out += ["", "kubespan / wg-quick = **%.3f** (goal >= 0.95); kubespan / underlay = %.3f; wg-quick / underlay = %.3f." % (
-            d["kubespan_vs_wgquick"], d["kubespan_vs_underlay"], d["wgquick_vs_underlay"]), ""]
-    if "agent" in get:
-        a = get["agent"]
-        out += ["## 6. Agent tick", "",
-                "One `agent.run_tick` (what `kubespan agent` runs from the timer) on bench-node1, in a fresh process after a",
-                "settling tick, sampling sleeps skipped (they cost no CPU). `real`: the wireguard-go device, whose synthetic",
-                "peers are unreachable (down, cycled); `synthetic`: an in-memory device with the same read/apply/close",
-                "interface whose peers are all up with growing counters (netlink, nft and state files stay real). Tick CPU",
-                "includes the nft child processes; process figures include the interpreter and imports. Baseline: the same",
-                "tick with 0 peers. Goal: < 100 ms CPU and < 40 MB for 100 peers. Run %s." % a["date"], "",
-                "| peers | device | tick CPU | ratio to 0 peers | of which nft | process CPU | max RSS | RSS before tick | tick heap peak |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in a["rows"]:
-            out.append("| %d | %s | %s | %.2fx | %s | %s | %.1f MB | %.1f MB | %.2f MB |" % (
-                r["peers"], r["mode"], ms(r["tick_cpu_s"]), r["tick_cpu_ratio"] or 0, ms(r["tick_children_cpu_s"]), ms(r["process_cpu_s"]),
-                r["max_rss_bytes"] / 2**20, r["rss_before_tick_bytes"] / 2**20, r["tick_traced_peak_bytes"] / 2**20))
-        out += [""]
-        if args.notes and os.path.exists(os.path.join(args.notes, "agent.md")):
-            out += [open(os.path.join(args.notes, "agent.md")).read().rstrip(), ""]
-    if args.notes and os.path.exists(os.path.join(args.notes, "findings.md")):
-        out += [open(os.path.join(args.notes, "findings.md")).read().rstrip(), ""]
+           "Generated by `bash bench/run.sh` (`--only scale,controller,agent,converge,dataplane,failover`) from every result",
+           "file in `bench/results/<section>/` (one file per section run, committed with the code); nothing in this file",
+           "is typed by hand. Each row names the code commit it measured (the last commit touching `plugins/`, `roles/`,",
+           "`playbooks/` or `bench/`; \"dirty\" when that code had uncommitted changes), its date and the machine's load.", "",
+           "**Why ratios and load.** The machine is shared (other engineers' containers and test suites run at the same",
+           "time): absolute seconds move with the load, so figures are also given as a ratio to a baseline measured in",
+           "the same run, and every row carries the load average at its start and end. Pure-Python figures are CPU",
+           "time, not wall time.", ""]
+    out += summary(runs)
+    out += converge_section(runs)
+    out += scale_section(runs) + notes(args, "scale.md")
+    out += controller_section(runs) + notes(args, "controller.md")
+    out += failover_section(runs)
+    out += dataplane_section(runs)
+    out += agent_section(runs) + notes(args, "agent.md")
+    out += notes(args, "findings.md")
+    out += run_list(runs)
     os.makedirs(os.path.dirname(args.doc) or ".", exist_ok=True)
-    with open(args.doc, "w") as f:
+    with open(args.doc + ".tmp", "w") as f:
         f.write("\n".join(out))
-    if "scale" in get:
-        plot(get["scale"], get.get("controller"), args.plot)
-    print("wrote %s%s" % (args.doc, " and " + args.plot if "scale" in get else ""))
+    os.rename(args.doc + ".tmp", args.doc)
+    if "scale" in runs:
+        plot(runs["scale"][-1], runs.get("controller", [None])[-1], args.plot)
+    print("wrote %s%s" % (args.doc, " and " + args.plot if "scale" in runs else ""))
 
 
 def main():
@@ -389,18 +561,26 @@ def main():
     c.add_argument("--out", required=True)
     a = sub.add_parser("agent-entry")
     a.add_argument("--jsonl", required=True)
+    a.add_argument("--importtime")
     a.add_argument("--out", required=True)
     f = sub.add_parser("failover-entry")
     f.add_argument("--text", required=True)
     f.add_argument("--out", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--section", required=True)
+    r.add_argument("--raw", required=True)
+    r.add_argument("--results", required=True)
+    r.add_argument("--load-start", default="")
+    r.add_argument("--started", default="")
     w = sub.add_parser("write")
     w.add_argument("--results", required=True)
     w.add_argument("--doc", required=True)
     w.add_argument("--plot", required=True)
     w.add_argument("--notes", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes"),
-                   help="hand-written analysis included in the document (bench/notes/*.md)")
+                   help="hand-written reasoning included in the document (bench/notes/*.md; no figures: they go stale)")
     args = ap.parse_args()
-    {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "write": write}[args.cmd](args)
+    {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "record": record,
+     "write": write}[args.cmd](args)
 
 
 if __name__ == "__main__":

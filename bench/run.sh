@@ -8,8 +8,10 @@
 #   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
 #   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
 #
-# Results: build/bench/results/<section>.json (the latest run of each section), then docs/benchmarks.md and
-# docs/benchmarks/scale.png are rewritten from all of them (each section with its own date).
+# Results: every section run writes ONE new file bench/results/<section>/<UTC date>-<short commit>.json (committed
+# with the code): its commit (and whether the code was dirty), date, machine load at start and end, nproc, the raw
+# samples and the derived figures. A section that fails writes nothing. Then docs/benchmarks.md and its plots are
+# regenerated from ALL result files (bench/report.py write): every run listed with commit and date.
 # Containers bench-node1..6 on network kubespan-bench (10.89.80.0/24, 2001:db8:80::/64) are created here and
 # removed on exit.
 set -Eeuo pipefail
@@ -47,8 +49,9 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$(sha256sum bench/requirements.txt 
 fi
 
 WORK="$REPO_ROOT/build/bench"
-RESULTS="$WORK/results"
-mkdir -p "$RESULTS"
+RESULTS="$REPO_ROOT/bench/results"
+RAW="$WORK/raw"
+mkdir -p "$RESULTS" "$RAW"
 NETWORK=kubespan-bench
 ALL_NODES=(bench-node1 bench-node2 bench-node3 bench-node4 bench-node5 bench-node6)
 PY=.venv/bin/python
@@ -61,15 +64,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# machine.json: what the figures were measured on
-$PY - "$RESULTS/machine.json" <<'EOF'
-import json, os, subprocess, sys, time
-free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.splitlines()[1].split()
-json.dump({"cores": os.cpu_count(), "memory_gib": int(free[1]), "kernel": os.uname().release,
-           "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "python": sys.version.split()[0]}, open(sys.argv[1], "w"))
-EOF
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u '+%Y-%m-%d %H:%M UTC')"
+
+# begin SECTION: note the load and time at a section's start; record SECTION RAW: wrap the section's raw JSON with
+# commit, dirty flag, dates, load at start and end, nproc, into bench/results/SECTION/<date>-<commit>.json
+LOAD_START=""
+STARTED=""
+begin() {
+    LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+    STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+}
+record() {
+    $PY bench/report.py record --section "$1" --raw "$2" --results "$RESULTS" --load-start "$LOAD_START" --started "$STARTED"
+}
 
 # --- cluster helpers ---------------------------------------------------------------------------------
 # cluster_create N: fresh containers bench-node1..N on a fresh network, secrets and an inventory (podman
@@ -144,6 +151,7 @@ wait_all_up() {
 converge_one() {
     local n="$1" facts1 facts2 start up play rerun
     banner "Converge: N=$n"
+    begin
     cluster_create "$n"
     facts1=$(timed_play "facts1-$n" "$WORK/cluster/facts.yml")
     start=$(date +%s.%N)
@@ -155,22 +163,28 @@ converge_one() {
     facts2=$(timed_play "facts2-$n" "$WORK/cluster/facts.yml")
     $PY bench/report.py converge-entry --n "$n" --facts "$facts1" "$facts2" --cold "$cold" --play "$play" --rerun "$rerun" \
         --profiles "$WORK/cluster/profile-converge-$n.json" "$WORK/cluster/profile-rerun-$n.json" \
-        --out "$RESULTS/converge-$n.json"
+        --out "$RAW/converge-$n.json"
+    record "converge-$n" "$RAW/converge-$n.json"
 }
 
 # --- sections ----------------------------------------------------------------------------------------
 if want scale; then
     banner "Scale: peer set and data-plane planning, synthetic clusters of $SIZES nodes (CPU time)"
-    $PY bench/scale.py --sizes "$SIZES" --out "$RESULTS/scale.json"
+    begin
+    $PY bench/scale.py --sizes "$SIZES" --out "$RAW/scale.json"
+    record scale "$RAW/scale.json"
 fi
 
 if want controller; then
     banner "Controller: playbooks/site.yml on inventories of $HOSTS fake hosts (bench/plugins/connection/benchfake.py)"
-    nice $PY bench/controller.py --hosts "$HOSTS" --workdir "$WORK/controller" --out "$RESULTS/controller.json"
+    begin
+    nice $PY bench/controller.py --hosts "$HOSTS" --workdir "$WORK/controller" --out "$RAW/controller.json"
+    record controller "$RAW/controller.json"
 fi
 
 if want agent; then
-    banner "Agent: one tick (agent.run_tick) with 0, 10, 100, 1000 peers in bench-node1"
+    banner "Agent: the real \`kubespan agent\` process as the timer starts it, 0, 10, 100, 1000 peers, in bench-node1"
+    begin
     cluster_create 1
     bundle=$($PY roles/kubespan/files/build_agent_bundle.py plugins/module_utils "$WORK/cache")
     podman exec bench-node1 mkdir -p /usr/lib/kubespan
@@ -179,17 +193,36 @@ if want agent; then
     # the unit the engine starts for the userspace data path (the role installs the same)
     printf '[Service]\nEnvironment=LOG_LEVEL=error\nExecStart=/usr/bin/wireguard-go -f kubespan\n' |
         podman exec -i bench-node1 sh -c 'cat >/etc/systemd/system/kubespan-wireguard-go.service && systemctl daemon-reload'
-    : >"$WORK/agent.jsonl"
+    : >"$RAW/agent.jsonl"
+    # negative control: a tick that cannot work (a state directory with no desired state) must fail the check
+    if podman exec bench-node1 python3 /root/agent_tick.py process 0 --state-dir /nonexistent >/dev/null 2>"$RAW/agent-negative.txt"; then
+        echo "agent_tick accepted a tick without a desired state: the tick check is broken" >&2
+        exit 1
+    fi
+    echo "  negative control: $(tail -1 "$RAW/agent-negative.txt")"
+    show='import json,sys
+for line in sys.stdin:
+    r = json.loads(line)
+    extra = " (tick CPU %.0f ms, of which nft %.0f ms)" % (r["tick_cpu_s"] * 1e3, r["tick_children_cpu_s"] * 1e3) if "tick_cpu_s" in r else ""
+    print("  %5d peers %-9s process CPU %.0f ms, max RSS %.1f MB%s" % (r["peers"], r["mode"], r["process_cpu_s"] * 1e3, r["max_rss_bytes"] / 2**20, extra))'
     for peers in 0 10 100 1000; do
         podman exec bench-node1 python3 /root/agent_tick.py prepare "$peers" >/dev/null
-        for mode in real synthetic; do
-            # the first tick after a new desired state settles the statuses; the second is the measured one
-            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" >/dev/null
-            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" | tee -a "$WORK/agent.jsonl" |
-                $PY -c 'import json,sys; r=json.loads(sys.stdin.read()); print("  %(peers)5d peers %(mode)-9s tick CPU %(c).0f ms (nft %(k).0f ms), process CPU %(p).0f ms, max RSS %(m).1f MB, tick heap peak %(h).2f MB" % dict(r, c=r["tick_cpu_s"]*1e3, k=r["tick_children_cpu_s"]*1e3, p=r["process_cpu_s"]*1e3, m=r["max_rss_bytes"]/2**20, h=r["tick_traced_peak_bytes"]/2**20))'
+        # the first tick after a new desired state settles the statuses (not recorded); then the timer's whole
+        # process, three times (the primary figure), then the in-process tick (secondary), each after a settling tick
+        podman exec bench-node1 python3 /root/agent_tick.py process "$peers" >/dev/null
+        for _ in 1 2 3; do
+            podman exec bench-node1 python3 /root/agent_tick.py process "$peers" | tee -a "$RAW/agent.jsonl" | $PY -c "$show"
         done
+        for mode in real synthetic; do
+            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" >/dev/null
+            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" | tee -a "$RAW/agent.jsonl" | $PY -c "$show"
+        done
+        if [[ "$peers" == 100 ]]; then
+            podman exec bench-node1 python3 /root/agent_tick.py importtime "$peers" >"$RAW/agent-importtime.json"
+        fi
     done
-    $PY bench/report.py agent-entry --jsonl "$WORK/agent.jsonl" --out "$RESULTS/agent.json"
+    $PY bench/report.py agent-entry --jsonl "$RAW/agent.jsonl" --importtime "$RAW/agent-importtime.json" --out "$RAW/agent.json"
+    record agent "$RAW/agent.json"
 fi
 
 if want converge; then
@@ -199,19 +232,23 @@ fi
 
 if want dataplane; then
     banner "Data plane: iperf3 between bench-node1 and bench-node2 (kubespan, hand-made wireguard-go tunnel, underlay)"
+    begin
     if [[ "${#NODES[@]}" -lt 2 ]] || ! podman exec bench-node2 ip link show kubespan >/dev/null 2>&1; then
         cluster_create 2
         timed_play "dataplane-converge" playbooks/site.yml >/dev/null
         wait_all_up 120 >/dev/null
     fi
-    bash bench/dataplane.sh bench-node1 bench-node2 "$RESULTS/dataplane.json"
+    bash bench/dataplane.sh bench-node1 bench-node2 "$RAW/dataplane.json"
+    record dataplane "$RAW/dataplane.json"
 fi
 
 if want failover; then
     banner "Failover: bench/failover.sh (molecule scenario failover, about 5 minutes)"
+    begin
     bash bench/failover.sh | tee "$WORK/failover.txt"
-    $PY bench/report.py failover-entry --text "$WORK/failover.txt" --out "$RESULTS/failover.json"
+    $PY bench/report.py failover-entry --text "$WORK/failover.txt" --out "$RAW/failover.json"
+    record failover "$RAW/failover.json"
 fi
 
-banner "Report: docs/benchmarks.md, docs/benchmarks/scale.png"
+banner "Report: docs/benchmarks.md, docs/benchmarks/scale.png (from every file in bench/results)"
 $PY bench/report.py write --results "$RESULTS" --doc docs/benchmarks.md --plot docs/benchmarks/scale.png
