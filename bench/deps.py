@@ -98,8 +98,9 @@ def workload(nodes, seed=1):
 
 
 def ipset_part(nodes=1000, runs=7):
-    from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet  # pylint: disable=import-outside-toplevel
     import netaddr  # pylint: disable=import-outside-toplevel
+
+    from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet  # pylint: disable=import-outside-toplevel
     adds, removes = workload(nodes)
 
     def ours():
