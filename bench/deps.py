@@ -31,7 +31,7 @@ sys.path.insert(0, BASE)
 
 def best(fn, n):
     times = []
-    for _ in range(n):
+    for _run in range(n):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -81,7 +81,7 @@ def resolve(name: str) -> str:
         raise ListingError("resource %r is ambiguous: it names %s; use one of their full names"
                            % (name, " and ".join(TYPES[h][0] for h in hits)))
     raise ListingError("unknown resource %r; known: %s (or their talosctl names, e.g. %s)"
-                       % (name, ", ".join(SHORT_NAMES), ", ".join(TYPES[s][0].split(".")[0].lower() for s in SHORT_NAMES)))
+                       % (name, ", ".join(SHORT_NAMES), ", ".join(TYPES[s][0].partition(".")[0].lower() for s in SHORT_NAMES)))
 
 
 def rfc3339(ts: float) -> str:

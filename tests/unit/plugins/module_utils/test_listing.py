@@ -1,6 +1,6 @@
 """kubespan get in talosctl's layout: names and aliases, golden YAML/JSON/table output, watch, private key.
 
-Golden files: tests/unit/plugins/module_utils/fixtures/listing/. After a deliberate change of the output,
+Golden files: tests/unit/plugins/module_utils/fixtures/listing/*.golden. After a deliberate change of the output,
 regenerate them with KUBESPAN_UPDATE_GOLDEN=1 and review the diff.
 """
 
@@ -60,7 +60,7 @@ RECORDS = {
 
 
 def golden(name, text):
-    path = os.path.join(GOLDEN, name)
+    path = os.path.join(GOLDEN, name + ".golden")  # not *.yaml: yamllint would read the multi-document files
     if os.environ.get("KUBESPAN_UPDATE_GOLDEN"):
         os.makedirs(GOLDEN, exist_ok=True)
         with open(path, "w") as f:
