@@ -116,7 +116,7 @@ mesh10() {
     local n peers up
     for n in "${REL_NODES[@]}"; do
         peers="$(podman exec "$n" wg show kubespan peers | wc -l)"
-        up="$(podman exec "$n" kubespan get peerstatuses -o json | python3 -c 'import json, sys
+        up="$(podman exec "$n" kubespan get peerstatuses -o records | python3 -c 'import json, sys
 print(sum(1 for r in json.load(sys.stdin) if r.get("state") == "up"))')"
         echo "  $n: $peers WireGuard peers, $up up in kubespan get peerstatuses"
         [[ "$peers" == 9 ]] || { echo "FAIL $n has $peers peers, not 9"; return 1; }

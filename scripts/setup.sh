@@ -34,13 +34,14 @@ fi
 #   and Python libraries as the nodes (host-side tests, the QEMU kernel test reuses the host's /);
 # qemu-system-x86, kmod, cpio, busybox-static: kernel WireGuard test in a QEMU guest;
 # python3-venv: the controller virtualenv; make: `make release` (tests/installed/run.sh);
-# strace, shellcheck: the crash-safety trials (scripts/reliability.sh) and ansible-test's shellcheck.
+# strace, shellcheck: the crash-safety trials (scripts/reliability.sh) and ansible-test's shellcheck;
+# prometheus: promtool for the alert rules and metrics checks (tests/gates.sh promtool).
 HOST_PACKAGES=(
     podman runc netavark iptables mmdebstrap
     wireguard-tools wireguard-go nftables iproute2
     python3-venv python3-pyroute2 python3-nacl python3-yaml
     qemu-system-x86 kmod cpio busybox-static
-    make strace shellcheck
+    make strace shellcheck prometheus
 )
 
 missing=()

@@ -6,6 +6,8 @@
 #   gates       tests/gates.sh: ruff, ansible-lint, ansible-test sanity + units, build/install/ansible-doc
 #   kernel      tests/kernel/run.sh: kernel WireGuard in a QEMU guest (transport and engine)
 #   image       tests/testbed/build-image.sh: the node image    (reused when unchanged)
+#   image-monitoring
+#               molecule/monitoring/build-image.sh: the node image + Debian's prometheus packages
 #   molecule    molecule test -s default: 3 systemd containers, converge, idempotence, verify (a-f)
 #   molecule-failover
 #               molecule test -s failover: 2 nodes on two underlay networks; cuts the path in use and
@@ -16,6 +18,9 @@
 #   molecule-discovery, molecule-nat
 #               molecule test -s discovery / nat: the discovery service (role discovery_service), a node
 #               joining from its own inventory, hostile affiliates, service outage; a NAT'd node
+#   molecule-monitoring
+#               molecule test -s monitoring: node_exporter's textfile collector on 2 nodes, Debian's
+#               Prometheus scraping them; PromQL: peers up, counters growing, a down peer in one scrape
 #   installed   tests/installed/run.sh --debian trixie: the release tarball installed into an empty
 #               collections path, the demo run from the installed FQCNs only, on Debian 13 nodes
 # Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
@@ -39,9 +44,9 @@ LOG_DIR="$REPO_ROOT/build/test-logs"
 # Names used by the molecule scenarios (molecule/default/molecule.yml, molecule/failover/molecule.yml).
 TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2 dp-node1 dp-node2 dp-node3
     disc-svc disc-node1 disc-node2 disc-node3 disc-node4 nat-svc nat-router nat-node1 nat-node2 nat-node3
-    inst-node1 inst-node2)
+    inst-node1 inst-node2 mon-node1 mon-node2 mon-prom)
 TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b kubespan-dp-a kubespan-dp-b kubespan-disc
-    kubespan-nat-pub kubespan-nat-priv kubespan-inst)
+    kubespan-nat-pub kubespan-nat-priv kubespan-inst kubespan-mon)
 
 run_start=$SECONDS
 bash scripts/setup.sh
@@ -161,6 +166,7 @@ section reliability bash scripts/reliability.sh --quick
 
 # --- node image ----------------------------------------------------------------------------------
 section image bash tests/testbed/build-image.sh
+section image-monitoring bash molecule/monitoring/build-image.sh
 
 # --- molecule and the installed collection -------------------------------------------------------
 # molecule 26 can print "Executed: Successful" and return 0 although the idempotence step failed
@@ -177,7 +183,7 @@ molecule_test() {
     rm -f "$out"
     return "$rc"
 }
-CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-failover molecule-nat installed)
+CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-failover molecule-nat molecule-monitoring installed)
 if [[ " ${failed[*]} " == *" image ("* ]]; then
     for s in "${CONTAINER_SECTIONS[@]}"; do failed+=("$s (not run: no node image)"); done
     printf '\n==================== %s: FAILED (not run: the image build failed)\n' "${CONTAINER_SECTIONS[*]}"
@@ -191,10 +197,12 @@ else
     section_finish molecule-discovery
     section_start molecule-failover molecule_test failover
     section_start molecule-nat molecule_test nat
+    section_start molecule-monitoring molecule_test monitoring
     # Debian 13 (trixie) nodes here: every molecule scenario already runs Debian 12 nodes.
     section installed bash tests/installed/run.sh --debian trixie
     section_finish molecule-failover
     section_finish molecule-nat
+    section_finish molecule-monitoring
 fi
 
 # --- summary -------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@
 #   units       ansible-test units --python 3.11, in the same copy (tests/unit/requirements.txt)
 #   build       ansible-galaxy collection build + install of the tarball into a temporary
 #               collections path, then ansible-doc of the modules and the role from there
+#   promtool    promtool (Debian's prometheus package): check rules and test rules on
+#               extensions/prometheus/kubespan-alerts.yml (tests/prometheus/*.test.yml), and
+#               check metrics on the agent's real metrics text (tests/prometheus/render_sample.py)
 #
 # Every gate runs (a failure does not stop the later ones) with a banner and its duration; the
 # exit status is non-zero if any gate failed. Run `scripts/setup.sh` once before (it makes .venv and
@@ -27,7 +30,7 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 
-ALL_GATES=(ruff lint sanity units build)
+ALL_GATES=(ruff lint sanity units build promtool)
 PYTHON_VERSION=3.11
 # The collection tarball holds sources and docs only: anything bigger means build_ignore missed something.
 MAX_TARBALL_BYTES=$((512 * 1024))
@@ -184,6 +187,22 @@ gate_build() {
         sed -n '1,3p' <<<"$text"
         echo "  ... ansible-doc -t $type $name: $(wc -l <<<"$text") lines"
     done
+}
+
+gate_promtool() {
+    if ! command -v promtool >/dev/null; then
+        echo "promtool is missing: run scripts/setup.sh (it installs Debian's prometheus package)" >&2
+        return 1
+    fi
+    promtool --version 2>&1 | sed -n 1p
+    promtool check rules extensions/prometheus/kubespan-alerts.yml
+    # rule_files in the test file are relative to it
+    (cd tests/prometheus && promtool test rules kubespan-alerts.test.yml)
+    local metrics="$WORK/metrics.prom"
+    python tests/prometheus/render_sample.py >"$metrics"
+    echo "agent metrics: $(grep -c '^# TYPE' "$metrics") families, $(grep -vc '^#' "$metrics") samples"
+    # promtool check metrics exits non-zero on a lint problem (names, units, _total, HELP/TYPE)
+    promtool check metrics <"$metrics"
 }
 
 # --- main ----------------------------------------------------------------------------------------

@@ -54,8 +54,11 @@ def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int) -> str:
-    """Prometheus text format for node_exporter's textfile collector."""
+def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int, discovery_up: Optional[int] = None) -> str:
+    """Prometheus text format for node_exporter's textfile collector.
+
+    ``discovery_up``: with discovery enabled, 1 when this tick talked to the discovery service, else 0
+    (None: discovery off, no such series). The alert rules (extensions/prometheus) use these names."""
     out = []
 
     def family(name, kind, help_text, samples):
@@ -77,10 +80,14 @@ def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int) ->
     family("kubespan_peer_transmit_bytes_total", "counter", "Bytes sent to the peer.", [(labels(k, s), s.tx_bytes) for k, s in peers])
     family("kubespan_peer_seconds_since_handshake", "gauge", "Seconds since the last handshake (-1: never).",
            [(labels(k, s), round(now - s.last_handshake, 1) if s.last_handshake else -1) for k, s in peers])
+    family("kubespan_peer_last_handshake_timestamp_seconds", "gauge", "Unix time of the last handshake with the peer (0: never).",
+           [(labels(k, s), round(s.last_handshake, 3) if s.last_handshake else 0) for k, s in peers])
     family("kubespan_peer_endpoint_changes_total", "counter", "Endpoint changes made by the agent.",
            [(labels(k, s), s.endpoint_changes) for k, s in peers])
     family("kubespan_agent_last_tick_timestamp_seconds", "gauge", "When the last agent tick finished.", [([], round(now, 3))])
     family("kubespan_agent_last_tick_repairs", "gauge", "Drift repairs made by the last tick.", [([], repairs)])
+    if discovery_up is not None:
+        family("kubespan_discovery_up", "gauge", "1 when the last tick talked to the discovery service, else 0.", [([], discovery_up)])
     return "\n".join(out).replace("{}", "") + "\n"
 
 
@@ -230,7 +237,8 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
     path = metrics_file or os.path.join(state_dir, METRICS_FILE)
     # node_exporter's textfile directory may not exist yet (the role does not own it): create it
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
-    atomic_write(path, render_metrics(statuses, now_fn(), len(res.changes)).encode("utf-8"), 0o644)
+    discovery_up = (1 if disc is not None else 0) if (state.get("discovery") or {}).get("enabled") else None
+    atomic_write(path, render_metrics(statuses, now_fn(), len(res.changes), discovery_up).encode("utf-8"), 0o644)
     return rc
 
 

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
+import time
 
 from .agent import run_tick, status_records
 from .engine import DEFAULT_STATE_DIR, ReconcileError, load_state, reapply_from_state
 from .identity import load_identity
+from .listing import SHORT_NAMES, ListingError, documents, file_times, render, resolve, watch
 from .netlink import NetlinkError
 from .nft import NftError
 from .peerstatus import StatusSettings
 from .statefile import LockBusy, StateFileError, state_lock
 from .wgtypes import WireGuardError
 
-RESOURCES = ("peerstatuses", "peerspecs", "identities", "endpoints", "affiliates")
+RESOURCES = SHORT_NAMES  # peerstatuses, peerspecs, endpoints, identities, affiliates (listing.py)
 
 
 def _table(headers, rows):
@@ -37,15 +40,18 @@ def _table(headers, rows):
 
 
 def _emit(records, headers, row_of, output, out):
-    if output == "json":
+    if output == "records":  # the flat records of earlier releases: one JSON list
         out.write(json.dumps(records, indent=2, sort_keys=True) + "\n")
-    elif output == "yaml":
-        for rec in records:
-            out.write("---\n")
-            for key in sorted(rec):
-                out.write("%s: %s\n" % (key, json.dumps(rec[key])))
     else:
         out.write(_table(headers, [row_of(r) for r in records]) + "\n")
+
+
+def get_documents(resource: str, state_dir: str, include_private_key: bool = False, node: str = ""):
+    """talosctl's documents of one resource (listing.py), from the same records as list_resource."""
+    short = resolve(resource)
+    times = file_times(state_dir)
+    recs = list_resource(short, state_dir, include_private_key)[0]
+    return documents(short, recs, node or socket.gethostname(), times)
 
 
 def list_resource(resource: str, state_dir: str, include_private_key: bool = False):
@@ -119,9 +125,13 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     sub.add_parser("discovery-serve", help="run the discovery service (options: kubespan discovery-serve --help)", add_help=False)
     sub.add_parser("failclosed", help="at boot, before the network: add the rules, nftables marks and unreachable routes that keep "
                                       "mesh traffic off the underlay, from the desired state (no network access)")
-    p_get = sub.add_parser("get", help="list KubeSpan resources")
-    p_get.add_argument("resource", choices=RESOURCES)
-    p_get.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p_get = sub.add_parser("get", help="list KubeSpan resources, as talosctl get does")
+    p_get.add_argument("resource", help="%s, or a talosctl name or alias (kubespanpeerstatuses, kubespanpeerspecs, "
+                       "kubespanendpoints, kubespanidentities, affiliates, ...)" % ", ".join(RESOURCES))
+    p_get.add_argument("-o", "--output", choices=["table", "json", "yaml", "records"], default="table",
+                       help="table, yaml and json as talosctl; records: the flat JSON list of earlier releases")
+    p_get.add_argument("-w", "--watch", action="store_true", help="keep printing changes (created, updated, destroyed)")
+    p_get.add_argument("--watch-interval", type=float, default=1.0, help="seconds between two reads in --watch (default 1)")
     p_get.add_argument("--include-private-key", action="store_true",
                        help="identities: also print the private key (only ever on the node, only when asked)")
     args = parser.parse_args(argv)
@@ -148,8 +158,28 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
             restore(args.state_dir, log)
             return 0
         if args.command == "get":
-            recs, headers, row_of = list_resource(args.resource, args.state_dir, args.include_private_key)
-            _emit(recs, headers, row_of, args.output, out)
+            short = resolve(args.resource)
+            if args.output == "records":
+                if args.watch:
+                    raise ListingError("--watch prints talosctl's layout: use -o table, yaml or json")
+                recs, headers, row_of = list_resource(short, args.state_dir, args.include_private_key)
+                _emit(recs, headers, row_of, args.output, out)
+                return 0
+            node = socket.gethostname()
+
+            def poll():
+                return get_documents(short, args.state_dir, args.include_private_key, node)
+
+            if args.watch:
+                def write(text):
+                    out.write(text)
+                    out.flush()
+                try:
+                    watch(short, poll, args.output, write, time.sleep, max(0.1, args.watch_interval))
+                except KeyboardInterrupt:
+                    return 0
+                return 0
+            out.write(render(short, poll(), args.output))
             return 0
         parser.print_help(out)
         return 2

@@ -10,7 +10,7 @@ start=$(date +%s.%N)
 while :; do
     done_all=1
     for node in "$@"; do
-        json=$("$podman" exec "$node" kubespan get peerstatuses -o json 2>/dev/null || echo '[]')
+        json=$("$podman" exec "$node" kubespan get peerstatuses -o records 2>/dev/null || echo '[]')
         state=$(printf '%s' "$json" | python3 -c 'import json,sys; l=sys.argv[1]; print(next((r["state"] for r in json.load(sys.stdin) if r["label"]==l), "absent"))' "$label")
         if [[ $want == up && $state != up ]] || [[ $want == absent && $state != absent ]]; then
             done_all=0
