@@ -42,7 +42,8 @@ def node_units(**kw):
 def discovery_unit(**overrides):
     """The role's unit template rendered with its defaults (Ansible's filters it uses, with their meaning)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")), undefined=jinja2.StrictUndefined)
-    env.filters.update(quote=shlex.quote, dirname=os.path.dirname, regex_replace=lambda v, pat, rep: re.sub(pat, rep, v))
+    env.filters.update(quote=shlex.quote, dirname=os.path.dirname, regex_replace=lambda v, pat, rep: re.sub(pat, rep, v),
+                       bool=lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("yes", "on", "true", "1"))
     variables = {}
     for name in ("defaults", "vars"):
         with open(os.path.join(ROLE, name, "main.yml")) as handle:
