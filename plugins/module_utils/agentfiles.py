@@ -171,9 +171,8 @@ def _failclosed_service(o: AgentOptions) -> str:
                       "TasksMax=%d" % FAILCLOSED_TASKS_MAX,
                       "# Reads the state directory, talks netlink (and nft over netlink); needs nothing else.",
                       "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=",
-                      "ProtectSystem=strict"] + SANDBOX + [
-                      "RestrictAddressFamilies=AF_UNIX AF_NETLINK", "IPAddressDeny=any", "UMask=0077", "",
-                      "[Install]", "WantedBy=sysinit.target"]) + "\n"
+                      "ProtectSystem=strict"] + SANDBOX + ["RestrictAddressFamilies=AF_UNIX AF_NETLINK", "IPAddressDeny=any",
+                                                          "UMask=0077", "", "[Install]", "WantedBy=sysinit.target"]) + "\n"
 
 
 def _command(o: AgentOptions) -> str:

@@ -141,10 +141,10 @@ def make_state_dir(tmp_path):
     save_identity(state, Identity(priv, public_key_for(priv), "9uDfG1tCxvQ0bGnPszCRyPdVZ3RkzQ4d2yH2X8ACW0Dp",
                                   "fd7f:175a:b97c:5602:a8b5:12ff:fe34:1111/128", "fd7f:175a:b97c:5602::/64"))
     # a run always writes the cluster ID and secret (engine.load_state refuses a state without them)
+    peer = {"public_key": K2, "name": "node-2", "address": "fd7f::2", "endpoints": ["192.0.2.2:51820"], "allowed_ips": ["fd7f::2/128"],
+            "node_id": "n2", "version": 4}
     write_json(state_path(state), {"version": STATE_VERSION, "cluster_id": "listing-test",
-                                   "cluster_secret": "c2VjcmV0LW9mLXRoZS1saXN0aW5nLXRlc3QtMzJieXQ=", "peers": [
-        {"public_key": K2, "name": "node-2", "address": "fd7f::2", "endpoints": ["192.0.2.2:51820"], "allowed_ips": ["fd7f::2/128"],
-         "node_id": "n2", "version": 4}]})
+                                   "cluster_secret": "c2VjcmV0LW9mLXRoZS1saXN0aW5nLXRlc3QtMzJieXQ=", "peers": [peer]})
     for name, ts in (("state.json", T0), ("kubespan-identity.yaml", T0 - 86400)):
         os.utime(os.path.join(state, name), (ts, ts))
     return state
