@@ -35,13 +35,14 @@ fi
 # qemu-system-x86, kmod, cpio, busybox-static: kernel WireGuard test in a QEMU guest;
 # python3-venv: the controller virtualenv; make: `make release` (tests/installed/run.sh);
 # strace, shellcheck: the crash-safety trials (scripts/reliability.sh) and ansible-test's shellcheck;
-# prometheus: promtool for the alert rules and metrics checks (tests/gates.sh promtool).
+# prometheus: promtool for the alert rules and metrics checks (tests/gates.sh promtool);
+# systemd: systemd-analyze security --offline for the units' exposure ceilings (test_unit_security.py).
 HOST_PACKAGES=(
     podman runc netavark iptables mmdebstrap
     wireguard-tools wireguard-go nftables iproute2
     python3-venv python3-pyroute2 python3-nacl python3-yaml
     qemu-system-x86 kmod cpio busybox-static
-    make strace shellcheck prometheus
+    make strace shellcheck prometheus systemd
 )
 
 missing=()

@@ -154,6 +154,10 @@ def _wireguard_go(o: AgentOptions) -> str:
         "", "[Install]", "WantedBy=multi-user.target"]) + "\n"
 
 
+FAILCLOSED_TAIL = ["RestrictAddressFamilies=AF_UNIX AF_NETLINK", "IPAddressDeny=any", "UMask=0077", "", "[Install]",
+                   "WantedBy=sysinit.target"]
+
+
 def _failclosed_service(o: AgentOptions) -> str:
     """The early boot unit (docs/dataplane.md, fail closed): before any network is configured, the rules, the
     nftables marks and the unreachable routes come back from the desired state, so that nothing to a peer
@@ -171,8 +175,7 @@ def _failclosed_service(o: AgentOptions) -> str:
                       "TasksMax=%d" % FAILCLOSED_TASKS_MAX,
                       "# Reads the state directory, talks netlink (and nft over netlink); needs nothing else.",
                       "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=",
-                      "ProtectSystem=strict"] + SANDBOX + ["RestrictAddressFamilies=AF_UNIX AF_NETLINK", "IPAddressDeny=any",
-                                                          "UMask=0077", "", "[Install]", "WantedBy=sysinit.target"]) + "\n"
+                      "ProtectSystem=strict"] + SANDBOX + FAILCLOSED_TAIL) + "\n"
 
 
 def _command(o: AgentOptions) -> str:

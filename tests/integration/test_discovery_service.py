@@ -415,7 +415,8 @@ def test_maximum_size_affiliate_flood_is_capped_with_clear_refusals(mods, start,
     else:
         assert detail.startswith("the service's memory limit is reached") and "(limit 4 MiB)" in detail
     rejected_lines = [line for line in log.splitlines() if "rejected AffiliateUpdate" in line]
-    assert len(rejected_lines) <= 20 and "more rejected requests in the last" in log
+    # at most 20 per 10 s window (the flood may straddle windows on a slow machine); the rest in summary lines
+    assert len(rejected_lines) <= 20 * (int(seconds / 10) + 2) and "more rejected requests in the last" in log
     saved = json.loads(state.read_text())
     assert sum(len(c) for c in saved["clusters"].values()) == accepted
     print("flood %s: %d of %d accepted in %.1f s; service RSS %d -> %d KiB, CPU %.2f s; Hello %.1f ms; state file %d KiB; "

@@ -1,6 +1,6 @@
 #!/bin/sh
 # make-tls.sh DIR SUBJECT_ALT_NAMES [check]
-# Ensures, in DIR (the service's configuration directory, 0700 root), a CA of this service (ca.key, ca.crt: EC
+# Ensures, in DIR (the service's configuration directory, 0750 group kubespan-discovery), a CA of this service (ca.key, ca.crt: EC
 # P-256, 10 years) and the service's certificate signed by it (tls.key, tls.crt: 397 days, serverAuth,
 # subjectAltName SUBJECT_ALT_NAMES, e.g. "DNS:disc.example.com,IP:10.0.0.5"). Made again when missing, when the
 # names changed, when it no longer verifies against the CA or expires within 30 days; the CA is made again
