@@ -27,6 +27,12 @@ from .wgtypes import (
 
 DEFAULT_SOCKET_DIR = "/var/run/wireguard"
 ZERO_KEY_HEX = "0" * 64
+# Keys of a get=1 answer that an error may name (an unknown key is named "(unknown)": it is not ours to quote).
+_KNOWN_KEYS = frozenset((
+    "errno", "private_key", "listen_port", "fwmark", "public_key", "preshared_key", "endpoint", "allowed_ip",
+    "persistent_keepalive_interval", "last_handshake_time_sec", "last_handshake_time_nsec", "rx_bytes",
+    "tx_bytes", "protocol_version",
+))
 
 
 def socket_path(ifname: str, socket_dir: str = DEFAULT_SOCKET_DIR) -> str:
@@ -49,23 +55,27 @@ def _b64(key_hex: str) -> str:
 
 def parse_get_response(text: str) -> DeviceState:
     """Parse the answer to ``get=1`` into a DeviceState; a malformed answer is a WireGuardError naming the line."""
+    position = [0, ""]  # line number and key being parsed, for the error (never the value: it may be key hex)
     try:
-        return _parse_get_response(text)
-    except (ValueError, TypeError) as exc:
-        raise WireGuardError("malformed UAPI answer from wireguard-go: %s" % exc)
+        return _parse_get_response(text, position)
+    except (ValueError, TypeError):
+        raise WireGuardError("malformed UAPI answer from wireguard-go: line %d, key %s" % (position[0], position[1]))
 
 
-def _parse_get_response(text: str) -> DeviceState:
+def _parse_get_response(text: str, position: list) -> DeviceState:
     state = DeviceState()
     peer = None
     errno_value = None
     hs_sec = 0
-    for line in text.split("\n"):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line:
             continue
         key, sep, value = line.partition("=")
+        position[0] = number
+        position[1] = key if key in _KNOWN_KEYS else "(unknown)"
         if not sep:
-            raise WireGuardError("malformed UAPI line %r" % line[:80])
+            # The line is not quoted: a garbled private_key or preshared_key line would be key hex.
+            raise WireGuardError("malformed UAPI answer from wireguard-go: line %d has no '='" % number)
         if key == "errno":
             errno_value = int(value)
             continue

@@ -58,3 +58,20 @@ def test_parse_get_response():
 def test_parse_errors(text, match):
     with pytest.raises(WireGuardError, match=match):
         parse_get_response(text)
+
+
+@pytest.mark.parametrize("line", [
+    "%s",                        # the '=' lost: the whole line is the key hex
+    "private_key=%s",            # cut on the way (odd length)
+    "listen_port=%s",            # key hex in a number field
+])
+def test_parse_error_never_quotes_the_line(line):
+    """A garbled answer may hold the private key's hex: the error names the line number and key, never text."""
+    secret = "c0ffee" * 10 + "abcd"
+    text = "errno=0\n" + (line % secret[:-1] if "private_key" in line else line % secret) + "\n"
+    with pytest.raises(WireGuardError) as info:
+        parse_get_response(text)
+    message = str(info.value)
+    assert "line 2" in message or "malformed key" in message
+    for start in range(0, len(secret) - 8):
+        assert secret[start:start + 8] not in message
