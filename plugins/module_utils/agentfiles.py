@@ -16,12 +16,13 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .dataplane import IFNAME, IFNAME_RULE
 from .engine import WIREGUARD_GO_UNIT
 from .engine import _systemctl as systemctl
+from .settingscheck import UNIT_PATH_RULE, unit_path_problem
 from .statefile import StateFileError, atomic_write
 
 AGENT_SERVICE = "kubespan-agent.service"
@@ -39,9 +40,6 @@ FAILCLOSED_MEMORY_MAX = "256M"
 FAILCLOSED_TASKS_MAX = 16
 FAILCLOSED_TIMEOUT_START = "60s"
 HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
-
-# Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+\-/@:,=]*$")
 
 
 class AgentFilesError(ValueError):
@@ -63,14 +61,12 @@ class AgentOptions:
     def validate(self) -> None:
         for label, value in (("lib_dir", self.lib_dir), ("state_dir", self.state_dir), ("metrics_file", self.metrics_file),
                              ("command_path", self.command_path), ("unit_dir", self.unit_dir)):
-            if not _SAFE_PATH.match(value or "") or "//" in value or value.endswith("/") and value != "/":
-                raise AgentFilesError(
-                    "agent %s %r: must be an absolute path of letters, digits and ._+-/@:,= (no spaces, no '%%', "
-                    "no trailing '/'), since it is written unquoted into systemd units" % (label, value))
+            if unit_path_problem(value):
+                raise AgentFilesError("agent %s %r: %s" % (label, value, UNIT_PATH_RULE))
         if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= 86400:
             raise AgentFilesError("agent interval %r: must be a whole number of seconds from 1 to 86400" % (self.interval,))
-        if not re.match(r"^[A-Za-z0-9_.\-]{1,15}$", self.interface or ""):
-            raise AgentFilesError("interface %r: 1-15 letters, digits, '_', '.' or '-'" % (self.interface,))
+        if not isinstance(self.interface, str) or not IFNAME.match(self.interface):
+            raise AgentFilesError("interface %r: %s" % (self.interface, IFNAME_RULE))
         if not self.bundle.startswith(b"PK"):
             raise AgentFilesError("agent bundle: not a zip archive (pass lookup('kubespan.mesh.agent_bundle'))")
 

@@ -47,6 +47,7 @@ ROUTE_METRIC = 1
 FAIL_CLOSED_METRIC = 4278198272
 MAIN_TABLE = 254
 RULE_PRIORITY = 32500
+MAX_RULE_PRIORITY = 32765  # below the main table's rule (32766)
 WIREGUARD_MARK = 0x20
 FORCE_MARK = 0x40
 MARK_MASK = 0x60
@@ -58,12 +59,25 @@ MSS_OVERHEAD = {4: 20 + 20 + 12, 6: 40 + 20 + 12}
 U32 = 0xFFFFFFFF
 _RESERVED_TABLES = (0, 253, 254, 255)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
+# The one rule for the KubeSpan interface name: the kernel's (1-15 bytes, no space, '/' or ':') narrowed to what
+# may stand unquoted in a systemd unit and a log line. The role's early check, the data plane and the agent's unit
+# files all use it (settingscheck.py, agentfiles.py).
+IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
+IFNAME_RULE = "1-15 letters, digits, '_', '.' or '-'"
 
 
-def _int(value, what: str, low: int, high: int) -> int:
+class DataPlaneValueError(ValueError):
+    """A bad DataPlaneConfig value; ``fields`` names the DataPlaneConfig fields involved (the role's early check
+    turns them into role variable names)."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _int(value, what: str, low: int, high: int, name: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError("%s %r must be an integer from %d to %d" % (what, value, low, high))
+        raise DataPlaneValueError("%s %r must be an integer from %d to %d" % (what, value, low, high), name)
     return value
 
 
@@ -83,28 +97,34 @@ class DataPlaneConfig:
     fail_closed_metric: int = FAIL_CLOSED_METRIC
 
     def validate(self) -> DataPlaneConfig:
-        _int(self.mtu, "KubeSpan MTU", MIN_MTU, MAX_MTU)
-        _int(self.route_table, "KubeSpan routing table", 1, U32)
+        _int(self.mtu, "KubeSpan MTU", MIN_MTU, MAX_MTU, "mtu")
+        _int(self.route_table, "KubeSpan routing table", 1, U32, "route_table")
         if self.route_table in _RESERVED_TABLES:
-            raise ValueError("KubeSpan routing table %d is reserved (253 default, 254 main, 255 local)" % self.route_table)
-        _int(self.route_metric, "KubeSpan route metric", 0, U32)
-        _int(self.fail_closed_metric, "KubeSpan fail-closed route metric", 1, U32)
+            raise DataPlaneValueError("KubeSpan routing table %d is reserved (253 default, 254 main, 255 local)"
+                                      % self.route_table, "route_table")
+        _int(self.route_metric, "KubeSpan route metric", 0, U32, "route_metric")
+        _int(self.fail_closed_metric, "KubeSpan fail-closed route metric", 1, U32, "fail_closed_metric")
         if self.fail_closed_metric <= self.route_metric:
-            raise ValueError("the fail-closed route metric %d must be worse (higher) than the KubeSpan route metric %d"
-                             % (self.fail_closed_metric, self.route_metric))
+            raise DataPlaneValueError("the fail-closed route metric %d must be worse (higher) than the KubeSpan route metric %d"
+                                      % (self.fail_closed_metric, self.route_metric), "fail_closed_metric", "route_metric")
         # Below 32766 (main) so that marked packets are routed through KubeSpan before the main table.
-        _int(self.rule_priority, "KubeSpan rule priority", 1, 32765)
-        _int(self.mark_mask, "KubeSpan firewall mark mask", 1, U32)
-        for what, mark in (("WireGuard firewall mark", self.wireguard_mark), ("KubeSpan force firewall mark", self.force_mark)):
-            _int(mark, what, 1, U32)
+        _int(self.rule_priority, "KubeSpan rule priority", 1, MAX_RULE_PRIORITY, "rule_priority")
+        _int(self.mark_mask, "KubeSpan firewall mark mask", 1, U32, "mark_mask")
+        for what, mark, name in (("WireGuard firewall mark", self.wireguard_mark, "wireguard_mark"),
+                                 ("KubeSpan force firewall mark", self.force_mark, "force_mark")):
+            _int(mark, what, 1, U32, name)
             if mark & ~self.mark_mask & U32:
-                raise ValueError("%s %#x has bits outside the mark mask %#x" % (what, mark, self.mark_mask))
+                raise DataPlaneValueError("%s %#x has bits outside the mark mask %#x" % (what, mark, self.mark_mask),
+                                          name, "mark_mask")
         if self.wireguard_mark == self.force_mark:
-            raise ValueError("the WireGuard firewall mark and the force mark must differ, both are %#x" % self.force_mark)
-        if not isinstance(self.link, str) or not _IFNAME.match(self.link):
-            raise ValueError("KubeSpan link name %r is not a valid interface name (1-15 characters, no space, '/' or ':')" % (self.link,))
+            raise DataPlaneValueError("the WireGuard firewall mark and the force mark must differ, both are %#x"
+                                      % self.force_mark, "wireguard_mark", "force_mark")
+        if not isinstance(self.link, str) or not IFNAME.match(self.link):
+            raise DataPlaneValueError("KubeSpan link name %r is not a valid interface name (%s)" % (self.link, IFNAME_RULE),
+                                      "link")
         if not isinstance(self.nft_table, str) or not _NAME.match(self.nft_table):
-            raise ValueError("nftables table name %r is not a valid name (a letter, then letters, digits, '_', '.', '-')" % (self.nft_table,))
+            raise DataPlaneValueError("nftables table name %r is not a valid name (a letter, then letters, digits, '_', '.', '-')"
+                                      % (self.nft_table,), "nft_table")
         return self
 
     def mss(self, family: int) -> int:

@@ -14,14 +14,32 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from typing import List, Optional
 
+from . import dataplane
 from .endpoints import parse_filter
 from .firewall import BACKENDS
 from .wgtypes import parse_endpoint
 
-MIN_MTU = 1280
+MIN_MTU = dataplane.MIN_MTU
 IMPLEMENTATIONS = ("auto", "kernel", "userspace")
+# Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+\-/@:,=]*$")
+UNIT_PATH_RULE = ("must be an absolute path of letters, digits and ._+-/@:,= (no spaces, no '%', no '//', no trailing "
+                  "'/'), since it is written unquoted into systemd units")
+# DataPlaneConfig field -> the role variable that sets it (the data plane's own rules, named for the user)
+DATAPLANE_VARIABLES = {
+    "mtu": "kubespan_mtu",
+    "link": "kubespan_interface",
+    "route_table": "kubespan_route_table",
+    "rule_priority": "kubespan_rule_priority",
+    "wireguard_mark": "kubespan_fwmark",
+    "force_mark": "kubespan_force_mark",
+    "mark_mask": "kubespan_mark_mask",
+}
+# Role variables that become paths in the agent's systemd units (agentfiles.AgentOptions)
+UNIT_PATH_VARIABLES = ("kubespan_state_dir", "kubespan_lib_dir", "kubespan_agent_metrics_file")
 REGENERATE_SECRETS = ("regenerate them with: ansible-playbook kubespan.mesh.gen_secrets -e kubespan_secrets_file=<your secrets "
                       "file> -e kubespan_secrets_force=true (this re-keys the cluster: re-run every node), then ansible-vault "
                       "encrypt it")
@@ -38,6 +56,49 @@ def _int(errors: List[str], settings: dict, name: str, low: int, high: int, hint
         ok = False
     if not ok:
         errors.append("%s=%s: %s" % (name, value, hint))
+
+
+def unit_path_problem(value) -> bool:
+    """True when ``value`` may not stand unquoted in a systemd unit as a path (agentfiles.AgentOptions uses it too)."""
+    return (not isinstance(value, str) or not _SAFE_PATH.match(value) or "//" in value
+            or (value.endswith("/") and value != "/"))
+
+
+def _number(value):
+    try:
+        return None if isinstance(value, bool) else int(str(value).strip(), 0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _dataplane(errors: List[str], settings: dict, checked: int) -> None:
+    """Every value the data plane would refuse (dataplane.DataPlaneConfig.validate, the very rules the module and
+    the agent apply) is refused here, named by its role variable, so the role stops before the first change.
+    Runs only when the single-value checks above found nothing (``checked`` errors before them)."""
+    names = [var for var in DATAPLANE_VARIABLES.values() if var in settings]
+    if not names or any(error.startswith(tuple(names)) for error in errors[checked:]):
+        return
+    values = {}
+    for field, var in DATAPLANE_VARIABLES.items():
+        if var in settings:
+            values[field] = settings[var] if field == "link" else _number(settings[var])
+    try:
+        dataplane.DataPlaneConfig(**values).validate()
+    except dataplane.DataPlaneValueError as exc:
+        named = [DATAPLANE_VARIABLES[f] for f in exc.fields if f in DATAPLANE_VARIABLES]
+        shown = ", ".join("%s=%s" % (var, settings.get(var, "(default)")) for var in named) or "the data plane settings"
+        errors.append("%s: %s: %s" % (shown, exc, _DATAPLANE_FIX.get(exc.fields[0] if exc.fields else "", "fix the value")))
+
+
+_DATAPLANE_FIX = {
+    "mtu": "use the underlay MTU minus 80, e.g. 1420 for 1500",
+    "link": "choose another interface name (Talos: kubespan)",
+    "route_table": "choose a free table number (Talos: 180)",
+    "rule_priority": "use 1-%d, below the main table's rule 32766 (Talos: 32500)" % dataplane.MAX_RULE_PRIORITY,
+    "wireguard_mark": "use marks inside kubespan_mark_mask that differ from each other (Talos: fwmark 0x20, force 0x40, mask 0x60)",
+    "force_mark": "use marks inside kubespan_mark_mask that differ from each other (Talos: fwmark 0x20, force 0x40, mask 0x60)",
+    "mark_mask": "use a mask that covers both marks (Talos: 0x60)",
+}
 
 
 def _list(errors: List[str], settings: dict, name: str) -> list:
@@ -97,12 +158,14 @@ def cluster_secret_errors(settings: dict) -> List[str]:
 def settings_errors(settings: dict) -> List[str]:
     """Every problem of the given role variables (names as in roles/kubespan/defaults), [] when fine."""
     errors: List[str] = cluster_secret_errors(settings)
+    checked = len(errors)
     _int(errors, settings, "kubespan_mtu", MIN_MTU, 65535,
          "the MTU must be %d-65535 (WireGuard over IPv6 needs %d; use the underlay MTU minus 80, e.g. 1420 for 1500)" % (MIN_MTU, MIN_MTU))
     _int(errors, settings, "kubespan_listen_port", 1, 65535, "the UDP port must be 1-65535")
     _int(errors, settings, "kubespan_persistent_keepalive", 0, 65535, "seconds, 0-65535 (0 turns keepalives off)")
     _int(errors, settings, "kubespan_route_table", 1, 0xFFFFFFFE, "a routing table number, 1-4294967294 (Talos: 180)")
-    _int(errors, settings, "kubespan_rule_priority", 1, 0xFFFFFFFE, "a policy rule priority, 1-4294967294 (Talos: 32500)")
+    _int(errors, settings, "kubespan_rule_priority", 1, dataplane.MAX_RULE_PRIORITY,
+         "a policy rule priority, 1-%d, below the main table's rule 32766 (Talos: 32500)" % dataplane.MAX_RULE_PRIORITY)
     for name in ("kubespan_fwmark", "kubespan_force_mark", "kubespan_mark_mask"):
         _int(errors, settings, name, 1, 0xFFFFFFFF, "a 32-bit firewall mark (Talos: fwmark 0x20, force 0x40, mask 0x60)")
     _int(errors, settings, "kubespan_agent_interval", 5, 86400, "seconds between agent ticks, 5-86400")
@@ -131,6 +194,10 @@ def settings_errors(settings: dict) -> List[str]:
             errors.append("kubespan_extra_announced_endpoints: %r is not ip:port or [ipv6]:port (%s)" % (item, exc))
     _allowed_peer_networks(errors, settings)
     interface = settings.get("kubespan_interface")
-    if interface is not None and (not isinstance(interface, str) or not 1 <= len(interface) <= 15 or "/" in interface or " " in interface):
-        errors.append("kubespan_interface=%r: an interface name of 1-15 characters without '/' or spaces" % (interface,))
+    if interface is not None and (not isinstance(interface, str) or not dataplane.IFNAME.match(interface)):
+        errors.append("kubespan_interface=%r: an interface name of %s" % (interface, dataplane.IFNAME_RULE))
+    for name in UNIT_PATH_VARIABLES:
+        if name in settings and unit_path_problem(settings[name]):
+            errors.append("%s=%r: %s" % (name, settings[name], UNIT_PATH_RULE))
+    _dataplane(errors, settings, checked)
     return errors

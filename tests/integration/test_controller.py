@@ -199,3 +199,52 @@ def test_bad_affiliates_never_enter_the_cache_and_a_bad_cached_one_is_named(tmp_
     assert "%s: entry of host old-bad ignored" % cache in flat, out
     assert "%s: entry of host limited-out ignored" % cache in flat and "public_key" in flat, out
     assert json.loads(cache.read_text()) == [good_a, good_b]
+
+
+def _kubespan_host_state():
+    """What the role would change first on this (local) host: policy rules, table 180, the link, the nft table."""
+    out = []
+    for cmd in (["ip", "rule"], ["ip", "-6", "rule"], ["ip", "route", "show", "table", "180"],
+                ["ip", "-6", "route", "show", "table", "180"], ["ip", "-d", "link", "show", "kubespan"],
+                ["nft", "list", "tables"]):
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, timeout=30)
+            out.append("%s -> %d\n%s" % (" ".join(cmd), proc.returncode, proc.stdout))
+        except FileNotFoundError:
+            out.append("%s -> not installed" % " ".join(cmd))
+    return out
+
+
+def test_values_the_data_plane_refuses_stop_every_host_before_any_change(tmp_path):
+    """Issue 14 item 2: these passed the early check and were refused by the mesh module only after the WireGuard
+    device, address and peers were applied. Now each host stops in the role's first tasks, its variable named with
+    the fix, and this host's rules, routes, link and nft tables are as before."""
+    bad = {
+        "prio": ("kubespan_rule_priority: 40000", ["kubespan_rule_priority=40000", "32766"]),
+        "table": ("kubespan_route_table: 254", ["kubespan_route_table=254", "reserved", "Talos: 180"]),
+        "mark": ("kubespan_fwmark: 0x100", ["kubespan_fwmark=256", "outside the mark mask"]),
+        "force": ("kubespan_force_mark: 0x20", ["kubespan_force_mark=32", "must differ"]),
+        "name": ("kubespan_interface: 'ks:0'", ["kubespan_interface='ks:0'", "letters, digits"]),
+        "mtu": ("kubespan_mtu: 70000", ["kubespan_mtu=70000", "1280-65535"]),
+        "cidr": ("kubespan_kubernetes_networks: ['10.244.0.0/33']", ["kubespan_kubernetes_networks", "10.244.0.0/33"]),
+        "filter": ("kubespan_filters_endpoints: ['!bogus']", ["kubespan_filters_endpoints", "!bogus"]),
+        "endpoint": ("kubespan_extra_announced_endpoints: ['203.0.113.7:0']", ["kubespan_extra_announced_endpoints",
+                                                                               "203.0.113.7:0"]),
+        "port": ("kubespan_listen_port: 65536", ["kubespan_listen_port=65536", "1-65535"]),
+        "path": ("kubespan_state_dir: /var/lib/kube span", ["kubespan_state_dir", "systemd units"]),
+    }
+    before = _kubespan_host_state()
+    inv = inventory({name: [line] for name, (line, _) in bad.items()},
+                    "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
+    rc, out = playbook(tmp_path, SITE, inventory=inv)
+    assert rc != 0
+    for name, (_, needles) in bad.items():
+        failed = [line for line in out.splitlines() if ("[%s]" % name) in line and "FAILED" in line]
+        assert failed, (name, out[-4000:])
+        message = out[out.index(failed[0]):]
+        message = message[:message.index("\n", message.index("msg"))] if "msg" in message else message[:2000]
+        for needle in needles:
+            assert needle in message, (name, needle, message)
+    assert "Install the node packages" not in out and "Ensure the node identity" not in out
+    assert SECRET not in out
+    assert _kubespan_host_state() == before

@@ -1,7 +1,11 @@
 """The role's early check: every bad value named with the variable, nothing flagged on the defaults."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions
+from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import DataPlaneConfig
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_VARIABLES, ReconcileError, Settings
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
 
@@ -65,3 +69,67 @@ def test_modules_apply_the_same_rules_and_messages():
     with pytest.raises(ReconcileError) as info:
         Settings(mtu=1, listen_port=0).validate()
     assert "kubespan_mtu" in str(info.value) and "kubespan_listen_port" in str(info.value)
+
+
+# Issue 14 item 2: values the early check let through and the mesh module refused only after the WireGuard device,
+# address and peers were applied. Each is now refused first, named by its role variable, with the fix.
+@pytest.mark.parametrize("changes,needles", [
+    ({"kubespan_rule_priority": 40000}, ["kubespan_rule_priority=40000", "32766"]),
+    ({"kubespan_route_table": 254}, ["kubespan_route_table=254", "reserved", "Talos: 180"]),
+    ({"kubespan_fwmark": 0x100}, ["kubespan_fwmark=256", "outside the mark mask", "kubespan_mark_mask"]),
+    ({"kubespan_force_mark": 32}, ["kubespan_force_mark=32", "must differ"]),
+    ({"kubespan_interface": "ks:0"}, ["kubespan_interface='ks:0'", "letters, digits"]),
+    ({"kubespan_mark_mask": 0x20}, ["kubespan_force_mark", "kubespan_mark_mask=32", "outside the mark mask"]),
+    ({"kubespan_state_dir": "/var/lib/kube span"}, ["kubespan_state_dir", "unquoted into systemd units"]),
+    ({"kubespan_lib_dir": "relative/dir"}, ["kubespan_lib_dir", "absolute path"]),
+    ({"kubespan_agent_metrics_file": "/var/lib/kubespan/%i.prom"}, ["kubespan_agent_metrics_file", "'%'"]),
+])
+def test_values_later_steps_refuse_are_refused_early(changes, needles):
+    errors = settings_errors(dict(DEFAULTS, **changes))
+    assert len(errors) == 1, errors
+    for needle in needles:
+        assert needle in errors[0], errors
+
+
+_DATAPLANE_FIELDS = {"mtu": "kubespan_mtu", "link": "kubespan_interface", "route_table": "kubespan_route_table",
+                     "rule_priority": "kubespan_rule_priority", "wireguard_mark": "kubespan_fwmark",
+                     "force_mark": "kubespan_force_mark", "mark_mask": "kubespan_mark_mask"}
+_numbers = st.one_of(st.integers(min_value=-2, max_value=2 ** 33), st.sampled_from([0, 1, 32, 64, 96, 180, 253, 254, 255,
+                                                                                      1280, 1420, 32500, 32765, 32766,
+                                                                                      0xFFFFFFFF, 0x100000000]))
+_names = st.one_of(st.sampled_from(["kubespan", "ks:0", "a/b", "x y", "", "wg0", "k" * 15, "k" * 16, "kube+span", "ks.1-2_3"]),
+                   st.text(max_size=17))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.fixed_dictionaries({}, optional={"mtu": _numbers, "link": _names, "route_table": _numbers,
+                                           "rule_priority": _numbers, "wireguard_mark": _numbers, "force_mark": _numbers,
+                                           "mark_mask": _numbers}))
+def test_whatever_the_data_plane_refuses_the_early_check_refuses(values):
+    """Property: the data plane (module and agent) never refuses a value the role's early check let through."""
+    try:
+        DataPlaneConfig(**values).validate()
+        refused = False
+    except ValueError:
+        refused = True
+    errors = settings_errors({_DATAPLANE_FIELDS[k]: v for k, v in values.items()})
+    if refused:
+        assert errors, values
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional={"interface": _names, "state_dir": st.text(max_size=12),
+                                           "lib_dir": st.sampled_from(["/usr/lib/kubespan", "/a b", "/a//b", "/a/", "a"]),
+                                           "metrics_file": st.text(max_size=12)}))
+def test_whatever_the_agent_files_refuse_the_early_check_refuses(values):
+    """Property: the agent's unit files (agentfiles.AgentOptions) never refuse what the early check let through."""
+    try:
+        AgentOptions(bundle=b"PK", **dict({"metrics_file": "/var/lib/kubespan/metrics.prom"}, **values)).validate()
+        refused = False
+    except ValueError:
+        refused = True
+    names = {"interface": "kubespan_interface", "state_dir": "kubespan_state_dir", "lib_dir": "kubespan_lib_dir",
+             "metrics_file": "kubespan_agent_metrics_file"}
+    errors = settings_errors({names[k]: v for k, v in values.items()})
+    if refused:
+        assert errors, values
