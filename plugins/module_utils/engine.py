@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .addressing import first_physical_link, node_address
+from .dataplane import DEFAULT_MTU, FORCE_MARK, LINK_NAME, MARK_MASK, NFT_TABLE, ROUTE_TABLE, RULE_PRIORITY, WIREGUARD_MARK
 from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
@@ -41,19 +42,19 @@ class ReconcileError(Exception):
 
 @dataclass
 class Settings:
-    interface: str = "kubespan"
-    mtu: int = 1420
+    interface: str = LINK_NAME
+    mtu: int = DEFAULT_MTU
     listen_port: int = 51820
-    fwmark: int = 0x20
+    fwmark: int = WIREGUARD_MARK
     persistent_keepalive: int = 25
     implementation: str = "auto"
     state_dir: str = DEFAULT_STATE_DIR
     address_source: str = "auto"
-    route_table: int = 180
-    rule_priority: int = 32500
-    force_mark: int = 0x40
-    mark_mask: int = 0x60
-    nft_table: str = "kubespan"
+    route_table: int = ROUTE_TABLE
+    rule_priority: int = RULE_PRIORITY
+    force_mark: int = FORCE_MARK
+    mark_mask: int = MARK_MASK
+    nft_table: str = NFT_TABLE
     allow_down_peer_bypass: bool = False
     firewall_backend: str = "auto"
     firewalld_zone: str = ""

@@ -54,10 +54,11 @@ def _config(settings: dict) -> DataPlaneConfig:
         return value
 
     try:
-        return DataPlaneConfig(mtu=number("mtu", 1420), link=text("interface", "kubespan"), route_table=number("route_table", 180),
-                               rule_priority=number("rule_priority", 32500), wireguard_mark=number("fwmark", 0x20),
-                               force_mark=number("force_mark", 0x40), mark_mask=number("mark_mask", 0x60),
-                               nft_table=text("nft_table", "kubespan")).validate()
+        d = DataPlaneConfig()  # its defaults are the data plane's constants (Talos's numbers)
+        return DataPlaneConfig(mtu=number("mtu", d.mtu), link=text("interface", d.link), route_table=number("route_table", d.route_table),
+                               rule_priority=number("rule_priority", d.rule_priority), wireguard_mark=number("fwmark", d.wireguard_mark),
+                               force_mark=number("force_mark", d.force_mark), mark_mask=number("mark_mask", d.mark_mask),
+                               nft_table=text("nft_table", d.nft_table)).validate()
     except FailClosedError:
         raise
     except ValueError as exc:
