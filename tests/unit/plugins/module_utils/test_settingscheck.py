@@ -94,9 +94,8 @@ def test_values_later_steps_refuse_are_refused_early(changes, needles):
 _DATAPLANE_FIELDS = {"mtu": "kubespan_mtu", "link": "kubespan_interface", "route_table": "kubespan_route_table",
                      "rule_priority": "kubespan_rule_priority", "wireguard_mark": "kubespan_fwmark",
                      "force_mark": "kubespan_force_mark", "mark_mask": "kubespan_mark_mask"}
-_numbers = st.one_of(st.integers(min_value=-2, max_value=2 ** 33), st.sampled_from([0, 1, 32, 64, 96, 180, 253, 254, 255,
-                                                                                      1280, 1420, 32500, 32765, 32766,
-                                                                                      0xFFFFFFFF, 0x100000000]))
+_SPECIAL_NUMBERS = [0, 1, 32, 64, 96, 180, 253, 254, 255, 1280, 1420, 32500, 32765, 32766, 0xFFFFFFFF, 0x100000000]
+_numbers = st.one_of(st.integers(min_value=-2, max_value=2 ** 33), st.sampled_from(_SPECIAL_NUMBERS))
 _names = st.one_of(st.sampled_from(["kubespan", "ks:0", "a/b", "x y", "", "wg0", "k" * 15, "k" * 16, "kube+span", "ks.1-2_3"]),
                    st.text(max_size=17))
 
