@@ -234,11 +234,11 @@ def test_values_the_data_plane_refuses_stop_every_host_before_any_change(tmp_pat
         "path": ("kubespan_state_dir: /var/lib/kube span", ["kubespan_state_dir", "systemd units"]),
     }
     before = _kubespan_host_state()
-    inv = inventory({name: [line] for name, (line, _) in bad.items()},
+    inv = inventory({name: [line] for name, (line, _needles) in bad.items()},
                     "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
     rc, out = playbook(tmp_path, SITE, inventory=inv)
     assert rc != 0
-    for name, (_, needles) in bad.items():
+    for name, (_line, needles) in bad.items():
         failed = [line for line in out.splitlines() if ("[%s]" % name) in line and "FAILED" in line]
         assert failed, (name, out[-4000:])
         message = out[out.index(failed[0]):]
