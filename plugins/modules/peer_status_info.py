@@ -32,6 +32,7 @@ attributes:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubespan.mesh.attributes
+  - kubespan.mesh.attributes.NODE_GROUP
 options:
   state_dir:
     description: Directory with the identity, the desired state and the agent's statuses.
