@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Check the picture playbooks/status.yml wrote (kubespan_status_svg) against what the mesh is.
 
     check_mesh_svg.py FILE.svg EXPECTED.json
@@ -22,7 +21,7 @@ def main(svg_path, expected_path):
     with open(svg_path, "rb") as handle:
         data = handle.read()
     root = ET.fromstring(data)
-    groups = [g for g in root.iter(NS + "g")]
+    groups = list(root.iter(NS + "g"))
     nodes = {g.get("data-name"): g for g in groups if g.get("class") == "node"}
     links = {(g.get("data-from"), g.get("data-to")): g for g in groups if g.get("class") == "link"}
     sites = [g.get("data-site") for g in groups if g.get("class") == "site"]

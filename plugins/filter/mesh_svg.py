@@ -296,7 +296,7 @@ def mesh_svg(statuses, hostvars=None, groups=None, site_groups=None, cluster_gro
                       HALO, _esc(name[:40])))
         if address:
             out.append('<text x="%.1f" y="%.1f" font-size="9" fill="#607d8b" text-anchor="middle" %s>%s</text>'
-                       % (nx, ny + NODE_R + 27, HALO, _esc(str(address).split("/")[0][:45])))
+                       % (nx, ny + NODE_R + 27, HALO, _esc(str(address).partition("/")[0][:45])))
         out.append('</g>')
     out.append('</g></g>')
 
