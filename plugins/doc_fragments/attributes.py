@@ -16,3 +16,13 @@ attributes:
       - When run twice with the same arguments and an unchanged target, the second run reports no change
         and changes nothing.
 """
+
+    # The modules of meta/runtime.yml's action group "node" (module_defaults: group/kubespan.mesh.node).
+    NODE_GROUP = r"""
+attributes:
+  action_group:
+    description: Use C(group/kubespan.mesh.node) in C(module_defaults) to set O(state_dir) once for every module of the group.
+    support: full
+    membership:
+      - kubespan.mesh.node
+"""

@@ -42,6 +42,7 @@ attributes:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubespan.mesh.attributes
+  - kubespan.mesh.attributes.NODE_GROUP
 options:
   cluster_id:
     description:

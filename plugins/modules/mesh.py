@@ -51,6 +51,7 @@ attributes:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubespan.mesh.attributes
+  - kubespan.mesh.attributes.NODE_GROUP
 options:
   state:
     description:

@@ -32,6 +32,7 @@ attributes:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubespan.mesh.attributes
+  - kubespan.mesh.attributes.NODE_GROUP
 options:
   state_dir:
     description: Directory with the identity, the desired state and the agent's statuses.
@@ -106,13 +107,51 @@ peers:
     endpointChanges:
       description: How many times the agent changed the endpoint.
       type: int
+    natPath:
+      description:
+        - True when the endpoint in use is not one of the peer's own node addresses (from its affiliate); the path
+          goes through an address translation, a NAT or a port forward, that WireGuard or the discovery service
+          observed. False when it is one of them, null when there is no endpoint or the peer announced no addresses.
+      type: bool
 """
+
+import ipaddress
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.agent import status_records
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import load_state
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+
+
+def _host(endpoint):
+    """The IP address of an ip:port or [ip6]:port endpoint, or None."""
+    host = str(endpoint or "").rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _node_ips(spec):
+    ips = set()
+    for text in spec.get("addresses") or []:
+        try:
+            ips.add(ipaddress.ip_interface(str(text)).ip)
+        except ValueError:
+            continue
+    return ips
+
+
+def nat_paths(records, specs):
+    """Add natPath to each record: whether its endpoint is not one of the peer's node addresses (None: unknown)."""
+    by_key = {s.get("public_key"): s for s in specs if isinstance(s, dict)}
+    for record in records:
+        ips = _node_ips(by_key.get(record["id"]) or {})
+        endpoint = _host(record.get("endpoint"))
+        record["natPath"] = None if endpoint is None or not ips else endpoint not in ips
+    return records
 
 
 def main():
@@ -126,7 +165,8 @@ def main():
         identity = {}
         if ident is not None:
             identity = {"public_key": ident.public_key, "address": ident.address, "subnet": ident.subnet, "node_id": ident.node_id}
-        return dict(changed=False, identity=identity, peers=status_records(module.params["state_dir"]))
+        records = status_records(module.params["state_dir"])
+        return dict(changed=False, identity=identity, peers=nat_paths(records, (load_state(module.params["state_dir"]) or {}).get("peers") or []))
 
     module.exit_json(**run_guarded(module, work))
 
