@@ -290,8 +290,8 @@ def merge_affiliates(
             local_ipset(local_addresses, local_networks))
     except ValueError as exc:
         reasons.append("local addresses ignored for overlap checks: %s" % exc)
-    claims = [_claims(a) for a in result]
     never = local_ipset(never_routed, [])
+    not_kubespan = IPSet(["0.0.0.0/0", "::/0"]).difference(IPSet([str(subnet)]))
     allowed = None
     if allowed_networks is not None:
         try:
@@ -305,22 +305,16 @@ def merge_affiliates(
                     allowed.add(ipaddress.ip_network(str(net).strip(), strict=False))
                 except ValueError:
                     pass  # build_peer_set names it
-    # never-routed addresses are cut after the allowlist (and after the own-address check below)
+    # never-routed addresses are cut after the allowlist
     keep = IPSet(["0.0.0.0/0", "::/0"]).difference(never) if not never.is_empty() else None
     own_endpoints = never.union(local_claims)
     trimmed_nodes = 0
 
-    def overlap(ipset: IPSet, skip: int = -1) -> Optional[str]:
-        if ipset.overlaps(local_claims):
-            return "this node's own addresses (%s)" % ", ".join(ipset.intersection(local_claims).prefixes()[:4])
-        for i, other in enumerate(claims):
-            if i != skip and ipset.overlaps(other):
-                return "peer %s's (%s)" % (result[i].get("name"), ", ".join(ipset.intersection(other).prefixes()[:4]))
-        return None
-
-    # Incumbents first: an affiliate this node already accepted (in last_discovered) keeps its claims against one
-    # that appears later, so a newcomer cannot take over a known peer's address by choosing a node ID that sorts
-    # first (node IDs are the publisher's choice); among incumbents, and among newcomers, node ID order.
+    # Overlaps are not judged here: every peer, from the inventory or discovered, goes to peers.build_peer_set,
+    # which trims each overlap in Talos's node-ID order and names both peers and the range (issue 17). What is
+    # decided here is identity: the first affiliate with a public key or a name keeps it. Incumbents come first
+    # for that: an affiliate this node already accepted (in last_discovered) keeps its key and name against one
+    # that appears later, then node ID order.
     incumbents = {a.get("node_id") for a in last_discovered or [] if a.get("source") == SOURCE_DISCOVERY}
     for raw in sorted(discovered, key=lambda a: (a.get("node_id") not in incumbents, str(a.get("node_id")))):
         node_id = raw.get("node_id") or ""
@@ -338,19 +332,17 @@ def merge_affiliates(
         aff["source"] = SOURCE_DISCOVERY
         bad_endpoints = _usable_endpoints(aff, own_endpoints, subnet)
         cut = _trim(aff, allowed) if allowed is not None else IPSet()
-        # an allowed claim on this node's own addresses is judged before the never-routed trim: it drops the affiliate
-        # (or, for a known node, what it adds), as it always did; the never-routed trim is for the rest
-        untrimmed = _claims(aff)
-        local_clash = ("this node's own addresses (%s)" % ", ".join(untrimmed.intersection(local_claims).prefixes()[:4])
-                       if untrimmed.overlaps(local_claims) else None)
-        if keep is not None and local_clash is None:
+        # inside the cluster's KubeSpan prefix an affiliate claims its own KubeSpan address and nothing else (a
+        # Talos node's addresses hold its own; a wider claim would take other nodes' addresses in node-ID order)
+        cut.update(_trim(aff, not_kubespan.union(IPSet([aff["address"]]))))
+        if keep is not None:
             cut.update(_trim(aff, keep))
         if bad_endpoints or cut:
             trimmed_nodes += 1
             if trimmed_nodes <= MAX_TRIM_WARNINGS:
                 if cut:
-                    reasons.append("%s: claims outside kubespan_allowed_peer_networks (or this node's own addresses, gateways "
-                                   "or discovery service) trimmed: %s" % (label, _summary(cut)))
+                    reasons.append("%s: claims outside kubespan_allowed_peer_networks (or other nodes' KubeSpan addresses, this "
+                                   "node's own addresses, gateways or discovery service) trimmed: %s" % (label, _summary(cut)))
                 if bad_endpoints:
                     reasons.append("%s: endpoints refused: %s%s" % (label, ", ".join(bad_endpoints[:4]),
                                                                     " and %d more" % (len(bad_endpoints) - 4) if len(bad_endpoints) > 4 else ""))
@@ -364,13 +356,7 @@ def merge_affiliates(
             merged["endpoints"] = _union(known.get("endpoints"), aff["endpoints"])
             for key in LIST_KEYS[1:]:
                 merged[key] = _union(known.get(key), aff.get(key))
-            grown = _claims(merged).difference(claims[index])
-            clash = local_clash or (overlap(grown, skip=index) if grown else None)
-            if clash:
-                reasons.append("%s: addresses it adds overlap %s: only its endpoints are used" % (label, clash))
-                merged = dict(known, endpoints=merged["endpoints"])
             result[index] = merged
-            claims[index] = _claims(merged)
             continue
         if any(a.get("public_key") == aff["public_key"] for a in result):
             reasons.append("%s dropped: its public key belongs to another peer" % label)
@@ -378,14 +364,8 @@ def merge_affiliates(
         if any(a.get("name") == aff["name"] for a in result):
             reasons.append("%s dropped: the name %s belongs to another peer" % (label, aff["name"]))
             continue
-        mine = _claims(aff)
-        clash = local_clash or overlap(mine)
-        if clash:
-            reasons.append("%s dropped: its addresses overlap %s" % (label, clash))
-            continue
         by_node[node_id] = len(result)
         result.append(aff)
-        claims.append(mine)
     if trimmed_nodes > MAX_TRIM_WARNINGS:
         reasons.append("claims or endpoints of %d more discovered nodes trimmed (not listed)" % (trimmed_nodes - MAX_TRIM_WARNINGS))
     return result, reasons

@@ -156,7 +156,7 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
     are warnings naming the peers and the range.
     """
     local_set = local_ipset(local_addresses, local_networks)
-    ordered = sorted(peers, key=lambda p: p["public_key"])
+    ordered = sorted(peers, key=order_key)
     return assign_claims(ordered, [peer_ipset(peer) for peer in ordered], local_set)
 
 
