@@ -16,15 +16,16 @@ Merge rules (Talos's, with the inventory first): inventory affiliates, then disc
 (lists union, the inventory's order first; the node's identity, public key and KubeSpan address, must agree),
 new node IDs added as peers. Skipped: this node's own ID, affiliates without data or without KubeSpan.
 Dropped with a reason, never raised: data that does not open or parse (wrong secret, forged, corrupt,
-oversize), an affiliate ID that is not the node ID inside the data (a replayed blob), a public key or name
-already used by another peer, and any claimed address or network that overlaps the local node's or another
-peer's (Talos resolves overlaps by order and warns; here a discovered peer can never take traffic that
-belongs to a node we already know).
+oversize), an affiliate ID that is not the node ID inside the data (a replayed blob), and a public key or name
+already used by another peer. Overlapping addresses and networks are not judged here: peers.build_peer_set trims
+them in Talos's node-ID order with a warning naming both peers and the range, for inventory and discovered
+peers alike, and keeps every peer (issue 17; docs/discovery.md, "Overlaps").
 
 Bounded claims (docs/security.md): with ``allowed_networks`` (kubespan_allowed_peer_networks), whatever a
 discovered affiliate claims (node addresses and pod networks, also the ones it adds to an inventory node) outside
 that allowlist, plus the inventory's pod networks, is trimmed with a warning naming the node and the prefixes;
-``never_routed`` (this node's host addresses, default gateways, the discovery service's address) is trimmed too.
+``never_routed`` (this node's host addresses, default gateways, the discovery service's address) is trimmed too, and
+so is anything inside the cluster's KubeSpan prefix but the affiliate's own KubeSpan address.
 Endpoints a discovered affiliate reports are dropped when unusable (endpoints.endpoint_problem). Warnings are
 capped: past MAX_TRIM_WARNINGS nodes one line counts the rest.
 """
@@ -52,7 +53,7 @@ from .discovery_wire import (
 from .endpoints import endpoint_problem
 from .ipset import IPSet
 from .peers import PeerError, validate_affiliate
-from .peerspec import _summary, local_ipset, peer_ipset
+from .peerspec import _summary, local_ipset
 from .wgtypes import key_to_bytes, parse_endpoint
 
 SOURCE_DISCOVERY = "discovery"
@@ -194,13 +195,6 @@ def apply_watch_event(current: dict, snapshot: bool, deleted: bool, affiliates: 
 
 
 # --- merge ----------------------------------------------------------------------------------------
-
-
-def _claims(aff: dict) -> IPSet:
-    try:
-        return peer_ipset(aff)
-    except ValueError:
-        return IPSet()
 
 
 def allowed_ipset(networks: Iterable[str]) -> IPSet:
