@@ -154,6 +154,9 @@ def open_affiliate(key: bytes, server_affiliate: ServerAffiliate) -> Tuple[Optio
     if msg.node_id != aid:
         return None, ["discovered affiliate %s dropped: its data belongs to node %r (a replayed or misfiled blob)" % (aid, msg.node_id[:64])]
     reasons = []
+    if msg.kubespan is not None and msg.kubespan.field4_ignored:
+        reasons.append("discovered affiliate %s: KubeSpan field 4 (read as exclude_advertised_addresses) holds %d record(s) that "
+                       "are not IP prefixes: ignored, its claims are kept whole" % (aid, msg.kubespan.field4_ignored))
     endpoints = []
     for blob in server_affiliate.endpoints:
         try:

@@ -230,3 +230,15 @@ def test_apply_watch_event_keeps_the_cluster_map():
     cluster = da.apply_watch_event(cluster, False, True, [w.ServerAffiliate(id="b")])
     assert sorted(cluster) == ["a"]
     assert da.apply_watch_event(cluster, True, False, []) == {}
+
+
+def test_field4_in_another_form_opens_with_a_reason_and_no_exclusions():
+    # issue 17 item 5: the number of exclude_advertised_addresses is unconfirmed; another type under 4 (here a
+    # varint) must neither drop the affiliate nor exclude anything
+    ks = w.KubeSpan(public_key=pub(3), address=ipaddress.ip_address("fd7f:175a:b97c:5602::3").packed,
+                    additional_addresses=[w.IPPrefix(ip=bytes([10, 244, 3, 0]), bits=24)]).encode() + b"\x20\x05"
+    data = w.ClientAffiliate(node_id=node_id(3), nodename="n3").encode() + b"\x3a" + w.encode_varint(len(ks)) + ks
+    found, reasons = da.open_affiliates(KEY, [w.ServerAffiliate(id=node_id(3), data=c.seal_data(KEY, data))])
+    assert [a["name"] for a in found] == ["n3"] and found[0]["exclude_advertised_networks"] == []
+    assert found[0]["additional_addresses"] == ["10.244.3.0/24"]
+    assert len(reasons) == 1 and node_id(3) in reasons[0] and "field 4" in reasons[0] and "ignored" in reasons[0]
