@@ -9,8 +9,9 @@ and the device peers built from the specs. Instead of n independent runs (n^2 va
 
 1. Every affiliate is validated once (``peers._validate``: normalized entry and the IP set it claims). A bad
    entry or a name listed twice is the same error for every node, as build_peer_set raises it first.
-2. Talos's assignment is computed once in the global public-key order: G(p) = claim(p) minus the claims of
-   every earlier key, with each peer's overlap warnings; and the union U of all claims.
+2. Talos's assignment is computed once in the global node-ID order (peerspec.order_key): G(p) = claim(p) minus
+   the claims of every earlier peer, with each peer's overlap warnings; and the union U of all claims. Specs
+   are listed in public-key order, as build_peer_set lists them.
 3. Node L excludes E = the entries with its key or its name and refuses its own set (local_ipset of its
    KubeSpan address, node addresses and networks). Its assignment is
    A_L(p) = claim(p) - local - (claims of earlier keys not in E). A peer whose claim overlaps neither the local
@@ -20,9 +21,9 @@ and the device peers built from the specs. Instead of n independent runs (n^2 va
    being the earlier peers whose set (G for a clean one, the recomputed set for a dirty one) meets them.
 4. L's routed set is (U minus the parts only E claims) minus the local set minus the subnet: the union of the
    A_L(p) is the union of the non-excluded claims minus the local set, whatever the order.
-5. Errors build_peer_set raises per node (own key on another name, duplicate key, own or duplicate KubeSpan
-   address) are found by replaying its loop over the few entries that can raise one. Whatever the fast path
-   does not cover (duplicate keys in the cluster with a node that does not raise, a member kept from its
+5. Errors build_peer_set raises per node (own key on another name, duplicate key) are found by replaying its
+   loop over the few entries that can raise one. Whatever the fast path does not cover (a KubeSpan address two
+   nodes share, duplicate keys in the cluster with a node that does not raise, a member kept from its
    last-known entry, an unparsable local address, pathological overlaps past a work budget) falls back to
    calling build_peer_set for that node, so every result is exact.
 
@@ -163,8 +164,8 @@ class _Global:
                                  | {n for v in by_addr.values() if len(v) > 1 for n in v}, key=self.name_rank.get)
         if self.dup_keys:
             return  # no node can use a global key order: those that do not raise fall back
-        # the global assignment, in public-key order (assign_claims with no local set)
-        order = sorted(names, key=lambda n: fresh[n]["public_key"])
+        # the global assignment, in node-ID order (assign_claims with no local set)
+        order = sorted(names, key=lambda n: peerspec.order_key(fresh[n]))
         self.order = order
         self.kidx = {name: i for i, name in enumerate(order)}
         self.claims = [claims[name] for name in order]
@@ -281,11 +282,8 @@ def _fast(glob: _Global, node: NodeInput, members) -> NodePlan:
             return _error(node, peers.PeerError(
                 "peers %s and %s have the same public key %s: two hosts share one identity "
                 "(a cloned /var/lib/kubespan?)" % (seen_key[aff["public_key"]], name, aff["public_key"])))
-        if aff["address"] == own_address:
-            return _error(node, peers.PeerError("peer %s claims this node's own KubeSpan address %s" % (name, aff["address"])))
-        if aff["address"] in seen_addr:
-            return _error(node, peers.PeerError(
-                "peers %s and %s claim the same KubeSpan address %s" % (seen_addr[aff["address"]], name, aff["address"])))
+        if aff["address"] == own_address or aff["address"] in seen_addr:
+            raise _Fallback()  # build_peer_set warns (in its loop's order) and trims the shared address
         seen_key[aff["public_key"]] = name
         seen_addr[aff["address"]] = name
     if glob.dup_keys:
@@ -349,7 +347,9 @@ def _fast(glob: _Global, node: NodeInput, members) -> NodePlan:
         specs[p] = spec
     for k in reversed(out):
         del specs[k]
-    result.specs = specs
+    # build_peer_set lists the specs in public-key order (keys are unique here: duplicates fall back)
+    by_key = sorted(range(len(specs)), key=[spec["public_key"] for spec in specs].__getitem__)
+    result.specs = [specs[i] for i in by_key]
     for k in sorted((set(glob.warned) - out_set) | set(new_warnings)):
         warnings.extend(new_warnings.get(k, ()) if k in new_sets else glob.warned[k])
     result.warnings = warnings
@@ -372,7 +372,7 @@ def _fast(glob: _Global, node: NodeInput, members) -> NodePlan:
             device[p] = glob.device_peer(spec)
         for k in reversed(out):
             del device[k]
-        result.device_peers = device
+        result.device_peers = [device[i] for i in by_key]
     return result
 
 

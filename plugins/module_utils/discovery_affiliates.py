@@ -16,15 +16,16 @@ Merge rules (Talos's, with the inventory first): inventory affiliates, then disc
 (lists union, the inventory's order first; the node's identity, public key and KubeSpan address, must agree),
 new node IDs added as peers. Skipped: this node's own ID, affiliates without data or without KubeSpan.
 Dropped with a reason, never raised: data that does not open or parse (wrong secret, forged, corrupt,
-oversize), an affiliate ID that is not the node ID inside the data (a replayed blob), a public key or name
-already used by another peer, and any claimed address or network that overlaps the local node's or another
-peer's (Talos resolves overlaps by order and warns; here a discovered peer can never take traffic that
-belongs to a node we already know).
+oversize), an affiliate ID that is not the node ID inside the data (a replayed blob), and a public key or name
+already used by another peer. Overlapping addresses and networks are not judged here: peers.build_peer_set trims
+them in Talos's node-ID order with a warning naming both peers and the range, for inventory and discovered
+peers alike, and keeps every peer (issue 17; docs/discovery.md, "Overlaps").
 
 Bounded claims (docs/security.md): with ``allowed_networks`` (kubespan_allowed_peer_networks), whatever a
 discovered affiliate claims (node addresses and pod networks, also the ones it adds to an inventory node) outside
 that allowlist, plus the inventory's pod networks, is trimmed with a warning naming the node and the prefixes;
-``never_routed`` (this node's host addresses, default gateways, the discovery service's address) is trimmed too.
+``never_routed`` (this node's host addresses, default gateways, the discovery service's address) is trimmed too, and
+so is anything inside the cluster's KubeSpan prefix but the affiliate's own KubeSpan address.
 Endpoints a discovered affiliate reports are dropped when unusable (endpoints.endpoint_problem). Warnings are
 capped: past MAX_TRIM_WARNINGS nodes one line counts the rest.
 """
@@ -52,7 +53,7 @@ from .discovery_wire import (
 from .endpoints import endpoint_problem
 from .ipset import IPSet
 from .peers import PeerError, validate_affiliate
-from .peerspec import _summary, local_ipset, peer_ipset
+from .peerspec import _summary, local_ipset
 from .wgtypes import key_to_bytes, parse_endpoint
 
 SOURCE_DISCOVERY = "discovery"
@@ -153,6 +154,9 @@ def open_affiliate(key: bytes, server_affiliate: ServerAffiliate) -> Tuple[Optio
     if msg.node_id != aid:
         return None, ["discovered affiliate %s dropped: its data belongs to node %r (a replayed or misfiled blob)" % (aid, msg.node_id[:64])]
     reasons = []
+    if msg.kubespan is not None and msg.kubespan.field4_ignored:
+        reasons.append("discovered affiliate %s: KubeSpan field 4 (read as exclude_advertised_addresses) holds %d record(s) that "
+                       "are not IP prefixes: ignored, its claims are kept whole" % (aid, msg.kubespan.field4_ignored))
     endpoints = []
     for blob in server_affiliate.endpoints:
         try:
@@ -194,13 +198,6 @@ def apply_watch_event(current: dict, snapshot: bool, deleted: bool, affiliates: 
 
 
 # --- merge ----------------------------------------------------------------------------------------
-
-
-def _claims(aff: dict) -> IPSet:
-    try:
-        return peer_ipset(aff)
-    except ValueError:
-        return IPSet()
 
 
 def allowed_ipset(networks: Iterable[str]) -> IPSet:
@@ -290,8 +287,8 @@ def merge_affiliates(
             local_ipset(local_addresses, local_networks))
     except ValueError as exc:
         reasons.append("local addresses ignored for overlap checks: %s" % exc)
-    claims = [_claims(a) for a in result]
     never = local_ipset(never_routed, [])
+    not_kubespan = IPSet(["0.0.0.0/0", "::/0"]).difference(IPSet([str(subnet)]))
     allowed = None
     if allowed_networks is not None:
         try:
@@ -305,22 +302,16 @@ def merge_affiliates(
                     allowed.add(ipaddress.ip_network(str(net).strip(), strict=False))
                 except ValueError:
                     pass  # build_peer_set names it
-    # never-routed addresses are cut after the allowlist (and after the own-address check below)
+    # never-routed addresses are cut after the allowlist
     keep = IPSet(["0.0.0.0/0", "::/0"]).difference(never) if not never.is_empty() else None
     own_endpoints = never.union(local_claims)
     trimmed_nodes = 0
 
-    def overlap(ipset: IPSet, skip: int = -1) -> Optional[str]:
-        if ipset.overlaps(local_claims):
-            return "this node's own addresses (%s)" % ", ".join(ipset.intersection(local_claims).prefixes()[:4])
-        for i, other in enumerate(claims):
-            if i != skip and ipset.overlaps(other):
-                return "peer %s's (%s)" % (result[i].get("name"), ", ".join(ipset.intersection(other).prefixes()[:4]))
-        return None
-
-    # Incumbents first: an affiliate this node already accepted (in last_discovered) keeps its claims against one
-    # that appears later, so a newcomer cannot take over a known peer's address by choosing a node ID that sorts
-    # first (node IDs are the publisher's choice); among incumbents, and among newcomers, node ID order.
+    # Overlaps are not judged here: every peer, from the inventory or discovered, goes to peers.build_peer_set,
+    # which trims each overlap in Talos's node-ID order and names both peers and the range (issue 17). What is
+    # decided here is identity: the first affiliate with a public key or a name keeps it. Incumbents come first
+    # for that: an affiliate this node already accepted (in last_discovered) keeps its key and name against one
+    # that appears later, then node ID order.
     incumbents = {a.get("node_id") for a in last_discovered or [] if a.get("source") == SOURCE_DISCOVERY}
     for raw in sorted(discovered, key=lambda a: (a.get("node_id") not in incumbents, str(a.get("node_id")))):
         node_id = raw.get("node_id") or ""
@@ -338,19 +329,17 @@ def merge_affiliates(
         aff["source"] = SOURCE_DISCOVERY
         bad_endpoints = _usable_endpoints(aff, own_endpoints, subnet)
         cut = _trim(aff, allowed) if allowed is not None else IPSet()
-        # an allowed claim on this node's own addresses is judged before the never-routed trim: it drops the affiliate
-        # (or, for a known node, what it adds), as it always did; the never-routed trim is for the rest
-        untrimmed = _claims(aff)
-        local_clash = ("this node's own addresses (%s)" % ", ".join(untrimmed.intersection(local_claims).prefixes()[:4])
-                       if untrimmed.overlaps(local_claims) else None)
-        if keep is not None and local_clash is None:
+        # inside the cluster's KubeSpan prefix an affiliate claims its own KubeSpan address and nothing else (a
+        # Talos node's addresses hold its own; a wider claim would take other nodes' addresses in node-ID order)
+        cut.update(_trim(aff, not_kubespan.union(IPSet([aff["address"]]))))
+        if keep is not None:
             cut.update(_trim(aff, keep))
         if bad_endpoints or cut:
             trimmed_nodes += 1
             if trimmed_nodes <= MAX_TRIM_WARNINGS:
                 if cut:
-                    reasons.append("%s: claims outside kubespan_allowed_peer_networks (or this node's own addresses, gateways "
-                                   "or discovery service) trimmed: %s" % (label, _summary(cut)))
+                    reasons.append("%s: claims outside kubespan_allowed_peer_networks (or other nodes' KubeSpan addresses, this "
+                                   "node's own addresses, gateways or discovery service) trimmed: %s" % (label, _summary(cut)))
                 if bad_endpoints:
                     reasons.append("%s: endpoints refused: %s%s" % (label, ", ".join(bad_endpoints[:4]),
                                                                     " and %d more" % (len(bad_endpoints) - 4) if len(bad_endpoints) > 4 else ""))
@@ -364,13 +353,7 @@ def merge_affiliates(
             merged["endpoints"] = _union(known.get("endpoints"), aff["endpoints"])
             for key in LIST_KEYS[1:]:
                 merged[key] = _union(known.get(key), aff.get(key))
-            grown = _claims(merged).difference(claims[index])
-            clash = local_clash or (overlap(grown, skip=index) if grown else None)
-            if clash:
-                reasons.append("%s: addresses it adds overlap %s: only its endpoints are used" % (label, clash))
-                merged = dict(known, endpoints=merged["endpoints"])
             result[index] = merged
-            claims[index] = _claims(merged)
             continue
         if any(a.get("public_key") == aff["public_key"] for a in result):
             reasons.append("%s dropped: its public key belongs to another peer" % label)
@@ -378,14 +361,8 @@ def merge_affiliates(
         if any(a.get("name") == aff["name"] for a in result):
             reasons.append("%s dropped: the name %s belongs to another peer" % (label, aff["name"]))
             continue
-        mine = _claims(aff)
-        clash = local_clash or overlap(mine)
-        if clash:
-            reasons.append("%s dropped: its addresses overlap %s" % (label, clash))
-            continue
         by_node[node_id] = len(result)
         result.append(aff)
-        claims.append(mine)
     if trimmed_nodes > MAX_TRIM_WARNINGS:
         reasons.append("claims or endpoints of %d more discovered nodes trimmed (not listed)" % (trimmed_nodes - MAX_TRIM_WARNINGS))
     return result, reasons

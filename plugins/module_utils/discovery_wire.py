@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 MAX_DEPTH = 16
 MAX_FIELD_NUMBER = (1 << 29) - 1
@@ -256,11 +256,23 @@ class Message:
         msg._merge(bytes(data), 0)
         return msg
 
+    # field numbers read by _tentative instead of the strict rules (a field whose number is not confirmed)
+    TENTATIVE: Tuple[int, ...] = ()
+
+    def _tentative(self, records: List[Tuple[int, int, Any]]) -> None:
+        """Read this message's TENTATIVE records ((number, wire type, value) of every occurrence so far)."""
+
     def _merge(self, data: bytes, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise WireError("messages nested deeper than %d" % MAX_DEPTH)
         by_number: Dict[int, Field] = {f.number: f for f in self.FIELDS}
+        tentative = None
         for number, wire_type, value, offset in iter_fields(data):
+            if number in self.TENTATIVE:
+                if tentative is None:
+                    tentative = self.__dict__.setdefault("_tentative_records", [])
+                tentative.append((number, wire_type, value))
+                continue
             field = by_number.get(number)
             if field is None:
                 continue  # unknown field: skipped, as protobuf does
@@ -285,6 +297,8 @@ class Message:
                 getattr(self, field.name).append(decoded)
             else:
                 setattr(self, field.name, decoded)
+        if tentative is not None:
+            self._tentative(tentative)
 
 
 def _fields(*specs) -> Tuple[Field, ...]:
@@ -318,12 +332,48 @@ class IPPrefix(Message):
     FIELDS = _fields((1, "ip", "bytes"), (2, "bits", "uint32"))
 
 
+def _strict_prefix(wire_type: int, value) -> Optional[IPPrefix]:
+    """One record read as an IPPrefix only if it is exactly one: length-delimited, holding field 1 (4 or 16 bytes)
+    and at most field 2 (bits within the address length), each once, nothing else. None otherwise."""
+    if wire_type != LENGTH:
+        return None
+    seen: Dict[int, Any] = {}
+    try:
+        for number, inner_type, inner, _offset in iter_fields(value):
+            if number in seen or (number, inner_type) not in ((1, LENGTH), (2, VARINT)):
+                return None
+            seen[number] = inner
+    except WireError:
+        return None
+    ip, bits = seen.get(1, b""), seen.get(2, 0)
+    if len(ip) not in (4, 16) or bits > 8 * len(ip):
+        return None
+    return IPPrefix(ip=ip, bits=bits)
+
+
 class KubeSpan(Message):
-    """exclude_advertised_addresses (4): Talos 1.12.4+ (discovery-api v0.1.8); see docs/discovery.md."""
+    """exclude_advertised_addresses (4): Talos 1.12.4+ (``excludeAdvertisedNetworks``, discovery-api v0.1.8).
+
+    The field number is not confirmed from a public copy of discovery-api v0.1.8 (docs/discovery.md, "Field 4"):
+    it is written as a repeated IPPrefix, and read as one only when every field-4 record is exactly a
+    well-formed IPPrefix (:func:`_strict_prefix`). Anything else in field 4 (another type under that number) is
+    ignored as a whole, never misread nor an error: ``exclude_advertised_addresses`` stays empty (the peer's
+    claims are kept whole, which routes more through the mesh, never less) and ``field4_ignored`` counts the
+    records left unread.
+    """
 
     FULL_NAME = "sidero.discovery.client.KubeSpan"
     FIELDS = _fields((1, "public_key", "string"), (2, "address", "bytes"), (3, "additional_addresses", IPPrefix, "repeated"),
                      (4, "exclude_advertised_addresses", IPPrefix, "repeated"))
+    TENTATIVE = (4,)
+    field4_ignored = 0
+
+    def _tentative(self, records: List[Tuple[int, int, Any]]) -> None:
+        prefixes = [_strict_prefix(wire_type, value) for _number, wire_type, value in records]
+        if all(p is not None for p in prefixes):
+            self.exclude_advertised_addresses, self.field4_ignored = prefixes, 0
+        else:
+            self.exclude_advertised_addresses, self.field4_ignored = [], len(records)
 
 
 class ControlPlane(Message):

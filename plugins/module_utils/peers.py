@@ -270,16 +270,21 @@ def build_peer_set(
                             "(a cloned /var/lib/kubespan?)" % (by_key[aff["public_key"]], name, aff["public_key"]))
         if own_address is None:
             own_address = str(ipaddress.IPv6Address(local_address.split("/")[0]))
+        # a KubeSpan address another node has too (cloned MACs give the same EUI-64) is an overlap like any
+        # other, as in Talos: the peer is kept and loses the address (this node keeps its own; the first peer in
+        # node-ID order keeps a shared one); the assignment below trims it and names both peers
         if aff["address"] == own_address:
-            raise PeerError("peer %s claims this node's own KubeSpan address %s" % (name, aff["address"]))
-        if aff["address"] in by_addr:
-            raise PeerError("peers %s and %s claim the same KubeSpan address %s" % (by_addr[aff["address"]], name, aff["address"]))
+            warnings.append("peer %s has this node's own KubeSpan address %s (cloned MAC addresses?): this node keeps "
+                            "it, the peer is meshed with the rest of its addresses" % (name, aff["address"]))
+        elif aff["address"] in by_addr:
+            warnings.append("peers %s and %s have the same KubeSpan address %s (cloned MAC addresses?): the first in "
+                            "node-ID order keeps it, both are meshed" % (by_addr[aff["address"]], name, aff["address"]))
         by_key[aff["public_key"]] = name
-        by_addr[aff["address"]] = name
+        by_addr.setdefault(aff["address"], name)
         peers.append(aff)
         peer_claims.append(claims[name] if name in fresh else known_claims[name])
     # AllowedIPs as Talos builds them: pod networks, node addresses as hosts, minus excluded networks,
-    # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in key order.
+    # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in node-ID order.
     local = [str(local_address).split("/", 1)[0]] + list(local_addresses)
     # assign_claims, writing into the validated entries themselves (made by _validate for this call only)
     peers, assign_warnings = _assign(peers, peer_claims, local_ipset(local, local_networks), False)

@@ -5,9 +5,12 @@
 
 Talos (PeerSpecController): per peer, an IP set of its additional addresses (pod CIDRs when it advertises
 Kubernetes networks), plus each of its node addresses as a host, minus the networks it excludes, plus its
-KubeSpan address; minus whatever a peer processed earlier already holds (an overlap is a warning and the
-earlier peer keeps the addresses); emitted as minimal prefixes, IPv4 first. Here peers are processed in
-public-key order, and a peer never gets an address or network of the local node (a warning names it).
+KubeSpan address; minus whatever a peer processed earlier already holds (an overlap is a warning naming both
+peers and the range: the earlier peer keeps the overlapping part, the later one is trimmed and kept, never
+dropped); emitted as minimal prefixes, IPv4 first. Peers are processed in Talos's order, the affiliate (node
+ID) order (:func:`order_key`; peers without a node ID after those with one, by public key), so a node here
+routes an overlapping range to the same peer a Talos node does. Here (not in Talos) a peer never gets an
+address or network of the local node either (a warning names it). The results are listed in public-key order.
 
 Peer dicts use the keys of peers.build_peer_set plus optional lists: ``addresses`` (node addresses),
 ``additional_addresses`` (pod CIDRs) and ``exclude_advertised_networks``.
@@ -30,6 +33,14 @@ MAX_LISTED = 8
 # unchanged and in the same order (what a module run does). Nothing else is kept: every object alive after the
 # call is one the cyclic collector scans again.
 _LAST: list = []
+
+
+def order_key(peer: dict) -> Tuple[int, str, str]:
+    """The order peers are processed in: Talos's (the affiliate ID, which is the node ID, compared byte by byte;
+    base62 text compares the same as str); peers without a node ID (hand-written or older entries) come after,
+    by public key."""
+    node_id = peer.get("node_id") or ""
+    return (0, node_id, peer["public_key"]) if isinstance(node_id, str) and node_id else (1, "", peer["public_key"])
 
 
 def _label(peer: dict) -> str:
@@ -141,10 +152,11 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
 
     ``local_addresses`` (hosts: this node's KubeSpan and node addresses) and ``local_networks`` (its pod
     CIDRs) are this node's own: no peer is given any of them. A peer whose claim overlaps a peer earlier in
-    public-key order loses the overlapping part (Talos's rule); both cases are warnings naming the peers.
+    node-ID order (:func:`order_key`) loses the overlapping part and keeps the rest (Talos's rule); both cases
+    are warnings naming the peers and the range.
     """
     local_set = local_ipset(local_addresses, local_networks)
-    ordered = sorted(peers, key=lambda p: p["public_key"])
+    ordered = sorted(peers, key=order_key)
     return assign_claims(ordered, [peer_ipset(peer) for peer in ordered], local_set)
 
 
@@ -199,7 +211,7 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> T
 def _assign(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool) -> Tuple[List[dict], List[str]]:
     """assign_claims; ``copy`` False writes ``allowed_ips`` into the given dicts instead of copies of them (for a
     caller whose dicts are its own, such as peers.build_peer_set's validated entries)."""
-    order = sorted(range(len(peers)), key=[peer["public_key"] for peer in peers].__getitem__)  # stable
+    order = sorted(range(len(peers)), key=[order_key(peer) for peer in peers].__getitem__)  # Talos's order
     contested, union = _contested(claims, local_set)
     owners = _Owners()  # every interval a contested peer holds so far: the part of Talos's union that can matter
     done: List[Tuple[dict, IPSet]] = []
@@ -233,7 +245,7 @@ def _assign(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool
         spec = dict(peer) if copy else peer
         spec["allowed_ips"] = ipset.prefixes()
         specs.append(spec)
-    result = [specs[i] for i in order]
+    result = [specs[i] for i in sorted(range(len(peers)), key=[peer["public_key"] for peer in peers].__getitem__)]
     lists = [spec["allowed_ips"] for spec in result]
     _LAST[:] = [lists, tuple(chain.from_iterable(lists)), union]
     return result, warnings

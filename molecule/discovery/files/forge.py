@@ -2,10 +2,12 @@
 
 usage: forge.py TARGET CA_FILE SERVER_NAME CLUSTER_ID SECRET SUBNET VICTIM_ADDRESS
   ForgedWrongKey: a well-formed affiliate sealed with another secret (an outsider);
-  ForgedThief:    sealed with the cluster secret (an insider or a stolen secret) but claiming VICTIM_ADDRESS,
-                  a node address that belongs to another peer;
+  zzzzzzForgedThief: sealed with the cluster secret (an insider or a stolen secret) but claiming VICTIM_ADDRESS,
+                  a node address that belongs to another peer; its node ID sorts after the real nodes' IDs, so
+                  (issue 17, Talos's node-ID order) it is kept without that address;
   ForgedCorrupt:  random bytes as affiliate data.
-The nodes must drop all three with a logged reason and keep their peers and routes.
+The nodes must drop the other two with a logged reason, trim the thief with a logged reason, and keep their
+peers and routes.
 """
 import base64
 import ipaddress
@@ -30,7 +32,7 @@ with open(CA_FILE, "rb") as handle:
 with DiscoveryClient(TARGET, ca_cert=ca, server_name=SERVER_NAME, timeout=5) as client:
     data, endpoints = seal_affiliate(bytes(range(32)), forged("ForgedWrongKey", 0xdead01, []))
     client.update(CLUSTER, "ForgedWrongKey", data, endpoints, ttl=900)
-    data, endpoints = seal_affiliate(key_from_secret(SECRET), forged("ForgedThief", 0xdead02, [VICTIM]))
-    client.update(CLUSTER, "ForgedThief", data, endpoints, ttl=900)
+    data, endpoints = seal_affiliate(key_from_secret(SECRET), forged("zzzzzzForgedThief", 0xdead02, [VICTIM]))
+    client.update(CLUSTER, "zzzzzzForgedThief", data, endpoints, ttl=900)
     client.update(CLUSTER, "ForgedCorrupt", os.urandom(64), [], ttl=900)
-print("published ForgedWrongKey, ForgedThief (claims %s), ForgedCorrupt" % VICTIM)
+print("published ForgedWrongKey, zzzzzzForgedThief (claims %s), ForgedCorrupt" % VICTIM)

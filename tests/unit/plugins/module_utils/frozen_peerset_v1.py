@@ -2,6 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """FROZEN copy of ipset.py, peerspec.py and peers.py as of commit 5a18b89 (before the scale optimizations).
 
+Changed since, on purpose, and only there (issue 17, Talos's rules): assign_allowed_ips processes the peers in
+node-ID order (peers without a node ID after, by public key) and lists its results in public-key order;
+build_peer_set warns instead of raising on a KubeSpan address that two peers, or a peer and this node, share.
+
 Used only by test_peerset_differential.py as the reference the optimized code must match exactly (peer specs,
 AllowedIPs, routed sets, warnings, error messages). Do not edit or import from plugins' code paths.
 
@@ -389,7 +393,7 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
     public-key order loses the overlapping part (Talos's rule); both cases are warnings naming the peers.
     """
     local_set = local_ipset(local_addresses, local_networks)
-    ordered = sorted(peers, key=lambda p: p["public_key"])
+    ordered = sorted(peers, key=lambda p: (0, p["node_id"], p["public_key"]) if p.get("node_id") else (1, "", p["public_key"]))
     claimed = IPSet()
     owners = _Owners()
     done: List[Tuple[dict, IPSet]] = []
@@ -418,7 +422,7 @@ def assign_allowed_ips(peers: Iterable[dict], local_addresses: Iterable = (), lo
         spec = dict(peer)
         spec["allowed_ips"] = ipset.prefixes()
         result.append(spec)
-    return result, warnings
+    return sorted(result, key=lambda spec: spec["public_key"]), warnings
 
 
 def routed_set(
@@ -585,11 +589,13 @@ def build_peer_set(
             raise PeerError("peers %s and %s have the same public key %s: two hosts share one identity "
                             "(a cloned /var/lib/kubespan?)" % (by_key[aff["public_key"]], name, aff["public_key"]))
         if aff["address"] == str(ipaddress.IPv6Address(local_address.split("/")[0])):
-            raise PeerError("peer %s claims this node's own KubeSpan address %s" % (name, aff["address"]))
-        if aff["address"] in by_addr:
-            raise PeerError("peers %s and %s claim the same KubeSpan address %s" % (by_addr[aff["address"]], name, aff["address"]))
+            warnings.append("peer %s has this node's own KubeSpan address %s (cloned MAC addresses?): this node keeps "
+                            "it, the peer is meshed with the rest of its addresses" % (name, aff["address"]))
+        elif aff["address"] in by_addr:
+            warnings.append("peers %s and %s have the same KubeSpan address %s (cloned MAC addresses?): the first in "
+                            "node-ID order keeps it, both are meshed" % (by_addr[aff["address"]], name, aff["address"]))
         by_key[aff["public_key"]] = name
-        by_addr[aff["address"]] = name
+        by_addr.setdefault(aff["address"], name)
         peers.append(dict(aff))
     # AllowedIPs as Talos builds them: pod networks, node addresses as hosts, minus excluded networks,
     # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in key order.

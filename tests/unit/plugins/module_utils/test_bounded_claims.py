@@ -247,15 +247,19 @@ def test_host_never_routed_reads_gateways_and_a_literal_discovery_address():
     assert all(g in got for g in gateways if g != "0.0.0.0")
 
 
-def test_a_claim_on_this_nodes_own_address_still_drops_the_affiliate():
-    """Trimming never makes a hijack acceptable: a discovered claim on this node's address drops it, as before."""
+def test_a_claim_on_this_nodes_own_address_is_trimmed_never_routed():
+    """Issue 17: overlaps are trimmed, never dropped (Talos's rule), and this node's own address is never routed to a
+    peer: a discovered claim on it is cut with a reason naming it, and the peer is kept with the rest."""
     thief = dict(aff(8, addresses=["10.0.0.1"], endpoints=["10.0.0.99:51820"]), source="discovery")
     merged, reasons = da.merge_affiliates(INVENTORY, [thief], allowed_networks=ALLOWED, never_routed=NEVER, **LOCAL)
-    assert [a["name"] for a in merged] == ["n1", "n2", "n3"]
-    assert len(reasons) == 1 and "dropped: its addresses overlap this node's own addresses (10.0.0.1/32)" in reasons[0]
+    assert [a["name"] for a in merged] == ["n1", "n2", "n3", "n8"] and merged[3]["addresses"] == []
+    assert len(reasons) == 1 and "Node8Id (n8)" in reasons[0] and "trimmed: 10.0.0.1/32" in reasons[0]
+    peers, unused = build_peer_set(pub(1), LOCAL_ADDRESS, SUBNET, merged, None, None, "n1", NEVER)
+    assert not any("10.0.0.1/32" in p["allowed_ips"] for p in peers)
     grown = dict(aff(2, addresses=["10.0.0.2", "10.0.0.1"]), source="discovery")
     merged, reasons = da.merge_affiliates(INVENTORY, [grown], allowed_networks=ALLOWED, never_routed=NEVER, **LOCAL)
-    assert merged[1] == INVENTORY[1] and "only its endpoints are used" in reasons[0]
+    assert merged[1] == dict(INVENTORY[1], additional_addresses=[], exclude_advertised_networks=[])
+    assert "Node2Id (n2)" in reasons[0] and "trimmed: 10.0.0.1/32" in reasons[0]
 
 
 def test_a_claim_outside_the_allowlist_covering_this_nodes_address_is_trimmed_not_fatal():

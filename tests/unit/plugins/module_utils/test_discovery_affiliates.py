@@ -115,45 +115,74 @@ def test_merge_skips_own_node_id_and_drops_own_public_key():
 
 
 @pytest.mark.parametrize("intruder, why", [
-    (aff(4, addresses=["10.0.0.1"]), "this node's own addresses (10.0.0.1/32)"),
-    (aff(4, additional_addresses=["10.244.0.0/16"]), "this node's own addresses (10.244.1.0/24)"),
-    (aff(4, addresses=["10.0.0.2"]), "peer n2's (10.0.0.2/32)"),
-    (aff(4, additional_addresses=["10.0.0.2/31"]), "peer n2's (10.0.0.2/32)"),
-    (aff(4, address="fd7f:175a:b97c:5602::2"), "peer n2's (fd7f:175a:b97c:5602::2/128)"),
     (aff(4, public_key=pub(2)), "public key belongs to another peer"),
     (aff(4, name="n2"), "the name n2 belongs to another peer"),
     (aff(4, address="fd00::4"), "outside this cluster's subnet"),
     (aff(4, endpoints=["nonsense"]), "endpoint"),
 ])
-def test_discovered_affiliate_that_would_hijack_traffic_is_dropped(intruder, why):
+def test_discovered_affiliate_with_a_bad_identity_is_dropped(intruder, why):
     merged, reasons = da.merge_affiliates([aff(1), aff(2)], discovered(intruder), **LOCAL)
     assert [a["name"] for a in merged] == ["n1", "n2"]
     assert len(reasons) == 1 and why in reasons[0] and "dropped" in reasons[0], reasons
+
+
+def _specs(merged):
+    specs, warnings = build_peer_set(pub(1), "fd7f:175a:b97c:5602::1/128", SUBNET, merged, None, None, "n1",
+                                     LOCAL["local_addresses"], LOCAL["local_networks"])
+    return {s["name"]: s["allowed_ips"] for s in specs}, warnings
+
+
+@pytest.mark.parametrize("intruder, kept, lost, warned", [
+    # issue 17: an overlap is trimmed, the peer is kept (Talos's peer_spec.go); node IDs Node2Id < Node4Id
+    (aff(4, addresses=["10.0.0.1"]), [], ["10.0.0.1/32"], "this node's own addresses 10.0.0.1/32"),
+    (aff(4, additional_addresses=["10.244.0.0/16"]), ["10.244.0.0/24", "10.244.128.0/17"], ["10.244.1.0/24"],
+     "this node's own addresses 10.244.1.0/24"),
+    (aff(4, addresses=["10.0.0.2"]), [], ["10.0.0.2/32"], "claims 10.0.0.2/32, already held by peer n2"),
+    (aff(4, additional_addresses=["10.0.0.2/31"]), ["10.0.0.3/32"], ["10.0.0.2/32"], "claims 10.0.0.2/32, already held by peer n2"),
+    (aff(4, address="fd7f:175a:b97c:5602::2"), [], ["fd7f:175a:b97c:5602::2/128"], "have the same KubeSpan address"),
+])
+def test_overlapping_discovered_affiliate_is_trimmed_and_kept(intruder, kept, lost, warned):
+    merged, reasons = da.merge_affiliates([aff(1), aff(2)], discovered(intruder), **LOCAL)
+    assert [a["name"] for a in merged] == ["n1", "n2", "n4"] and reasons == []
+    specs, warnings = _specs(merged)
+    assert sorted(specs) == ["n2", "n4"]
+    assert all(p in specs["n4"] for p in kept) and not any(p in specs["n4"] for p in lost), specs
+    assert "10.0.0.2/32" in specs["n2"] and "fd7f:175a:b97c:5602::2/128" in specs["n2"]
+    assert any(warned in w and "n4" in w for w in warnings), warnings
 
 
 def test_exclusions_make_a_claim_acceptable():
     ok = aff(4, additional_addresses=["10.0.0.0/24"], exclude_advertised_networks=["10.0.0.0/29"])  # .1 and .2 excluded
     merged, reasons = da.merge_affiliates([aff(1), aff(2)], discovered(ok), **LOCAL)
     assert reasons == [] and [a["name"] for a in merged] == ["n1", "n2", "n4"]
+    specs, warnings = _specs(merged)
+    assert warnings == [] and specs["n4"][0] == "10.0.0.8/29"
 
 
-def test_first_discovered_wins_between_two_discovered_claims():
-    merged, reasons = da.merge_affiliates([], discovered(aff(3, addresses=["10.9.9.9"]), aff(4, addresses=["10.9.9.9"])), **LOCAL)
-    assert [a["name"] for a in merged] == ["n3"]
-    assert "peer n3's (10.9.9.9/32)" in reasons[0]
+def test_two_discovered_peers_with_one_node_address_are_both_meshed():
+    # two nodes behind two NATs that both have 10.9.9.9: both meshed, the first in node-ID order keeps the address
+    merged, reasons = da.merge_affiliates([], discovered(aff(4, addresses=["10.9.9.9"]), aff(3, addresses=["10.9.9.9"])), **LOCAL)
+    assert sorted(a["name"] for a in merged) == ["n3", "n4"] and reasons == []
+    specs, warnings = _specs(merged)
+    assert specs == {"n3": ["10.9.9.9/32", "fd7f:175a:b97c:5602::3/128"], "n4": ["fd7f:175a:b97c:5602::4/128"]}
+    assert len(warnings) == 1 and "n4" in warnings[0] and "10.9.9.9/32" in warnings[0] and "held by peer n3" in warnings[0]
 
 
-def test_an_incumbent_keeps_its_claims_against_a_newcomer_that_sorts_first():
-    # molecule/discovery's ForgedThief: a node known only from discovery (n4) keeps its address when a newcomer
-    # whose node ID sorts before it claims the same address (node IDs are the publisher's choice)
+def test_a_newcomer_that_sorts_first_takes_an_overlap_as_on_talos_within_the_bounds():
+    # The decision of issue 17 (docs/discovery.md, "Overlaps"): no incumbent rule for addresses. A newcomer whose
+    # node ID sorts first takes the overlapping part, as every Talos node of the cluster routes it; the known peer
+    # stays meshed with the rest. The bounds still apply: nothing outside kubespan_allowed_peer_networks, nothing
+    # of this node's, and no other node's KubeSpan address.
     first, unused = da.merge_affiliates([], discovered(aff(4)), **LOCAL)
-    thief = aff(3, name="thief", addresses=["10.0.0.4"])
-    merged, reasons = da.merge_affiliates([], discovered(thief, aff(4)), last_discovered=da.discovered_only(first), **LOCAL)
-    assert [a["name"] for a in merged] == ["n4"]
-    assert "discovered node %s (thief) dropped" % node_id(3) in reasons[0] and "peer n4's (10.0.0.4/32)" in reasons[0]
-    # without the memory, node ID order decides (the newcomer first)
-    merged, unused = da.merge_affiliates([], discovered(thief, aff(4)), **LOCAL)
-    assert [a["name"] for a in merged] == ["thief"]
+    thief = aff(3, name="thief", addresses=["10.0.0.4", "203.0.113.9"], additional_addresses=["fd7f:175a:b97c:5602::/64"])
+    merged, reasons = da.merge_affiliates([], discovered(thief, aff(4)), last_discovered=da.discovered_only(first),
+                                          allowed_networks=["10.0.0.0/8", "fc00::/7"], **LOCAL)
+    assert sorted(a["name"] for a in merged) == ["n4", "thief"]
+    assert any("thief" in r and "203.0.113.9/32" in r and "fd7f:175a:b97c:5602::8/125" in r for r in reasons), reasons
+    specs, warnings = _specs(merged)
+    assert specs["thief"] == ["10.0.0.4/32", "fd7f:175a:b97c:5602::3/128"]
+    assert specs["n4"] == ["fd7f:175a:b97c:5602::4/128"]
+    assert any("n4" in w and "10.0.0.4/32" in w and "held by peer thief" in w for w in warnings), warnings
 
 
 def test_known_node_with_a_different_identity_is_dropped():
@@ -162,12 +191,15 @@ def test_known_node_with_a_different_identity_is_dropped():
     assert "differs from the inventory's" in reasons[0]
 
 
-def test_known_node_adding_overlapping_addresses_keeps_only_its_endpoints():
+def test_known_node_adding_overlapping_addresses_is_trimmed_like_any_peer():
     found = discovered(aff(2, addresses=["10.0.0.3"], endpoints=["198.51.100.2:51820"]))
     merged, reasons = da.merge_affiliates([aff(2), aff(3)], found, **LOCAL)
     n2 = merged[0]
-    assert n2["addresses"] == ["10.0.0.2"] and n2["endpoints"] == ["10.0.0.2:51820", "198.51.100.2:51820"]
-    assert "only its endpoints are used" in reasons[0]
+    assert n2["addresses"] == ["10.0.0.2", "10.0.0.3"] and n2["endpoints"] == ["10.0.0.2:51820", "198.51.100.2:51820"]
+    assert reasons == []
+    specs, warnings = _specs(merged)
+    assert specs == {"n2": ["10.0.0.2/31", "fd7f:175a:b97c:5602::2/128"], "n3": ["fd7f:175a:b97c:5602::3/128"]}  # Node2Id first
+    assert any("n3" in w and "10.0.0.3/32" in w and "held by peer n2" in w for w in warnings)
 
 
 def test_unavailable_service_keeps_last_discovered():
@@ -198,3 +230,15 @@ def test_apply_watch_event_keeps_the_cluster_map():
     cluster = da.apply_watch_event(cluster, False, True, [w.ServerAffiliate(id="b")])
     assert sorted(cluster) == ["a"]
     assert da.apply_watch_event(cluster, True, False, []) == {}
+
+
+def test_field4_in_another_form_opens_with_a_reason_and_no_exclusions():
+    # issue 17 item 5: the number of exclude_advertised_addresses is unconfirmed; another type under 4 (here a
+    # varint) must neither drop the affiliate nor exclude anything
+    ks = w.KubeSpan(public_key=pub(3), address=ipaddress.ip_address("fd7f:175a:b97c:5602::3").packed,
+                    additional_addresses=[w.IPPrefix(ip=bytes([10, 244, 3, 0]), bits=24)]).encode() + b"\x20\x05"
+    data = w.ClientAffiliate(node_id=node_id(3), nodename="n3").encode() + b"\x3a" + w.encode_varint(len(ks)) + ks
+    found, reasons = da.open_affiliates(KEY, [w.ServerAffiliate(id=node_id(3), data=c.seal_data(KEY, data))])
+    assert [a["name"] for a in found] == ["n3"] and found[0]["exclude_advertised_networks"] == []
+    assert found[0]["additional_addresses"] == ["10.244.3.0/24"]
+    assert len(reasons) == 1 and node_id(3) in reasons[0] and "field 4" in reasons[0] and "ignored" in reasons[0]

@@ -186,25 +186,30 @@ def test_unreachable_service_keeps_the_last_discovered_peers():
     assert any("unavailable" in r for r in reasons)
 
 
-def test_hijack_attempts_are_dropped_with_a_reason_and_never_routed():
-    thief = dict(aff(3, addresses=["10.0.0.2"]), source="discovery")  # claims n2's node address
+def test_hijack_attempts_are_trimmed_with_a_reason_and_never_routed_twice():
+    # issue 17: an overlapping claim is trimmed in Talos's node-ID order and the peer kept; a stolen key is dropped
+    thief = dict(aff(3, addresses=["10.0.0.2"]), source="discovery")  # claims n2's node address (Node2Id sorts first)
     own = dict(aff(4, addresses=["10.0.0.1"]), source="discovery")  # claims this node's address
     stolen_key = dict(aff(5, public_key=pub(2)), source="discovery")
     peers, last, reasons = _plan([aff(2)], [thief, own, stolen_key])
-    assert [p["name"] for p in peers] == ["n2"]
-    assert last == []
-    assert len(reasons) == 3 and all("dropped" in r for r in reasons)
-    assert peers[0]["allowed_ips"].count("10.0.0.2/32") == 1
+    assert [p["name"] for p in peers] == ["n2", "n3", "n4"]
+    assert [a["name"] for a in last] == ["n3", "n4"]
+    assert len([r for r in reasons if "dropped" in r]) == 1 and any("n3 (" in r and "held by peer n2" in r for r in reasons)
+    assert any("n4 (" in r and "this node's own addresses 10.0.0.1/32" in r for r in reasons)
+    assert [p["allowed_ips"] for p in peers].count(["fd7f:175a:b97c:5602::3/128"]) == 1
+    assert sum(p["allowed_ips"].count("10.0.0.2/32") for p in peers) == 1 and "10.0.0.2/32" in peers[0]["allowed_ips"]
+    assert not any("10.0.0.1/32" in p["allowed_ips"] for p in peers)
 
 
 def test_name_and_address_clashes_among_discovered_nodes():
-    # a discovered node named like this node is never a peer; of two discovered nodes with one KubeSpan address,
-    # the second (in node-ID order) is dropped with a reason
+    # a discovered node named like this node is never a peer; of two discovered nodes with one KubeSpan address
+    # (cloned MACs), both are meshed and the first in node-ID order keeps the address (issue 17)
     peers, _last, reasons = _plan([aff(2)], [dict(aff(6, name="n1"), source="discovery")])
     assert [p["name"] for p in peers] == ["n2"]
     same = [dict(aff(6), source="discovery"), dict(aff(7, address=aff(6)["address"]), source="discovery")]
     peers, last, reasons = _plan([aff(2)], same)
-    assert [p["name"] for p in peers] == ["n2", "n6"] and any("n7" in r for r in reasons)
+    assert [p["name"] for p in peers] == ["n2", "n6", "n7"] and any("n7" in r and "same KubeSpan address" in r for r in reasons)
+    assert aff(6)["address"] + "/128" in peers[1]["allowed_ips"] and aff(6)["address"] + "/128" not in peers[2]["allowed_ips"]
 
 
 def test_same_peers_ignores_versions():
@@ -356,9 +361,10 @@ def test_forged_affiliate_on_the_service_is_dropped_with_a_logged_reason(tmp_pat
         client.update(CLUSTER, "Node4Id", data, eps)
     b = node_state(2, target)
     _rnd, changed = run_round(tmp_path, "b", b, clock, logs)
-    assert changed == []
+    # issue 17: Node4Id (sealed with the cluster secret) is meshed without this node's address 10.0.0.2
+    assert [[p["name"] for p in c] for c in changed] == [["n4"]] and "10.0.0.2/32" not in changed[0][0]["allowed_ips"]
     assert any("Node3Id dropped" in line for line in logs)
-    assert any("Node4Id" in line and "overlap" in line for line in logs)
+    assert any("n4 (" in line and "this node's own addresses 10.0.0.2/32" in line for line in logs)
     # the same reasons are not logged again at the next tick
     logs.clear()
     run_round(tmp_path, "b", b, clock, logs)

@@ -96,12 +96,21 @@ def test_cloned_local_identity_detected():
 def test_address_collisions():
     b = aff("n3", 3)
     b["address"] = "fd7f:175a:b97c:5602::2"
-    with pytest.raises(PeerError, match="same KubeSpan address"):
-        build_peer_set(affiliates=[aff("n2", 2), b], **LOCAL)
+    # issue 17: a shared KubeSpan address (cloned MACs) is trimmed like any overlap, never an error: both peers
+    # stay, the first in node-ID order keeps the address (Talos's rule), and the warnings name both
+    a = dict(aff("n2", 2), node_id="B" * 43)
+    b["node_id"] = "A" * 43
+    specs, warnings = build_peer_set(affiliates=[a, b], **LOCAL)
+    by_name = {s["name"]: s["allowed_ips"] for s in specs}
+    assert sorted(by_name) == ["n2", "n3"]
+    assert "fd7f:175a:b97c:5602::2/128" in by_name["n3"] and "fd7f:175a:b97c:5602::2/128" not in by_name["n2"]
+    assert any("n2" in w and "n3" in w and "same KubeSpan address" in w for w in warnings)
+    assert any("overlap" in w and "n2" in w and "n3" in w and "fd7f:175a:b97c:5602::2/128" in w for w in warnings)
     c = aff("n4", 4)
     c["address"] = "fd7f:175a:b97c:5602::1"
-    with pytest.raises(PeerError, match="own KubeSpan address"):
-        build_peer_set(affiliates=[c], **LOCAL)
+    specs, warnings = build_peer_set(affiliates=[c], **LOCAL)
+    assert [s["name"] for s in specs] == ["n4"] and "fd7f:175a:b97c:5602::1/128" not in specs[0]["allowed_ips"]
+    assert any("own KubeSpan address" in w and "n4" in w for w in warnings)
 
 
 def test_corrupt_last_known_is_ignored_with_warning():

@@ -33,7 +33,7 @@ kaddr = st.sampled_from(["fd7f:175a:b97c:5602::%x" % i for i in range(1, 8)] + [
 endpoint = st.sampled_from(["10.0.0.1:51820", "[2001:db8::1]:51820", "[10.0.0.2]:5", "2001:db8::1:51820", "10.0.0.1:0",
                             " 10.0.0.3:051820 ", "[2001:DB8::1]:1", "10.0.0.1:51820", "host:1", "[::ffff:10.0.0.1]:7",
                             "10.0.0.4:65536", "10.0.0.5:٣"])
-node_id = st.sampled_from(["", "abcDEF0123", "bad id!", None])
+node_id = st.sampled_from(["", "abcDEF0123", "Zz9", "0aa", "abcDEF0124", "bad id!", None])  # several valid IDs: node-ID order (issue 17)
 
 
 @st.composite
