@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from .addressing import first_physical_link, node_address
-from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs
+from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
@@ -58,6 +58,7 @@ class Settings:
     firewall_backend: str = "auto"
     firewalld_zone: str = ""
     allowed_peer_networks: List[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_PEER_NETWORKS))
+    peer_endpoint_filters: Optional[List[str]] = None  # Talos filters.peerEndpoints; None: no filtering
 
     def dataplane(self):
         from .dataplane import DataPlaneConfig
@@ -93,6 +94,7 @@ ROLE_VARIABLES = {
     "mark_mask": "kubespan_mark_mask",
     "firewall_backend": "kubespan_firewall_backend",
     "allowed_peer_networks": "kubespan_allowed_peer_networks",
+    "peer_endpoint_filters": "kubespan_filters_peer_endpoints",
 }
 
 
@@ -399,6 +401,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
     ``extra_state``: more keys of the persisted desired state (discovery settings, the inventory's peers
     and this node's own affiliate, which the node agent's discovery client uses)."""
     settings.validate()
+    peers = filter_peer_endpoints(peers, settings.peer_endpoint_filters)
     now = time.time() if now is None else now
     result = MeshResult()
     impl = resolve_implementation(settings.implementation)
