@@ -14,7 +14,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .engine import ReconcileError, load_state, open_device, reapply_from_state, replace_state_peers, settings_from_state
+from .engine import ReconcileError, load_state, open_device, reapply_from_state, refresh_address, replace_state_peers, settings_from_state
 from .peerstatus import (
     STATE_UP,
     PeerStatus,
@@ -203,6 +203,11 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     if state.get("disabled"):
         log("KubeSpan is disabled on this node (kubespan_enabled: false): nothing to do")
         return 0
+    try:
+        if refresh_address(state_dir, log, lock_timeout):
+            state = load_state(state_dir) or state
+    except Exception as exc:  # pylint: disable=broad-except  # the address check must never stop the agent's repairs
+        log("KubeSpan address not checked in this tick (%s: %s)" % (type(exc).__name__, exc))
     settings = settings_from_state(state)
     settings_status.persistent_keepalive = int(settings.persistent_keepalive)
     disc = None
