@@ -498,7 +498,7 @@ class _Service:
     configured endpoint). The first service keeps its memory at the top of discovery.json (as with one endpoint); the
     others under ``services`` by endpoint."""
 
-    def __init__(self, rnd: "DiscoveryRound", index: int, endpoint: str):
+    def __init__(self, rnd: DiscoveryRound, index: int, endpoint: str):
         self.rnd = rnd
         self.configured = endpoint
         self.settings = service_settings(rnd.settings, endpoint)
