@@ -69,7 +69,6 @@ grpc = pytest.importorskip("grpc")
 from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_grpc as dg  # noqa: E402
 from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_server as ds  # noqa: E402
 
-
 # --- item 2: the node addresses Talos announces -----------------------------------------------------------
 
 
