@@ -37,6 +37,8 @@ WATCH_MARGIN = 5.0  # seconds a Watch stream is held beyond the sampling window 
 def real_sleep(sleep_fn) -> bool:
     """Whether the tick really waits (time.sleep): only then are Watch streams held (tests pass a fake clock)."""
     return sleep_fn is time.sleep
+
+
 METRICS_FILE = "metrics.prom"
 
 

@@ -65,6 +65,7 @@ def run_round(tmp_path, name, state, clock, logs):
         rnd.close()
     return rnd, changed
 
+
 grpc = pytest.importorskip("grpc")
 from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_grpc as dg  # noqa: E402
 from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_server as ds  # noqa: E402
@@ -215,9 +216,8 @@ def test_two_services_stopping_either_loses_no_peer(tmp_path):
         assert [p["name"] for p in changed[0]] == ["n1", "n3"]
         b["peers"] = changed[0]
         # the first back, the second stopped: nothing lost (n3, known only to the second, stands in from its last list)
-        s1, t1b = s1, t1
         s1 = dg.DiscoveryServer(ds.DiscoveryService(ds.DiscoveryState(), ds.RateLimiter(1000, 1000)),
-                                listen=t1b, max_workers=16, logger=logging.getLogger("test"))
+                                listen=t1, max_workers=16, logger=logging.getLogger("test"))
         s1.start()
         run_round(tmp_path, "a", state(1), clock, [])  # a re-publishes on the restarted (empty) first service
         s2.stop()
@@ -317,7 +317,7 @@ def test_hello_only_every_hello_interval(tmp_path):
         dg.DiscoveryClient.hello = counting
         clock = Clock()
         st = node_state(1, target)
-        for _ in range(5):
+        for _tick in range(5):
             run_round(tmp_path, "a", st, clock, [])
             clock.t += 30
         assert len(calls) == 1
