@@ -683,6 +683,7 @@ class DiscoveryRound:
         self.services = [_Service(self, i, ep) for i, ep in enumerate(self.settings["endpoints"])]
         if len(self.services) < 2:
             self.memory.pop("services", None)
+            self.memory.pop("found", None)  # a stand-in list is kept only with several services
         self.reachable = False
 
     @property
