@@ -14,7 +14,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .engine import ReconcileError, load_state, open_device, reapply_from_state, replace_state_peers, settings_from_state
+from .engine import ReconcileError, load_state, open_device, reapply_from_state, refresh_address, replace_state_peers, settings_from_state
 from .peerstatus import (
     STATE_UP,
     PeerStatus,
@@ -31,6 +31,14 @@ from .statefile import LockBusy, StateFileError, atomic_write, read_json, state_
 from .wgtypes import DeviceUpdate, WireGuardError
 
 STATUS_FILE = "peerstatus.json"
+WATCH_MARGIN = 5.0  # seconds a Watch stream is held beyond the sampling window (the sync and the re-apply before it)
+
+
+def real_sleep(sleep_fn) -> bool:
+    """Whether the tick really waits (time.sleep): only then are Watch streams held (tests pass a fake clock)."""
+    return sleep_fn is time.sleep
+
+
 METRICS_FILE = "metrics.prom"
 
 
@@ -115,18 +123,9 @@ def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: 
     return want
 
 
-def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now_fn, lock_timeout: float, client_factory=None):
-    """The discovery part of a tick (discovery_agent): returns (DiscoveryRound or None, the desired state to use).
-
-    Nothing here can end the tick: an unreachable service, bad settings or a bug is logged and the tick goes on
-    with the peers it had."""
-    from .discovery_agent import DiscoveryRound, DiscoverySettingsError, make_client
-    try:
-        disc = DiscoveryRound(state_dir, state, log, now_fn, client_factory=client_factory or make_client)
-    except DiscoverySettingsError as exc:
-        log("discovery skipped: %s" % exc)
-        return None, state
-
+def _peer_updater(state_dir: str, state: dict, log: Callable[[str], None], lock_timeout: float):
+    """update_peers for DiscoveryRound: replace the desired state's peers under the node lock, unless a playbook run
+    changed the state meanwhile."""
     def update(peers):
         with state_lock(state_dir, timeout=lock_timeout):
             current = load_state(state_dir)
@@ -139,7 +138,23 @@ def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now
         added = sorted(new[k] for k in new if k not in old)
         removed = sorted(old[k] for k in old if k not in new)
         log("discovery: peer set updated (added: %s; removed: %s; %d peers)" % (", ".join(added) or "-", ", ".join(removed) or "-", len(peers)))
+    return update
 
+
+def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now_fn, lock_timeout: float, client_factory=None,
+                    watch_seconds: float = 0.0):
+    """The discovery part of a tick (discovery_agent): returns (DiscoveryRound or None, the desired state to use).
+    ``watch_seconds``: how long the Watch streams are held (the sampling window; 0: List only).
+
+    Nothing here can end the tick: an unreachable service, bad settings or a bug is logged and the tick goes on
+    with the peers it had."""
+    from .discovery_agent import DiscoveryRound, DiscoverySettingsError, make_client
+    try:
+        disc = DiscoveryRound(state_dir, state, log, now_fn, client_factory=client_factory or make_client, watch_seconds=watch_seconds)
+    except DiscoverySettingsError as exc:
+        log("discovery skipped: %s" % exc)
+        return None, state
+    update = _peer_updater(state_dir, state, log, lock_timeout)
     try:
         disc.sync(update)
     except LockBusy as exc:
@@ -152,6 +167,26 @@ def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now
         return disc, load_state(state_dir) or state
     except StateFileError:
         return disc, state
+
+
+def _discovery_poll(state_dir: str, state: dict, disc, log: Callable[[str], None], lock_timeout: float, peers: List[dict]) -> List[dict]:
+    """Apply the affiliates the Watch streams brought (new, changed, gone) within the sampling window: the new peer set
+    goes into the desired state and onto the device at once (a node joins within seconds, not at the next tick).
+    Returns the peers to sample with. Never ends the tick."""
+    try:
+        if not disc.poll(_peer_updater(state_dir, state, log, lock_timeout)):
+            return peers
+        with state_lock(state_dir, timeout=lock_timeout):
+            res = reapply_from_state(state_dir)
+            current = load_state(state_dir) or {}
+        for change in res.changes:
+            log("applied (watch): %s" % change)
+        return current.get("peers", peers)
+    except LockBusy as exc:
+        log("discovery: watched changes not applied now: %s" % exc)
+    except Exception as exc:  # pylint: disable=broad-except  # discovery must never stop the agent's repairs
+        log("discovery: watched changes not applied (%s: %s)" % (type(exc).__name__, exc))
+    return peers
 
 
 def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep_fn=time.sleep,
@@ -170,11 +205,18 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     if state.get("disabled"):
         log("KubeSpan is disabled on this node (kubespan_enabled: false): nothing to do")
         return 0
+    try:
+        if refresh_address(state_dir, log, lock_timeout):
+            state = load_state(state_dir) or state
+    except Exception as exc:  # pylint: disable=broad-except  # the address check must never stop the agent's repairs
+        log("KubeSpan address not checked in this tick (%s: %s)" % (type(exc).__name__, exc))
     settings = settings_from_state(state)
     settings_status.persistent_keepalive = int(settings.persistent_keepalive)
     disc = None
     if (state.get("discovery") or {}).get("enabled"):
-        disc, state = _discovery_sync(state_dir, state, log, now_fn, lock_timeout, discovery_client)
+        # the Watch streams are held for the sampling window (plus the time the sync and the re-apply take)
+        disc, state = _discovery_sync(state_dir, state, log, now_fn, lock_timeout, discovery_client,
+                                      settings_status.watch_seconds + WATCH_MARGIN if real_sleep(sleep_fn) else 0.0)
     try:
         return _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc)
     finally:
@@ -225,7 +267,14 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
             if settings.allow_down_peer_bypass:
                 applied_up = _follow_bypass(state_dir, statuses, applied_up, log, lock_timeout)
             if i + 1 < samples:
-                sleep_fn(settings_status.sample_interval)
+                if disc is not None and disc.watching():
+                    # sleep until the next sample, applying what the Watch streams bring as it arrives
+                    end = time.monotonic() + settings_status.sample_interval
+                    while time.monotonic() < end:
+                        if disc.wait(end - time.monotonic()):
+                            peers = _discovery_poll(state_dir, state, disc, log, lock_timeout, peers)
+                else:
+                    sleep_fn(settings_status.sample_interval)
     finally:
         dev.close()
     write_json(status_path(state_dir), statuses_to_json(statuses))

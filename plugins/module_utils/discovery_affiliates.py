@@ -39,6 +39,7 @@ from typing import Iterable, List, Optional, Tuple
 from .discovery_crypto import DiscoveryCryptoError, open_data, open_endpoint, seal_data, seal_endpoint
 from .discovery_wire import (
     ClientAffiliate,
+    ControlPlane,
     Endpoint,
     KubeSpan,
     ServerAffiliate,
@@ -69,8 +70,12 @@ class AffiliateError(ValueError):
 # --- this node -> the service --------------------------------------------------------------------
 
 
-def affiliate_message(aff: dict, hostname: str = "", machine_type: str = "", operating_system: str = "") -> Tuple[ClientAffiliate, List[Endpoint]]:
-    """This project's affiliate dict -> Talos's client Affiliate and its Endpoints (ValueError on bad values)."""
+def affiliate_message(aff: dict, hostname: str = "", machine_type: str = "", operating_system: str = "",
+                      api_server_port: int = 0) -> Tuple[ClientAffiliate, List[Endpoint]]:
+    """This project's affiliate dict -> Talos's client Affiliate and its Endpoints (ValueError on bad values).
+
+    ``machine_type``: Talos's machine type name (``controlplane``, ``worker``, ``init``); ``api_server_port``: with
+    a control-plane type (controlplane, init), published as ControlPlane.api_server_port as Talos does."""
     kubespan = KubeSpan(
         public_key=aff["public_key"],
         address=ip_to_bytes(aff["address"]),
@@ -86,6 +91,8 @@ def affiliate_message(aff: dict, hostname: str = "", machine_type: str = "", ope
         operating_system=operating_system,
         kubespan=kubespan,
     )
+    if machine_type in ("controlplane", "init") and api_server_port:
+        msg.control_plane = ControlPlane(api_server_port=int(api_server_port))
     return msg, [endpoint_to_message(e) for e in aff.get("endpoints") or []]
 
 

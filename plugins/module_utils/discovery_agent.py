@@ -26,10 +26,11 @@ import ipaddress
 import json
 import os
 import socket
+import threading
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
-from .endpoints import endpoint_problem, endpoints_from_inputs
+from .endpoints import endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .peers import PeerError, build_peer_set
 from .statefile import StateFileError, read_json, write_json
 from .wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
@@ -54,13 +55,23 @@ class DiscoverySettingsError(ValueError):
     """Discovery settings are invalid; the message names the setting."""
 
 
+MAX_SERVICES = 8  # discovery endpoints at once (Talos 1.14 runs one client per configured endpoint)
+MACHINE_TYPES = ("controlplane", "worker", "init")  # Talos's machine.Type names, published as machine_type
+HELLO_INTERVAL = 900.0  # Hello again after 15 min, or after an error (Talos's client says Hello once per connection)
+
+
 def default_settings() -> dict:
-    return {"enabled": False, "endpoint": "", "insecure": False, "ca_file": "", "server_name": "",
-            "harvest_extra_endpoints": False, "ttl": DEFAULT_TTL, "timeout": RPC_TIMEOUT}
+    return {"enabled": False, "endpoint": "", "endpoints": [], "insecure": False, "ca_file": "", "server_name": "",
+            "harvest_extra_endpoints": False, "ttl": DEFAULT_TTL, "timeout": RPC_TIMEOUT, "machine_type": "worker",
+            "api_server_port": 6443}
 
 
 def normalize_settings(raw: Optional[dict]) -> dict:
-    """Discovery settings as persisted in the desired state; DiscoverySettingsError on bad values."""
+    """Discovery settings as persisted in the desired state; DiscoverySettingsError on bad values.
+
+    ``endpoints`` (kubespan_discovery_endpoints, Talos >= 1.14: one client per endpoint, results merged) wins over the
+    single ``endpoint`` (kubespan_discovery_endpoint); afterwards ``endpoints`` lists every service in order and
+    ``endpoint`` is the first of them (or "")."""
     out = default_settings()
     for key, value in (raw or {}).items():
         if key in out and value is not None:
@@ -68,27 +79,54 @@ def normalize_settings(raw: Optional[dict]) -> dict:
     out["enabled"] = bool(out["enabled"])
     out["insecure"] = bool(out["insecure"])
     out["harvest_extra_endpoints"] = bool(out["harvest_extra_endpoints"])
-    out["endpoint"] = str(out["endpoint"] or "").strip()
+    listed = out["endpoints"]
+    if isinstance(listed, str) or not isinstance(listed, (list, tuple)):
+        raise DiscoverySettingsError("kubespan_discovery_endpoints must be a list of endpoints (one item per line), got %s"
+                                     % type(listed).__name__)
+    endpoints = []
+    for item in [str(e or "").strip() for e in listed] or [str(out["endpoint"] or "").strip()]:
+        if item and item not in endpoints:
+            endpoints.append(item)
+    if len(endpoints) > MAX_SERVICES:
+        raise DiscoverySettingsError("kubespan_discovery_endpoints lists %d services: at most %d" % (len(endpoints), MAX_SERVICES))
+    out["endpoints"] = endpoints
+    out["endpoint"] = endpoints[0] if endpoints else ""
     out["ca_file"] = str(out["ca_file"] or "")
     out["server_name"] = str(out["server_name"] or "")
+    out["machine_type"] = str(out["machine_type"] or "worker")
+    if out["machine_type"] not in MACHINE_TYPES:
+        raise DiscoverySettingsError("kubespan_machine_type %r: use one of %s (Talos's machine.type)" % (out["machine_type"], ", ".join(MACHINE_TYPES)))
     try:
         out["ttl"] = float(out["ttl"])
         out["timeout"] = float(out["timeout"])
+        port = out["api_server_port"]
+        if isinstance(port, bool):
+            raise ValueError(port)
+        out["api_server_port"] = int(port)
     except (TypeError, ValueError):
-        raise DiscoverySettingsError("discovery ttl and timeout must be numbers")
+        raise DiscoverySettingsError("discovery ttl and timeout must be numbers, kubespan_api_server_port an integer")
     if not 0 < out["ttl"] <= 1800:
         raise DiscoverySettingsError("discovery ttl %s must be > 0 and <= 1800 seconds (the service's limit)" % out["ttl"])
     if not 0 < out["timeout"] <= 60:
         raise DiscoverySettingsError("discovery timeout %s must be > 0 and <= 60 seconds" % out["timeout"])
+    if not 1 <= out["api_server_port"] <= 65535:
+        raise DiscoverySettingsError("kubespan_api_server_port %s must be 1-65535" % out["api_server_port"])
     if out["enabled"]:
-        if not out["endpoint"]:
-            raise DiscoverySettingsError("kubespan_discovery_endpoint is required when kubespan_discovery_enabled is true "
-                                         "(e.g. https://discovery.example.com:443 or 10.0.0.5:3000 with kubespan_discovery_insecure)")
-        target, tls = service_target(out["endpoint"], out["insecure"])
-        if not tls and out["ca_file"]:
-            raise DiscoverySettingsError("kubespan_discovery_ca_file is set but the connection to %s is plaintext "
-                                         "(kubespan_discovery_insecure or an http:// endpoint)" % target)
+        if not endpoints:
+            raise DiscoverySettingsError("kubespan_discovery_endpoint is required (or kubespan_discovery_endpoints) when "
+                                         "kubespan_discovery_enabled is true (e.g. https://discovery.example.com:443 or "
+                                         "10.0.0.5:3000 with kubespan_discovery_insecure)")
+        for endpoint in endpoints:
+            target, tls = service_target(endpoint, out["insecure"])
+            if not tls and out["ca_file"]:
+                raise DiscoverySettingsError("kubespan_discovery_ca_file is set but the connection to %s is plaintext "
+                                             "(kubespan_discovery_insecure or an http:// endpoint)" % target)
     return out
+
+
+def service_settings(settings: dict, endpoint: str) -> dict:
+    """The settings of one of the services (``endpoint``), for make_client and delete_affiliate."""
+    return dict(settings, endpoint=endpoint, endpoints=[endpoint])
 
 
 def service_target(endpoint: str, insecure: bool) -> Tuple[str, bool]:
@@ -158,15 +196,16 @@ def publishable_affiliate(local: dict, public_ep: Optional[str], announce: Optio
     an older version), the observed endpoint is appended last.
     """
     aff = strip_affiliate(local)
+    public_eps = [public_ep] if isinstance(public_ep, str) else [e for e in public_ep or () if e]
     if announce is not None:
         try:
-            observed = [parse_endpoint(public_ep)[0]] if public_ep else []
+            observed = [parse_endpoint(ep)[0] for ep in public_eps]
             aff["endpoints"] = endpoints_from_inputs(announce, observed)
             return aff
         except (KeyError, TypeError, ValueError):
             pass  # unusable announce data: the inventory's endpoints, as below
     endpoints = []
-    for ep in list(aff.get("endpoints") or []) + ([public_ep] if public_ep else []):
+    for ep in list(aff.get("endpoints") or []) + public_eps:
         try:
             norm = normalize_endpoint(ep)
         except ValueError:
@@ -260,14 +299,15 @@ def harvest_plan(statuses: Dict[str, object], peers: Iterable[dict], harvested: 
 def plan_peers(inventory_peers: Iterable[dict], discovered: Optional[List[dict]], last_discovered: Optional[List[dict]],
                local_public_key: str, local_address: str, subnet: str, local: Optional[dict] = None,
                local_name: Optional[str] = None, allowed_networks: Optional[Iterable[str]] = None,
-               never_routed: Iterable[str] = ()) -> Tuple[List[dict], List[dict], List[str]]:
+               never_routed: Iterable[str] = (), peer_endpoint_filters: Optional[List[str]] = None) -> Tuple[List[dict], List[dict], List[str]]:
     """The peer set from the inventory's peers and the discovered affiliates: (peer specs, new last_discovered, reasons).
 
     ``discovered`` None: the service was not asked or not reachable, ``last_discovered`` stands in (an outage
     never removes peers). A merge that would fail (a clash the merge rules let through) falls back to the
     inventory's peers alone, with the reason. ``allowed_networks`` (kubespan_allowed_peer_networks; None: no
     bound) and ``never_routed`` (engine.host_never_routed) bound the discovered claims (merge_affiliates);
-    ``never_routed`` is also given to no peer at all (build_peer_set's local addresses).
+    ``never_routed`` is also given to no peer at all (build_peer_set's local addresses). ``peer_endpoint_filters``
+    (kubespan_filters_peer_endpoints, Talos filters.peerEndpoints; None: none) filters the peers' endpoints this node dials.
     """
     net = ipaddress.IPv6Network(subnet)
     local = local or {}
@@ -287,8 +327,9 @@ def plan_peers(inventory_peers: Iterable[dict], discovered: Optional[List[dict]]
     except PeerError as exc:
         peers, warnings = build_peer_set(local_public_key, local_address, net, inventory, None, None, local_name,
                                          local_addresses, local_networks)
+        peers = filter_peer_endpoints(peers, peer_endpoint_filters)
         return peers, list(last_discovered or []), reasons + ["discovered affiliates not used: %s" % exc] + warnings
-    return peers, discovered_only(merged), reasons + warnings
+    return filter_peer_endpoints(peers, peer_endpoint_filters), discovered_only(merged), reasons + warnings
 
 
 def same_peers(a: Iterable[dict], b: Iterable[dict]) -> bool:
@@ -397,55 +438,125 @@ def _errors():
 
 
 def delete_affiliate(settings: dict, cluster_id: str, node_id: str, client_factory: Callable = make_client) -> Optional[str]:
-    """AffiliateDelete of this node (KubeSpan or discovery disabled). Returns a warning, or None when done."""
-    if not settings.get("endpoint") or not node_id:
+    """AffiliateDelete of this node on every configured service (KubeSpan or discovery disabled). Returns a warning, or
+    None when done."""
+    endpoints = list(settings.get("endpoints") or []) or ([settings["endpoint"]] if settings.get("endpoint") else [])
+    if not endpoints or not node_id:
         return None
-    try:
-        client = client_factory(settings)
+    warnings = []
+    for endpoint in endpoints:
         try:
-            client.delete(cluster_id, node_id)
-        finally:
-            client.close()
-    except _errors() as exc:
-        return ("could not remove this node's affiliate from the discovery service %s (%s): the other nodes drop it "
-                "when it expires (at most %d s)" % (settings.get("endpoint"), exc, int(settings.get("ttl") or DEFAULT_TTL)))
-    return None
+            client = client_factory(service_settings(settings, endpoint))
+            try:
+                client.delete(cluster_id, node_id)
+            finally:
+                client.close()
+        except _errors() as exc:
+            warnings.append("could not remove this node's affiliate from the discovery service %s (%s): the other nodes drop "
+                            "it when it expires (at most %d s)" % (endpoint, exc, int(settings.get("ttl") or DEFAULT_TTL)))
+    return "; ".join(warnings) or None
 
 
-class DiscoveryRound:
-    """One agent tick's discovery work. ``sync()`` before the data plane is re-applied, ``harvest()`` after sampling.
+def merge_discovered(lists: Iterable[Optional[List[dict]]]) -> Optional[List[dict]]:
+    """The opened affiliates of several services merged by node ID as Talos merges affiliates: list fields are united
+    (each item appended when absent, in order), non-empty scalars of a later service overwrite. None when every list is
+    None (no service answered); the result is sorted by node ID (open_affiliates' order)."""
+    merged: Dict[str, dict] = {}
+    answered = False
+    for found in lists:
+        if found is None:
+            continue
+        answered = True
+        for aff in found:
+            node_id = aff.get("node_id") or ""
+            cur = merged.get(node_id)
+            if cur is None:
+                merged[node_id] = {k: (list(v) if isinstance(v, list) else v) for k, v in aff.items()}
+                continue
+            for key, value in aff.items():
+                if isinstance(value, list):
+                    items = cur.setdefault(key, [])
+                    items.extend(item for item in value if item not in items)
+                elif value not in (None, ""):
+                    cur[key] = value
+    if not answered:
+        return None
+    return [merged[k] for k in sorted(merged)]
 
-    ``state``: the desired state (cluster ID and secret, discovery settings, inventory peers, local affiliate).
-    ``update_peers(peers)`` is called (by the agent, under the node lock) when the merged peer set differs.
-    """
 
-    def __init__(self, state_dir: str, state: dict, log: Callable[[str], None], now_fn: Callable[[], float],
-                 client_factory: Callable = make_client, hostname: Optional[str] = None):
-        self.state_dir = state_dir
-        self.state = state
-        self.log = log
-        self.now_fn = now_fn
-        self.client_factory = client_factory
-        self.settings = normalize_settings(state.get("discovery"))
-        self.hostname = hostname or socket.gethostname()
+def hello_due(memory: dict, now: float) -> bool:
+    """Whether this tick says Hello to a service: never said, HELLO_INTERVAL passed, the clock went back, or the last
+    tick had an error with it (then the redirect and the observed address are learned again)."""
+    at = memory.get("hello_at")
+    if not isinstance(at, (int, float)) or memory.get("last_error"):
+        return True
+    return now < at or now - at >= HELLO_INTERVAL
+
+
+class _Service:
+    """One discovery service of a round: its own client, Hello, Watch stream and memory (Talos >= 1.14: one client per
+    configured endpoint). The first service keeps its memory at the top of discovery.json (as with one endpoint); the
+    others under ``services`` by endpoint."""
+
+    def __init__(self, rnd: DiscoveryRound, index: int, endpoint: str):
+        self.rnd = rnd
+        self.configured = endpoint
+        self.settings = service_settings(rnd.settings, endpoint)
+        self.endpoint = endpoint  # the service in use: the configured one, or where it redirected
+        if index == 0:
+            self.memory = rnd.memory
+        else:
+            self.memory = rnd.memory.setdefault("services", {}).setdefault(endpoint, {})
+            for key in ("published", "harvested"):
+                if not isinstance(self.memory.get(key), dict):
+                    self.memory[key] = {}
         self.client = None
-        self.key = None
-        self.memory, problem = load_memory(state_dir)
-        if problem:
-            log(problem)
         self.reachable = False
-        self.endpoint = self.settings["endpoint"]  # the service in use: the configured one, or where it redirected
+        self.found: Optional[List[dict]] = None  # this tick's opened affiliates (None: not reachable)
+        self.listed: List = []
+        self.current: Dict[str, object] = {}  # affiliate ID -> ServerAffiliate, as the Watch stream tells it
+        self.stream = None
+        self.thread = None
+        self.lock = threading.Lock()
+        self.first = threading.Event()
+        self.watch_error: Optional[str] = None
 
-    # helpers
-    def _hello(self, cluster_id: str):
-        """Connect and say Hello, following the service's redirects as Talos's client does (at most MAX_REDIRECTS
-        hops, never back to a service already asked). The redirected connection keeps the TLS mode and CA file;
-        the certificate is checked against the new host. Logged when where it leads changes, not at every tick."""
+    def log(self, line: str) -> None:
+        self.rnd.log(line)
+
+    def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.cancel()
+            except Exception:  # pylint: disable=broad-except  # cancelling must never fail a tick
+                pass
+        if self.thread is not None:
+            self.thread.join(timeout=2.0)
+            self.thread = None
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # pylint: disable=broad-except  # closing must never fail a tick
+                pass
+            self.client = None
+
+    def connect(self, cluster_id: str, now: float):
+        """Hello when due (hello_due), following redirects as Talos's client does (at most MAX_REDIRECTS hops, never back
+        to a service already asked; the redirected connection keeps the TLS mode and CA file, the certificate is checked
+        against the new host; logged when where it leads changes); otherwise connect to where the last Hello led.
+        Returns the Hello's observed address (None when not asked this tick: the kept one stands)."""
+        if not hello_due(self.memory, now):
+            target = self.memory.get("redirected_to") or self.configured
+            self.endpoint = target
+            self.client = self.rnd.client_factory(dict(self.settings, endpoint=target, server_name="")
+                                                  if target != self.configured else self.settings)
+            return None
         settings = self.settings
-        self.endpoint = settings["endpoint"]
-        self.client = self.client_factory(settings)
+        self.endpoint = self.configured
+        self.client = self.rnd.client_factory(settings)
         hello = self.client.hello(cluster_id)
-        asked = [settings["endpoint"]]
+        asked = [self.configured]
         while hello.redirect:
             target = str(hello.redirect).strip()
             if target in asked:
@@ -463,24 +574,129 @@ class DiscoveryRound:
             settings = dict(settings, endpoint=target, server_name="")
             self.close()
             self.endpoint = target  # an unreachable redirect target is named as such
-            self.client = self.client_factory(settings)
+            self.client = self.rnd.client_factory(settings)
             asked.append(target)
             hello = self.client.hello(cluster_id)
         redirected = asked[-1] if len(asked) > 1 else None
-        if redirected != self.memory.get("redirected_to"):
+        if redirected != self.memory.get("redirected_to") or "redirected_to" not in self.memory:
             if redirected:
                 self.log("discovery service %s redirects to %s: using it (set kubespan_discovery_endpoint to it to skip the "
-                         "redirect)" % (self.settings["endpoint"], redirected))
-            else:
-                self.log("discovery service %s answers without a redirect" % self.settings["endpoint"])
+                         "redirect)" % (self.configured, redirected))
+            elif "redirected_to" in self.memory:
+                self.log("discovery service %s answers without a redirect" % self.configured)
             self.memory["redirected_to"] = redirected
+        self.memory["hello_at"] = now
         return hello
 
-    def _warn_unreachable(self, exc) -> None:
-        kept = len(self.memory.get("affiliates") or [])
-        self.log("discovery service %s unavailable (%s): keeping the inventory peers and the %d affiliates discovered last"
-                 % (self.endpoint, exc, kept))
+    def snapshot(self, cluster_id: str, hold: float) -> List:
+        """The cluster's affiliates: the first event of a Watch stream held for ``hold`` seconds (0: List only), read by a
+        thread that keeps ``current`` up to date and wakes the round on each change. List is the fallback when the
+        stream fails or its snapshot is late."""
+        if hold > 0 and getattr(self.client, "watch", None) is not None:
+            from .discovery_grpc import DiscoveryRPCError
+            try:
+                self.stream = self.client.watch(cluster_id, timeout=hold)
+                self.thread = threading.Thread(target=self._read_stream, args=(self.stream,), daemon=True,
+                                               name="kubespan-watch")
+                self.thread.start()
+            except (DiscoveryRPCError, ValueError) as exc:
+                self.watch_error = str(exc)
+                self.stream = None
+            if self.stream is not None and self.first.wait(float(self.settings.get("timeout") or RPC_TIMEOUT)):
+                with self.lock:
+                    if self.watch_error is None or self.current:
+                        listed = list(self.current.values())
+                        self.memory.pop("watch_error", None)
+                        return listed
+            if self.stream is not None:
+                self.stream.cancel()
+                self.stream = None
+            error = self.watch_error or "no snapshot within %.0f s" % float(self.settings.get("timeout") or RPC_TIMEOUT)
+            if error != self.memory.get("watch_error"):
+                self.log("discovery service %s: Watch failed (%s): using List" % (self.endpoint, error))
+            self.memory["watch_error"] = error[:MAX_REASON_CHARS]
+        return self.client.list(cluster_id)
+
+    def _read_stream(self, stream) -> None:
+        from .discovery_affiliates import apply_watch_event
+        try:
+            count = 0
+            for event in stream:
+                with self.lock:
+                    self.current = apply_watch_event(self.current, event.snapshot, event.deleted, event.affiliates)
+                    if len(self.current) > MAX_AFFILIATES:  # a hostile service: keep the first by ID, as List does
+                        self.current = {k: self.current[k] for k in sorted(self.current)[:MAX_AFFILIATES]}
+                count += 1
+                if event.snapshot:
+                    self.first.set()
+                else:
+                    self.rnd.changed.set()
+        except Exception as exc:  # pylint: disable=broad-except  # a stream error only ends the Watch; List stays
+            with self.lock:
+                self.watch_error = str(exc)[:MAX_REASON_CHARS]
+        finally:
+            self.first.set()
+
+    def watched(self) -> List:
+        with self.lock:
+            return list(self.current.values())
+
+    def warn_unreachable(self, exc) -> None:
+        self.log("discovery service %s unavailable (%s): keeping the inventory peers and the affiliates discovered last"
+                 % (self.endpoint, exc))
         self.memory["last_error"] = str(exc)[:500]
+        self.reachable = False
+        self.found = None
+        self.close()
+
+
+class DiscoveryRound:
+    """One agent tick's discovery work. ``sync()`` before the data plane is re-applied, ``poll()`` at each sample (the
+    affiliates the Watch streams brought since), ``harvest()`` after sampling.
+
+    ``state``: the desired state (cluster ID and secret, discovery settings, inventory peers, local affiliate).
+    ``update_peers(peers)`` is called (by the agent, under the node lock) when the merged peer set differs.
+    ``watch_seconds``: how long the Watch streams are held (the agent's sampling window; 0: List, no stream).
+    With several services (kubespan_discovery_endpoints), each gets its own client; their affiliates are merged
+    (merge_discovered), and a service that does not answer stands in with what it listed last, so stopping any one
+    of them loses no peer.
+    """
+
+    def __init__(self, state_dir: str, state: dict, log: Callable[[str], None], now_fn: Callable[[], float],
+                 client_factory: Callable = make_client, hostname: Optional[str] = None, watch_seconds: float = 0.0):
+        self.state_dir = state_dir
+        self.state = state
+        self.log = log
+        self.now_fn = now_fn
+        self.client_factory = client_factory
+        self.settings = normalize_settings(state.get("discovery"))
+        self.hostname = hostname or socket.gethostname()
+        self.key = None
+        self.watch_seconds = float(watch_seconds)
+        self.changed = threading.Event()
+        self.memory, problem = load_memory(state_dir)
+        if problem:
+            log(problem)
+        services = self.memory.get("services")
+        if isinstance(services, dict):  # forget services no longer configured
+            self.memory["services"] = {k: v for k, v in services.items() if k in self.settings["endpoints"][1:] and isinstance(v, dict)}
+        self.services = [_Service(self, i, ep) for i, ep in enumerate(self.settings["endpoints"])]
+        if len(self.services) < 2:
+            self.memory.pop("services", None)
+            self.memory.pop("found", None)  # a stand-in list is kept only with several services
+        self.reachable = False
+
+    @property
+    def endpoint(self) -> str:
+        return self.services[0].endpoint if self.services else ""
+
+    @property
+    def client(self):
+        """The first reachable service's client (harvest and tests)."""
+        for svc in self.services:
+            if svc.reachable and svc.client is not None:
+                return svc.client
+        return None
 
     def _log_reasons(self, reasons: List[str]) -> None:
         """Reasons (dropped affiliates, skipped endpoints) are logged when they change, not at every tick; at most
@@ -492,60 +708,121 @@ class DiscoveryRound:
         self.memory["reasons"] = reasons
 
     def close(self) -> None:
-        if self.client is not None:
-            try:
-                self.client.close()
-            except Exception:  # pylint: disable=broad-except  # closing must never fail a tick
-                pass
-            self.client = None
+        for svc in self.services:
+            svc.close()
 
     def sync(self, update_peers: Callable[[List[dict]], None]) -> bool:
-        """Hello, List, AffiliateUpdate when due, merge. Returns True when the peer set changed (update_peers was called)."""
+        """Hello (when due), Watch snapshot (List as fallback), AffiliateUpdate when due, merge, for every service.
+        Returns True when the peer set changed (update_peers was called)."""
         state = self.state
         errors = _errors()
         from .discovery_crypto import key_from_secret
         cluster_id = state["cluster_id"]
         local = state.get("local_affiliate") or None
-        ident_key = local.get("public_key") if local else ""
         node_id = (local or {}).get("node_id") or ""
         settings = state.get("settings") or {}
         now = self.now_fn()
         try:
             self.key = key_from_secret(state["cluster_secret"])
-            hello = self._hello(cluster_id)
-            listed = self.client.list(cluster_id)
         except errors as exc:
-            self._warn_unreachable(exc)
-            self.reachable = False
-            self.close()
+            for svc in self.services:
+                svc.warn_unreachable(exc)
             save_memory(self.state_dir, self.memory)
             return False
-        list_reasons = []
-        if getattr(listed, "truncated", False) or len(listed) > MAX_AFFILIATES:
-            listed = list(listed)[:MAX_AFFILIATES]
-            list_reasons.append("the service lists more than %d affiliates (the limit of a cluster): only the first %d were read"
-                                % (MAX_AFFILIATES, MAX_AFFILIATES))
-        public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
-        if public_ep != self.memory.get("public_endpoint") or "public_endpoint" not in self.memory:
-            self.log("discovery: the service sees this node at %s" % (hello.client_ip or "(not reported)"))
-        self.memory["public_endpoint"] = public_ep
+        list_reasons: List[str] = []
+        for svc in self.services:
+            try:
+                hello = svc.connect(cluster_id, now)
+                listed = svc.snapshot(cluster_id, self.watch_seconds)
+            except errors as exc:
+                svc.warn_unreachable(exc)
+                continue
+            if getattr(listed, "truncated", False) or len(listed) > MAX_AFFILIATES:
+                listed = sorted(listed, key=lambda a: a.id)[:MAX_AFFILIATES]
+                list_reasons.append("the service lists more than %d affiliates (the limit of a cluster): only the first "
+                                    "%d were read (%s)" % (MAX_AFFILIATES, MAX_AFFILIATES, svc.endpoint))
+            if hello is not None:
+                public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
+                if public_ep != svc.memory.get("public_endpoint") or "public_endpoint" not in svc.memory:
+                    self.log("discovery: the service %s sees this node at %s" % (svc.endpoint, hello.client_ip or "(not reported)"))
+                svc.memory["public_endpoint"] = public_ep
+            svc.listed = listed
+            svc.reachable = True
+            svc.memory.pop("last_error", None)
+        reachable = [svc for svc in self.services if svc.reachable]
+        if not reachable:
+            self.reachable = False
+            save_memory(self.state_dir, self.memory)
+            return False
+        public_eps = []
+        for svc in self.services:
+            ep = svc.memory.get("public_endpoint")
+            if ep and ep not in public_eps:
+                public_eps.append(ep)
         if local and node_id:
-            self._publish(cluster_id, node_id, local, public_ep, listed, now)
+            for svc in reachable:
+                self._publish(svc, cluster_id, node_id, local, public_eps, svc.listed, now)
         else:
             self.log("discovery: this node's own affiliate is not in the desired state: re-run the playbook to publish it")
-        found, open_reasons = open_affiliates(self.key, listed, local_node_id=node_id)
-        open_reasons = list_reasons + open_reasons
         self.reachable = True
-        self.memory.pop("last_error", None)
         self.memory["last_success"] = now
+        return self._merge(update_peers, list_reasons)
+
+    def poll(self, update_peers: Callable[[List[dict]], None]) -> bool:
+        """Apply what the Watch streams brought since the last merge (new, changed or deleted affiliates). Returns True
+        when the peer set changed. Cheap when nothing arrived (no lock, no I/O)."""
+        if not self.changed.is_set():
+            return False
+        self.changed.clear()
+        if not self.reachable:
+            return False
+        for svc in self.services:
+            if svc.reachable and svc.stream is not None:
+                svc.listed = svc.watched()
+        return self._merge(update_peers, [])
+
+    def watching(self) -> bool:
+        """Whether a Watch stream is still open (its thread alive)."""
+        return any(svc.thread is not None and svc.thread.is_alive() for svc in self.services)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early when a Watch stream brought a change (True then)."""
+        return self.changed.wait(max(0.0, seconds))
+
+    def _merge(self, update_peers: Callable[[List[dict]], None], list_reasons: List[str]) -> bool:
+        state = self.state
+        local = state.get("local_affiliate") or None
+        ident_key = local.get("public_key") if local else ""
+        node_id = (local or {}).get("node_id") or ""
+        settings = state.get("settings") or {}
+        open_reasons = list(list_reasons)
+        lists: List[Optional[List[dict]]] = []
+        several = len(self.services) > 1
+        for svc in self.services:
+            if svc.reachable:
+                found, why = open_affiliates(self.key, svc.listed, local_node_id=node_id)
+                open_reasons += why
+                svc.found = found
+                if several:
+                    svc.memory["found"] = found
+                lists.append(found)
+            elif several and isinstance(svc.memory.get("found"), list):
+                # a service that does not answer stands in with what it listed last: stopping one loses no peer
+                lists.append([a for a in svc.memory["found"][:MAX_AFFILIATES] if isinstance(a, dict)])
+        found = merge_discovered(lists)
         from .engine import host_never_routed
         from .peers import DEFAULT_ALLOWED_PEER_NETWORKS
         allowed = settings.get("allowed_peer_networks")
-        never = host_never_routed(str(settings.get("interface") or "kubespan"), self.endpoint)
+        never: List[str] = []
+        for svc in self.services:
+            for addr in host_never_routed(str(settings.get("interface") or "kubespan"), svc.endpoint):
+                if addr not in never:
+                    never.append(addr)
         peers, new_last, merge_reasons = plan_peers(state.get("inventory_peers") or [], found, self.memory.get("affiliates"),
                                                     ident_key, state.get("address") or "", state["subnet"], local,
                                                     (local or {}).get("name"),
-                                                    list(DEFAULT_ALLOWED_PEER_NETWORKS) if allowed is None else allowed, never)
+                                                    list(DEFAULT_ALLOWED_PEER_NETWORKS) if allowed is None else allowed, never,
+                                                    settings.get("peer_endpoint_filters"))
         self._log_reasons(open_reasons + merge_reasons)
         old_names = {a.get("node_id"): a.get("name") for a in self.memory.get("affiliates") or []}
         new_names = {a.get("node_id"): a.get("name") for a in new_last}
@@ -558,51 +835,58 @@ class DiscoveryRound:
         if same_peers(peers, state.get("peers") or []):
             return False
         update_peers(peers)
+        self.state = dict(state, peers=peers)
         return True
 
-    def _publish(self, cluster_id: str, node_id: str, local: dict, public_ep: Optional[str], listed: List, now: float) -> None:
-        """AffiliateUpdate of this node's affiliate when due. A failure is logged (once per distinct error) and does not
-        stop the tick: the affiliates listed are merged all the same, and the next tick tries again."""
+    def _publish(self, svc: _Service, cluster_id: str, node_id: str, local: dict, public_eps: List[str], listed: List,
+                 now: float) -> None:
+        """AffiliateUpdate of this node's affiliate on one service when due. A failure is logged (once per distinct error)
+        and does not stop the tick: the affiliates listed are merged all the same, and the next tick tries again."""
         from .discovery_affiliates import affiliate_message
-        aff = publishable_affiliate(local, public_ep, load_announce_inputs(self.state_dir))
-        digest = affiliate_digest(self.endpoint, cluster_id, aff)
-        fields = {"hostname": self.hostname, "operating_system": "kubespan.mesh"}
+        aff = publishable_affiliate(local, public_eps, load_announce_inputs(self.state_dir))
+        digest = affiliate_digest(svc.endpoint, cluster_id, aff)
+        fields = {"hostname": self.hostname, "operating_system": "kubespan.mesh",
+                  "machine_type": self.settings["machine_type"], "api_server_port": self.settings["api_server_port"]}
+        memory = svc.memory
         try:
             plain = affiliate_message(aff, **fields)[0].encode()
             data, blobs = seal_affiliate(self.key, aff, **fields)
             present = stored_is_current(self.key, listed, node_id, plain, blobs)
-            why = publish_due(self.memory.get("published"), digest, now, self.settings["ttl"], present)
+            why = publish_due(memory.get("published"), digest, now, self.settings["ttl"], present)
             if not why:
                 return
-            self.client.update(cluster_id, node_id, data, blobs, ttl=self.settings["ttl"])
+            svc.client.update(cluster_id, node_id, data, blobs, ttl=self.settings["ttl"])
         except _errors() as exc:
             error = str(exc)[:MAX_REASON_CHARS]
-            if error != self.memory.get("publish_error"):
-                self.log("discovery: this node's affiliate could not be published (%s): the affiliates listed are merged "
-                         "anyway; the next tick tries again" % error)
-            self.memory["publish_error"] = error
+            if error != memory.get("publish_error"):
+                self.log("discovery: this node's affiliate could not be published (%s): the affiliates listed are "
+                         "merged anyway; the next tick tries again (%s)" % (error, svc.endpoint))
+            memory["publish_error"] = error
             return
-        self.memory.pop("publish_error", None)
-        self.memory["published"] = {"digest": digest, "at": now, "endpoints": aff["endpoints"]}
-        self.log("discovery: published this node's affiliate (%s; %d endpoints)" % (why, len(aff["endpoints"])))
+        memory.pop("publish_error", None)
+        memory["published"] = {"digest": digest, "at": now, "endpoints": aff["endpoints"]}
+        self.log("discovery: published this node's affiliate (%s; %d endpoints) on %s" % (why, len(aff["endpoints"]), svc.endpoint))
 
     def harvest(self, statuses: Dict[str, object], peers: List[dict]) -> None:
-        """Publish the endpoints WireGuard observed for up peers (kubespan_harvest_extra_endpoints)."""
-        if not self.settings["harvest_extra_endpoints"] or not self.reachable or self.client is None:
+        """Publish the endpoints WireGuard observed for up peers (kubespan_harvest_extra_endpoints), on every service."""
+        if not self.settings["harvest_extra_endpoints"] or not self.reachable:
             return
         now = self.now_fn()
         local_node = (self.state.get("local_affiliate") or {}).get("node_id") or ""
-        harvested = self.memory.setdefault("harvested", {})
-        for node_id, endpoint in harvest_plan(statuses, peers, harvested, now, self.settings["ttl"], local_node):
-            try:
-                self.client.update(self.state["cluster_id"], node_id, None, seal_endpoints(self.key, [endpoint]), ttl=self.settings["ttl"])
-            except _errors() as exc:
-                self.log("discovery: harvested endpoint %s of %s not published: %s" % (endpoint, node_id, exc))
-                break
-            if harvested.get(node_id, {}).get("endpoint") != endpoint:
-                self.log("discovery: published harvested endpoint %s for %s" % (endpoint, node_id))
-            harvested[node_id] = {"endpoint": endpoint, "at": now}
         known = {p.get("node_id") for p in peers}
-        for node_id in [n for n in harvested if n not in known]:
-            del harvested[node_id]
+        for svc in self.services:
+            if not svc.reachable or svc.client is None:
+                continue
+            harvested = svc.memory.setdefault("harvested", {})
+            for node_id, endpoint in harvest_plan(statuses, peers, harvested, now, self.settings["ttl"], local_node):
+                try:
+                    svc.client.update(self.state["cluster_id"], node_id, None, seal_endpoints(self.key, [endpoint]), ttl=self.settings["ttl"])
+                except _errors() as exc:
+                    self.log("discovery: harvested endpoint %s of %s not published on %s: %s" % (endpoint, node_id, svc.endpoint, exc))
+                    break
+                if harvested.get(node_id, {}).get("endpoint") != endpoint:
+                    self.log("discovery: published harvested endpoint %s for %s on %s" % (endpoint, node_id, svc.endpoint))
+                harvested[node_id] = {"endpoint": endpoint, "at": now}
+            for node_id in [n for n in harvested if n not in known]:
+                del harvested[node_id]
         save_memory(self.state_dir, self.memory)

@@ -133,7 +133,8 @@ def announced_endpoints(
     addresses or prefixes never announced (the node's own KubeSpan address or the cluster's KubeSpan
     prefix; Talos also drops its SideroLink ULA). ``discovered_public_ips``: the addresses the discovery
     service saw this node come from, appended when absent unless endpoint_problem refuses it or ``exclude``
-    holds it. ``filters``: endpoint filters in Talos syntax; None or empty means no filtering.
+    holds it. ``filters``: endpoint filters in Talos syntax; None means no filtering, an empty list (Talos's
+    explicitly empty ``filters.endpoints``) announces none of these addresses (the extra endpoints remain).
     ``extra_endpoints``: ``ip:port`` / ``[ipv6]:port`` appended after, skipping exact duplicates. Raises ValueError naming a bad value.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
@@ -160,7 +161,7 @@ def announced_endpoints(
         if ip not in ips:
             ips.append(ip)
     selected = [ip.compressed for ip in ips]
-    if filters:
+    if filters is not None:
         selected = filter_ips(selected, filters)
     result = [format_endpoint(ip, port) for ip in selected]
     for value in extra_endpoints:
@@ -173,22 +174,54 @@ def announced_endpoints(
     return result
 
 
-ANNOUNCE_VERSION = 1
+ANNOUNCE_VERSION = 2  # 2: "filters" None (unset: no filtering) differs from [] (explicitly empty: nothing announced)
 
 
 def announce_inputs(addresses: Iterable, exclude: Iterable, filters: Optional[Sequence[str]], port: int,
                     extra_endpoints: Iterable[str]) -> dict:
     """What announced_endpoints is computed from, as plain JSON data (kept on the node for the agent)."""
     return {"version": ANNOUNCE_VERSION, "addresses": [str(a) for a in addresses], "exclude": [str(n) for n in exclude],
-            "filters": [str(f) for f in filters or ()], "port": int(port), "extra_endpoints": [str(e) for e in extra_endpoints or ()]}
+            "filters": None if filters is None else [str(f) for f in filters], "port": int(port), "extra_endpoints": [str(e) for e in extra_endpoints or ()]}
 
 
 def endpoints_from_inputs(inputs: dict, discovered_public_ips: Iterable = ()) -> List[str]:
     """announced_endpoints of ``announce_inputs`` data, with the addresses the discovery service saw this node come
     from inserted where Talos inserts them: after the node's own addresses, before the filters and the extra
     endpoints (so a filter that excludes it drops it, and its place follows the filters' order)."""
-    if inputs.get("version") != ANNOUNCE_VERSION:
-        raise ValueError("unknown announce data version %r" % (inputs.get("version"),))
+    version = inputs.get("version")
+    if version not in (1, ANNOUNCE_VERSION):
+        raise ValueError("unknown announce data version %r" % (version,))
+    filters = inputs["filters"]
+    if version == 1 and not filters:
+        filters = None  # version 1 wrote [] for "no filters"
     return announced_endpoints(inputs["addresses"], exclude=inputs["exclude"], discovered_public_ips=discovered_public_ips,
-                               filters=inputs["filters"] or None, port=int(inputs["port"]),
+                               filters=filters, port=int(inputs["port"]),
                                extra_endpoints=inputs["extra_endpoints"])
+
+
+def _endpoint_ip(endpoint: str) -> Optional[Address]:
+    host = str(endpoint).rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def filter_peer_endpoints(peers: Sequence[dict], filters: Optional[Sequence[str]]) -> List[dict]:
+    """Talos's ``filters.peerEndpoints`` (kubespan_filters_peer_endpoints): the endpoints of OTHER peers that this node
+    dials, filtered with FilterIPs (filter_ips) on their addresses; None: no filtering, [] : no endpoint is dialled
+    (the peers may still dial this node). The order follows filter_ips (filter order, then the peer's order); an
+    endpoint whose address is not an IP is dropped when filtering. Returns new peer dicts; the input is not changed."""
+    if filters is None:
+        return [dict(p) for p in peers]
+    parse = [parse_filter(f) for f in filters]  # raises ValueError naming a bad filter before any peer is touched
+    del parse
+    out = []
+    for peer in peers:
+        endpoints = list(peer.get("endpoints") or [])
+        ips = [_endpoint_ip(ep) for ep in endpoints]
+        kept = filter_ips([ip for ip in ips if ip is not None], filters)
+        peer = dict(peer)
+        peer["endpoints"] = [ep for text in kept for ep, ip in zip(endpoints, ips) if ip is not None and ip.compressed == text]
+        out.append(peer)
+    return out

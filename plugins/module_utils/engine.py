@@ -19,13 +19,13 @@ from typing import List, Optional
 
 from .addressing import first_physical_link, node_address
 from .dataplane import DEFAULT_MTU, FORCE_MARK, LINK_NAME, MARK_MASK, NFT_TABLE, ROUTE_TABLE, RULE_PRIORITY, WIREGUARD_MARK
-from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs
+from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
 from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
-from .statefile import StateFileError, ensure_dir, read_json, read_text, write_json
+from .statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
 from .wgtypes import WireGuardError, count_exceeds
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
@@ -59,6 +59,7 @@ class Settings:
     firewall_backend: str = "auto"
     firewalld_zone: str = ""
     allowed_peer_networks: List[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_PEER_NETWORKS))
+    peer_endpoint_filters: Optional[List[str]] = None  # Talos filters.peerEndpoints; None: no filtering
 
     def dataplane(self):
         from .dataplane import DataPlaneConfig
@@ -94,6 +95,7 @@ ROLE_VARIABLES = {
     "mark_mask": "kubespan_mark_mask",
     "firewall_backend": "kubespan_firewall_backend",
     "allowed_peer_networks": "kubespan_allowed_peer_networks",
+    "peer_endpoint_filters": "kubespan_filters_peer_endpoints",
 }
 
 
@@ -115,20 +117,16 @@ def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto
     created = ident is None
     with Netlink() as nl:
         physical = first_physical_link(nl.links())
-        host_addrs = nl.host_addresses(exclude_ifname=interface)
+        host_addrs = nl.node_addresses(exclude_ifname=interface)
     if created:
         if check_mode:
             return None, {"would_create": True, "state_dir": state_dir}, True
         ident = new_identity()
     address, subnet, source = node_address(cluster_id, ident.node_id, physical, address_source)
     addr = str(address)
-    # The address is established once: keep the stored one while it is in the cluster's subnet (a NIC
-    # swap or a reordering of links must not move the node); recompute when the cluster ID changed.
-    if ident.subnet == str(subnet) and ident.address:
-        stored = ident.address.split("/")[0]
-        if stored != addr:
-            source = "stored"
-        addr = stored
+    # As Talos (establishIdentity at every boot): the address is recomputed from the current first physical MAC at
+    # each run; the identity file keeps the keys, so a node whose first NIC changed gets a new address, same key.
+    previous = ident.address.split("/")[0] if ident.address and ident.subnet == str(subnet) else ""
     changed = created
     if ident.address.split("/")[0] != addr or ident.subnet != str(subnet):
         changed = True
@@ -158,7 +156,54 @@ def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto
         "created": created,
         "state_dir": state_dir,
     }
+    if previous and previous != addr:
+        facts["previous_address"] = previous
     return ident, facts, changed
+
+
+def address_change_message(old: str, new: str, source: str) -> str:
+    """The log line of a KubeSpan address that moved (a node's first physical NIC changed)."""
+    return ("KubeSpan address changed from %s to %s (recomputed from %s, as Talos does at every boot; the key is kept): "
+            "peers that learn this node from discovery follow at once, inventory peers at the next playbook run"
+            % (old, new, source))
+
+
+def refresh_address(state_dir: str, log, lock_timeout: float = 20.0) -> bool:
+    """The node agent's address check (each tick, so also right after boot): recompute the KubeSpan address from the
+    current first physical MAC (Settings.address_source); when it moved, update the identity file and the desired
+    state (address, this node's own affiliate) under the node lock and log it. The interface gets the new address
+    when the state is re-applied (the old one is removed as stale); the fail-closed routes depend on the cluster's
+    prefix, not on this address, so they stay. Returns True when it changed."""
+    state = load_state(state_dir)
+    if not state or state.get("disabled") or not state.get("cluster_id"):
+        return False
+    source_setting = str((state.get("settings") or {}).get("address_source") or "auto")
+    ident = load_identity(state_dir)
+    if ident is None or not ident.address:
+        return False
+    with Netlink() as nl:
+        physical = first_physical_link(nl.links())
+    try:
+        address, subnet, source = node_address(state["cluster_id"], ident.node_id, physical, source_setting)
+    except ValueError as exc:
+        log("KubeSpan address not recomputed: %s" % exc)
+        return False
+    new, old = str(address), ident.address.split("/")[0]
+    if new == old or ident.subnet != str(subnet):
+        return False
+    with state_lock(state_dir, timeout=lock_timeout):
+        ident.address = "%s/128" % new
+        save_identity(state_dir, ident, node_file=False)
+        state = load_state(state_dir) or state
+        state["address"] = ident.address
+        local = state.get("local_affiliate")
+        if isinstance(local, dict):
+            local = dict(local, address=new)
+            local["addresses"] = [new if a == old else a for a in local.get("addresses") or []]
+            state["local_affiliate"] = local
+        write_json(state_path(state_dir), state)
+    log(address_change_message(old, new, source))
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- device
@@ -400,6 +445,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
     ``extra_state``: more keys of the persisted desired state (discovery settings, the inventory's peers
     and this node's own affiliate, which the node agent's discovery client uses)."""
     settings.validate()
+    peers = filter_peer_endpoints(peers, settings.peer_endpoint_filters)
     now = time.time() if now is None else now
     result = MeshResult()
     impl = resolve_implementation(settings.implementation)

@@ -186,6 +186,22 @@ class Netlink:
             result.append((_attr(msg, "IFLA_IFNAME", ""), msg["ifi_type"], _kind(msg), _attr(msg, "IFLA_ADDRESS")))
         return result
 
+    def node_addresses(self, exclude_ifname: Optional[str] = None) -> List[Tuple[str, str]]:
+        """(interface name, address) of the addresses a node announces (select_node_addresses): links up,
+        global scope, IPv4 before IPv6 and numerically sorted."""
+        links = {}
+        for msg in self.ipr.get_links():
+            links[msg["index"]] = (_attr(msg, "IFLA_IFNAME", ""), bool(msg["flags"] & IFF_UP), _attr(msg, "IFLA_OPERSTATE", "UNKNOWN"))
+        records = []
+        for msg in self.ipr.get_addr():
+            name, admin_up, operstate = links.get(msg["index"], ("", False, "DOWN"))
+            if exclude_ifname and name == exclude_ifname:
+                continue
+            addr = _attr(msg, "IFA_ADDRESS") or _attr(msg, "IFA_LOCAL")
+            if addr:
+                records.append((name, addr, admin_up and str(operstate).upper() in LINK_UP_STATES, msg["scope"]))
+        return select_node_addresses(records)
+
     def host_addresses(self, exclude_ifname: Optional[str] = None) -> List[Tuple[str, str]]:
         """(interface name, address) of every address on the host, in kernel order."""
         names = {}
@@ -200,6 +216,30 @@ class Netlink:
             if addr:
                 result.append((name, addr))
         return result
+
+
+LINK_UP_STATES = ("UP", "UNKNOWN")  # operstate of a link that carries traffic (dummy and loopback links say UNKNOWN)
+# Links whose addresses are never node addresses: kube-proxy's IPVS dummy holds every Service ClusterIP
+NEVER_NODE_LINKS = ("kube-ipvs0",)
+
+
+def select_node_addresses(records) -> List[Tuple[str, str]]:
+    """The node addresses Talos announces, from (interface name, address, link up, scope) records.
+
+    As Talos's node addresses: only links that are up (administratively up, operstate up or unknown), only
+    global scope (RT_SCOPE_UNIVERSE: no host or link scope), never kube-proxy's ``kube-ipvs0`` (Service
+    ClusterIPs); then IPv4 before IPv6, each numerically, duplicates removed (the first interface kept).
+    Loopback, link-local, multicast and pod/service networks are left to the caller (endpoint_candidates)."""
+    chosen = {}
+    for name, addr, up, scope in records:
+        if not up or scope != RT_SCOPE_UNIVERSE or name in NEVER_NODE_LINKS:
+            continue
+        try:
+            ip = ipaddress.ip_address(str(addr).split("%", 1)[0])
+        except ValueError:
+            continue
+        chosen.setdefault(ip, name)
+    return [(chosen[ip], ip.compressed) for ip in sorted(chosen, key=lambda ip: (ip.version, int(ip)))]
 
 
 def endpoint_candidates(addresses, exclude_networks=()) -> List[str]:

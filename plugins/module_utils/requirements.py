@@ -58,7 +58,7 @@ def identity_option_spec() -> Dict[str, dict]:
         return dict(type="list", elements="str", default=[])
     return dict(
         address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
-        endpoint_filters=strings(),
+        endpoint_filters=dict(type="list", elements="str"),  # None (unset): no filtering; []: announce no address
         extra_endpoints=strings(),
         advertised_networks=strings(),
         exclude_advertised_networks=strings(),

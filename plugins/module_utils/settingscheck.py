@@ -175,13 +175,13 @@ def settings_errors(settings: dict) -> List[str]:
     backend = settings.get("kubespan_firewall_backend")
     if backend is not None and backend not in BACKENDS:
         errors.append("kubespan_firewall_backend=%r: use one of %s" % (backend, ", ".join(BACKENDS)))
-    for name in ("kubespan_filters_endpoints",):
+    for name in ("kubespan_filters_endpoints", "kubespan_filters_peer_endpoints"):
         for item in _list(errors, settings, name):
             try:
                 parse_filter(item)
             except ValueError as exc:
                 errors.append("%s: %s" % (name, exc))
-    for name in ("kubespan_kubernetes_networks", "kubespan_filters_exclude_advertised_networks"):
+    for name in ("kubespan_kubernetes_networks", "kubespan_service_networks", "kubespan_filters_exclude_advertised_networks"):
         for item in _list(errors, settings, name):
             try:
                 ipaddress.ip_network(str(item).strip(), strict=False)

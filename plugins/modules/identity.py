@@ -59,7 +59,8 @@ options:
       - Where the 64-bit interface identifier of the node's address comes from.
       - V(auto) uses the first physical Ethernet NIC's MAC (EUI-64, as Talos) and falls back to the node ID.
       - V(mac) requires a physical NIC; V(node-id) always uses the node ID.
-      - The address is established once and kept while the cluster ID is unchanged.
+      - As Talos, the address is recomputed from the current first physical MAC at each run (the node agent does
+        it at each tick too, so after a boot); the key is kept. A change is warned, naming both addresses.
     type: str
     choices: [auto, mac, node-id]
     default: auto
@@ -74,10 +75,10 @@ options:
   endpoint_filters:
     description:
       - Talos's C(machine.network.kubespan.filters.endpoints), in list order; C(!cidr) removes; addresses
-        that match no positive filter are not announced. Empty announces every address.
+        that match no positive filter are not announced. Unset (null) announces every address; an explicitly
+        empty list announces none of them (as Talos; O(extra_endpoints) are still announced).
     type: list
     elements: str
-    default: []
   extra_endpoints:
     description: Extra announced endpoints (C(ip:port), C([ipv6]:port)), e.g. inbound NAT mappings, appended after the node's own.
     type: list
@@ -156,12 +157,17 @@ identity:
       sample: fd7f:175a:b97c:5602::/64
     address_source:
       description: >-
-        C(mac:<link>) for EUI-64 of that physical NIC, C(node-id) for the container fallback,
-        C(stored) when a previously established address was kept.
+        C(mac:<link>) for EUI-64 of that physical NIC, C(node-id) for the container fallback.
       type: str
       sample: mac:eth0
+    previous_address:
+      description: The address before this run, when it moved (the first physical NIC changed).
+      type: str
+      returned: when the address changed
     addresses:
-      description: The node's routed addresses (no loopback or link-local), its KubeSpan address last.
+      description: >-
+        The node's addresses as Talos announces them (links up, global scope, no pod or service network,
+        no loopback or link-local; IPv4 before IPv6, numerically), its KubeSpan address last.
       type: list
       elements: str
     additional_addresses:
@@ -193,7 +199,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ensure_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import address_change_message, ensure_identity
 from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
 
 
@@ -225,6 +231,8 @@ def main():
                 out["diff"] = dict(before="", after="identity: would be generated in %s\n" % module.params["state_dir"])
             return out
         out = dict(changed=changed, identity=facts, missing_requirements={})
+        if facts.get("previous_address"):
+            module.warn(address_change_message(facts["previous_address"], facts["address"], facts["address_source"]))
         if module._diff and changed:
             after = "".join("%s: %s\n" % (k, facts[k]) for k in ("public_key", "node_id", "address", "subnet"))
             before = "" if facts.get("created") else "(address or subnet before this run differs)\n"

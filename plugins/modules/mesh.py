@@ -210,9 +210,43 @@ options:
     description:
       - The discovery service (cluster.discovery.registries.service.endpoint), C(https://host[:port]/) or
         C(host:port) (TLS), C(http://host:port/) or C(host:port) with O(discovery_insecure) (plaintext).
-      - Required with O(discovery_enabled).
+      - Required with O(discovery_enabled) unless O(discovery_endpoints) is given.
     type: str
     default: ""
+  discovery_endpoints:
+    description:
+      - Several discovery services at once (Talos 1.14 and later), in the forms of O(discovery_endpoint). Each gets
+        its own client; the affiliates they list are merged and this node publishes on each. When not empty, it
+        replaces O(discovery_endpoint).
+    type: list
+    elements: str
+    default: []
+  machine_type:
+    description:
+      - Talos's machine type of this node, published in its affiliate (C(talosctl get members) shows it).
+    type: str
+    choices: [controlplane, worker, init]
+    default: worker
+  api_server_port:
+    description:
+      - The Kubernetes API server port published with a control-plane O(machine_type) (Talos's
+        ControlPlane.api_server_port); not published for workers.
+    type: int
+    default: 6443
+  peer_endpoint_filters:
+    description:
+      - Talos's C(machine.network.kubespan.filters.peerEndpoints) - CIDRs in the syntax of endpoint filters
+        (C(cidr), C(!cidr), in order) that filter the endpoints of OTHER peers this node dials. Unset, no filtering;
+        an empty list dials none (the peers may still dial this node).
+    type: list
+    elements: str
+  address_source:
+    description:
+      - As M(kubespan.mesh.identity)'s O(kubespan.mesh.identity#module:address_source); kept in the desired state so
+        that the node agent recomputes the address from the current first physical MAC at each tick (after a boot).
+        Unset, the one of O(identity) (or C(auto)).
+    type: str
+    choices: [auto, mac, node-id]
   discovery_insecure:
     description: Speak plaintext gRPC to the service (a private network only).
     type: bool
@@ -257,7 +291,6 @@ options:
         description: As M(kubespan.mesh.identity)'s.
         type: list
         elements: str
-        default: []
       extra_endpoints:
         description: As M(kubespan.mesh.identity)'s.
         type: list
@@ -460,6 +493,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent impo
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
     ReconcileError,
     Settings,
+    address_change_message,
     compute_peers,
     ensure_identity,
     host_never_routed,
@@ -510,6 +544,11 @@ def main():
             firewalld_zone=dict(type="str", default=""),
             discovery_enabled=dict(type="bool", default=False),
             discovery_endpoint=dict(type="str", default=""),
+            discovery_endpoints=dict(type="list", elements="str", default=[]),
+            machine_type=dict(type="str", choices=["controlplane", "worker", "init"], default="worker"),
+            api_server_port=dict(type="int", default=6443),
+            peer_endpoint_filters=dict(type="list", elements="str"),
+            address_source=dict(type="str", choices=["auto", "mac", "node-id"]),
             discovery_insecure=dict(type="bool", default=False),
             discovery_ca_file=dict(type="path", default=""),
             discovery_server_name=dict(type="str", default=""),
@@ -568,10 +607,13 @@ def main():
                             state_dir=p["state_dir"], allow_down_peer_bypass=p["allow_down_peer_bypass"], route_table=p["route_table"],
                             rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"],
                             firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"],
-                            allowed_peer_networks=p["allowed_peer_networks"])
+                            allowed_peer_networks=p["allowed_peer_networks"], peer_endpoint_filters=p["peer_endpoint_filters"],
+                            address_source=p["address_source"] or (p["identity"] or {}).get("address_source") or "auto")
         settings.validate()
         try:
             discovery = normalize_settings(dict(enabled=p["discovery_enabled"], endpoint=p["discovery_endpoint"],
+                                                endpoints=p["discovery_endpoints"], machine_type=p["machine_type"],
+                                                api_server_port=p["api_server_port"],
                                                 insecure=p["discovery_insecure"], ca_file=p["discovery_ca_file"],
                                                 server_name=p["discovery_server_name"],
                                                 harvest_extra_endpoints=p["harvest_extra_endpoints"]))
@@ -593,6 +635,8 @@ def main():
                             changes=["create identity and mesh (identity does not exist yet)"],
                             **(dict(settled=False, settle_reason="no identity yet") if p["settle"] else {}))
             head = dict(identity=facts, affiliate=affiliate_of(p["local_name"] or "", facts), missing_requirements={})
+            if facts.get("previous_address"):
+                module.warn(address_change_message(facts["previous_address"], facts["address"], facts["address_source"]))
             if id_changed:
                 head["identity_changed"] = True
         ident = load_identity(p["state_dir"])
@@ -602,7 +646,9 @@ def main():
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
         agent = None
         with state_lock(p["state_dir"]):
-            never = host_never_routed(p["interface"], discovery["endpoint"] if discovery["enabled"] else "")
+            never = []
+            for endpoint in (discovery["endpoints"] if discovery["enabled"] else [""]):
+                never += [a for a in host_never_routed(p["interface"], endpoint) if a not in never]
             peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"], never)
             if p["settle"]:
                 settled, reason = (False, "discovery is on") if discovery["enabled"] else settle_check(
@@ -615,7 +661,7 @@ def main():
                 a = p["agent"]
                 agent = install(AgentOptions(bundle=decode_bundle(a["bundle"]), lib_dir=a["lib_dir"], state_dir=p["state_dir"],
                                              interface=p["interface"], interval=a["interval"], metrics_file=a["metrics_file"],
-                                             discovery_endpoint=discovery["endpoint"] if discovery["enabled"] else None,
+                                             discovery_endpoint=", ".join(discovery["endpoints"]) if discovery["enabled"] else None,
                                              command_path=a["command_path"]), check_mode=module.check_mode)
             extra = None
             leaving = []

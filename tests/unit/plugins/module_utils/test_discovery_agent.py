@@ -487,6 +487,11 @@ def test_hello_redirect_is_followed_and_logged_once(tmp_path):
         assert not any("redirect" in line for line in logs)
         # the old service stops redirecting: logged once, and the node talks to it again
         old_server.service.redirect = ""
+        # Hello is said again after HELLO_INTERVAL (the ticks between use the kept redirect, as Talos's client keeps
+        # its connection)
+        rnd, _changed = run_round(tmp_path, "a", a, clock, logs)
+        assert rnd.endpoint == new_target
+        clock.t += dag.HELLO_INTERVAL
         rnd, _changed = run_round(tmp_path, "a", a, clock, logs)
         assert rnd.endpoint == old_target and any("answers without a redirect" in line for line in logs)
         assert dag.load_memory(str(tmp_path / "a"))[0]["redirected_to"] is None

@@ -60,7 +60,23 @@ def test_talos_vector_through_the_announce_inputs_the_agent_keeps():
 def test_without_filters_every_usable_address_in_host_order():
     addresses = ["127.0.0.1/8", "fe80::1/64", "10.0.0.5/24", "::1/128", "2001:db8::5/64", "10.0.0.5/32", "0.0.0.0", "ff02::1"]
     assert announced_endpoints(addresses) == ["10.0.0.5:51820", "[2001:db8::5]:51820"]
-    assert announced_endpoints(addresses, filters=[]) == ["10.0.0.5:51820", "[2001:db8::5]:51820"]
+    assert announced_endpoints(addresses, filters=None) == ["10.0.0.5:51820", "[2001:db8::5]:51820"]
+
+
+def test_explicitly_empty_filters_announce_no_address_but_keep_the_extra_endpoints():
+    """Talos: an explicitly empty filters.endpoints announces no endpoints (FilterIPs with no filter keeps nothing);
+    unset (None) means no filtering. The extra announced endpoints are appended after the filters either way."""
+    addresses = ["10.0.0.5/24", "2001:db8::5/64"]
+    assert announced_endpoints(addresses, filters=[]) == []
+    assert announced_endpoints(addresses, discovered_public_ips=["203.0.113.9"], filters=[]) == []
+    assert announced_endpoints(addresses, filters=[], extra_endpoints=["198.51.100.1:4000"]) == ["198.51.100.1:4000"]
+    # through the inputs the agent keeps: [] survives the JSON round trip as [], unset as None
+    empty = json.loads(json.dumps(announce_inputs(addresses, [], [], 51820, [])))
+    unset = json.loads(json.dumps(announce_inputs(addresses, [], None, 51820, [])))
+    assert endpoints_from_inputs(empty, ["203.0.113.9"]) == []
+    assert endpoints_from_inputs(unset) == ["10.0.0.5:51820", "[2001:db8::5]:51820"]
+    # inputs kept by the previous version (1) wrote [] for "no filters": read as unset
+    assert endpoints_from_inputs(dict(empty, version=1)) == ["10.0.0.5:51820", "[2001:db8::5]:51820"]
 
 
 def test_exclude_whole_kubespan_prefix_and_custom_port():
