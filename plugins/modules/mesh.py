@@ -162,10 +162,10 @@ options:
     default: false
   relay:
     description:
-      - V(true) makes this node a relay (issue 16): it forwards mesh traffic from the interface back into the
-        interface, and nothing else (an nftables forward chain in the mesh's table and per-interface forwarding
-        sysctls, restored when turned off). Peers that cannot reach each other directly route through it.
-      - A relay is a cluster member and sees the inner packets it forwards; see docs/security.md.
+      - V(true) makes this node a relay, which forwards mesh traffic from the interface back into the interface
+        and nothing else (an nftables forward chain in the mesh's table and per-interface forwarding sysctls,
+        restored when turned off). Peers that cannot reach each other directly route through it.
+      - A relay is a cluster member and sees the inner packets it forwards (docs/security.md).
     type: bool
     default: false
   relay_members:
