@@ -410,6 +410,24 @@ def dataplane_section(runs):
     return out + [""]
 
 
+def relay_section(runs):
+    if "relay" not in runs:
+        return []
+    out = ["## Relay under symmetric NAT (issue 16)", "",
+           "Molecule scenario `relay`: A and B behind two routers with `masquerade random,fully-random`, a public relay",
+           "member. Relayed: from the start of A's and B's agents (fresh memory) to A's first ping to B's ULA answered",
+           "through the relay (the test allows 90 s). Back to direct: from the routers starting to route LAN to LAN to",
+           "B's ranges back on A's direct entry. iperf3 TCP A -> B, 5 s, through the relay and then direct, same nodes.", "",
+           "| date | commit | load | to relayed path | back to direct | iperf3 relayed | iperf3 direct | relayed / direct |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs["relay"]:
+        d, m = run["data"], run["meta"]
+        out.append("| %s | %s | %s | %.1f s | %.1f s | %.0f Mbit/s | %.0f Mbit/s | %.2f |" % (
+            date_label(m), commit_label(m), load_label(m), d["to_relayed_s"], d["back_to_direct_s"], d["relayed_mbps"],
+            d["direct_mbps"], d["relayed_mbps"] / d["direct_mbps"] if d["direct_mbps"] else 0.0))
+    return out + [""]
+
+
 def agent_section(runs):
     if "agent" not in runs:
         return []
@@ -536,6 +554,7 @@ def write(args):
     out += controller_section(runs) + notes(args, "controller.md")
     out += failover_section(runs)
     out += dataplane_section(runs)
+    out += relay_section(runs)
     out += agent_section(runs) + notes(args, "agent.md")
     out += notes(args, "findings.md")
     out += run_list(runs)
