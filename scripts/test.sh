@@ -23,7 +23,8 @@
 #               Prometheus scraping them; PromQL: peers up, counters growing, a down peer in one scrape
 #   molecule-relay
 #               molecule test -s relay: symmetric NAT on two routers, a public relay member; A and B ping
-#               through the relay within 90 s, VIA column and metrics, a capture on the relay
+#               through the relay within 90 s, VIA column and metrics, a capture on the relay, direct
+#               entries keep probing, back to direct when the LANs get a route, iperf3 relayed vs direct
 #   installed   tests/installed/run.sh --debian trixie: the release tarball installed into an empty
 #               collections path, the demo run from the installed FQCNs only, on Debian 13 nodes
 # Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
