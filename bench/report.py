@@ -6,6 +6,7 @@ docs/benchmarks.md with its plot, generated from ALL of those files.
   report.py converge-entry ...   one converge/re-run measurement -> raw JSON (prints the figures and ratios)
   report.py agent-entry ...      agent process/tick lines and the import profile -> raw JSON
   report.py failover-entry ...   bench/failover.sh output -> raw JSON
+  report.py relay-entry ...      bench/relay.sh output -> raw JSON
   report.py record --section S --raw RAW --results DIR --load-start "1 5 15" --started DATE
                                  RAW wrapped with commit, dirty flag, dates, load at start and end, nproc
   report.py write --results DIR --doc docs/benchmarks.md --plot docs/benchmarks/scale.png
@@ -88,6 +89,26 @@ def failover_entry(args):
         json.dump({"text": text, "times_s": times, "talos_s": TALOS_FAILOVER_S}, f, indent=1)
     for t in times:
         print("  failover %.1f s" % t)
+
+
+def relay_entry(args):
+    text = open(args.text).read()
+
+    def one(pattern, what):
+        found = re.findall(pattern, text)
+        if not found:
+            raise SystemExit("relay: no %s measured: nothing recorded" % what)
+        return [float(x) for x in found[-1]] if isinstance(found[-1], tuple) else float(found[-1])
+
+    data = {"text": text,
+            "to_relayed_s": one(r"relay: time to the relayed path[^\n]*?: (\d+(?:\.\d+)?) s", "time to the relayed path"),
+            "back_to_direct_s": one(r"relay: time back to the direct path[^\n]*?: (\d+(?:\.\d+)?) s", "time back to direct")}
+    data["relayed_mbps"], data["direct_mbps"] = one(
+        r"through the relay (\d+(?:\.\d+)?) Mbit/s, direct (\d+(?:\.\d+)?) Mbit/s", "throughput")
+    with open(args.out, "w") as f:
+        json.dump(data, f, indent=1)
+    print("  relay: %.1f s to the relayed path, %.1f s back to direct, %.0f Mbit/s relayed, %.0f Mbit/s direct" % (
+        data["to_relayed_s"], data["back_to_direct_s"], data["relayed_mbps"], data["direct_mbps"]))
 
 
 def record(args):
@@ -410,6 +431,24 @@ def dataplane_section(runs):
     return out + [""]
 
 
+def relay_section(runs):
+    if "relay" not in runs:
+        return []
+    out = ["## Relay under symmetric NAT (issue 16)", "",
+           "Molecule scenario `relay`: A and B behind two routers with `masquerade random,fully-random`, a public relay",
+           "member. Relayed: from the start of A's and B's agents (fresh memory) to A's first ping to B's ULA answered",
+           "through the relay (the test allows 90 s). Back to direct: from the routers starting to route LAN to LAN to",
+           "B's ranges back on A's direct entry. iperf3 TCP A -> B, 5 s, through the relay and then direct, same nodes.", "",
+           "| date | commit | load | to relayed path | back to direct | iperf3 relayed | iperf3 direct | relayed / direct |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs["relay"]:
+        d, m = run["data"], run["meta"]
+        out.append("| %s | %s | %s | %.1f s | %.1f s | %.0f Mbit/s | %.0f Mbit/s | %.2f |" % (
+            date_label(m), commit_label(m), load_label(m), d["to_relayed_s"], d["back_to_direct_s"], d["relayed_mbps"],
+            d["direct_mbps"], d["relayed_mbps"] / d["direct_mbps"] if d["direct_mbps"] else 0.0))
+    return out + [""]
+
+
 def agent_section(runs):
     if "agent" not in runs:
         return []
@@ -536,6 +575,7 @@ def write(args):
     out += controller_section(runs) + notes(args, "controller.md")
     out += failover_section(runs)
     out += dataplane_section(runs)
+    out += relay_section(runs)
     out += agent_section(runs) + notes(args, "agent.md")
     out += notes(args, "findings.md")
     out += run_list(runs)
@@ -566,6 +606,9 @@ def main():
     f = sub.add_parser("failover-entry")
     f.add_argument("--text", required=True)
     f.add_argument("--out", required=True)
+    rl = sub.add_parser("relay-entry")
+    rl.add_argument("--text", required=True)
+    rl.add_argument("--out", required=True)
     r = sub.add_parser("record")
     r.add_argument("--section", required=True)
     r.add_argument("--raw", required=True)
@@ -579,7 +622,7 @@ def main():
     w.add_argument("--notes", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes"),
                    help="hand-written reasoning included in the document (bench/notes/*.md; no figures: they go stale)")
     args = ap.parse_args()
-    {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "record": record,
+    {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "relay-entry": relay_entry, "record": record,
      "write": write}[args.cmd](args)
 
 

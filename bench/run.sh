@@ -6,6 +6,7 @@
 #   bash bench/run.sh                         scale, controller, agent, converge (N=3, N=6), dataplane
 #   bash bench/run.sh --only scale,agent      a subset (sections: scale controller agent converge dataplane failover)
 #   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
+#   bash bench/run.sh --with-relay            also the relay scenario (bench/relay.sh, about 10 minutes)
 #   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
 #
 # Results: every section run writes ONE new file bench/results/<section>/<UTC date>-<short commit>.json (committed
@@ -26,6 +27,7 @@ while (($#)); do
     case "$1" in
         --only) SECTIONS="$2"; shift 2 ;;
         --with-failover) SECTIONS="$SECTIONS,failover"; shift ;;
+        --with-relay) SECTIONS="$SECTIONS,relay"; shift ;;
         --sizes) SIZES="$2"; shift 2 ;;
         --hosts) HOSTS="$2"; shift 2 ;;
         --nodes) NODE_COUNTS="$2"; shift 2 ;;
@@ -248,6 +250,14 @@ if want failover; then
     bash bench/failover.sh | tee "$WORK/failover.txt"
     $PY bench/report.py failover-entry --text "$WORK/failover.txt" --out "$RAW/failover.json"
     record failover "$RAW/failover.json"
+fi
+
+if want relay; then
+    banner "Relay: bench/relay.sh (molecule scenario relay, about 10 minutes)"
+    begin
+    bash bench/relay.sh | tee "$WORK/relay.txt"
+    $PY bench/report.py relay-entry --text "$WORK/relay.txt" --out "$RAW/relay.json"
+    record relay "$RAW/relay.json"
 fi
 
 banner "Report: docs/benchmarks.md, docs/benchmarks/scale.png (from every file in bench/results)"

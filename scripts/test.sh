@@ -21,6 +21,10 @@
 #   molecule-monitoring
 #               molecule test -s monitoring: node_exporter's textfile collector on 2 nodes, Debian's
 #               Prometheus scraping them; PromQL: peers up, counters growing, a down peer in one scrape
+#   molecule-relay
+#               molecule test -s relay: symmetric NAT on two routers, a public relay member; A and B ping
+#               through the relay within 90 s, VIA column and metrics, a capture on the relay, direct
+#               entries keep probing, back to direct when the LANs get a route, iperf3 relayed vs direct
 #   installed   tests/installed/run.sh --debian trixie: the release tarball installed into an empty
 #               collections path, the demo run from the installed FQCNs only, on Debian 13 nodes
 # Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
@@ -44,9 +48,9 @@ LOG_DIR="$REPO_ROOT/build/test-logs"
 # Names used by the molecule scenarios (molecule/default/molecule.yml, molecule/failover/molecule.yml).
 TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2 dp-node1 dp-node2 dp-node3
     disc-svc disc-node1 disc-node2 disc-node3 disc-node4 nat-svc nat-router nat-node1 nat-node2 nat-node3
-    inst-node1 inst-node2 mon-node1 mon-node2 mon-prom)
+    inst-node1 inst-node2 mon-node1 mon-node2 mon-prom rl-relay rl-ra rl-rb rl-a rl-b)
 TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b kubespan-dp-a kubespan-dp-b kubespan-disc
-    kubespan-nat-pub kubespan-nat-priv kubespan-inst kubespan-mon)
+    kubespan-nat-pub kubespan-nat-priv kubespan-inst kubespan-mon kubespan-rl-pub kubespan-rl-a kubespan-rl-b)
 
 run_start=$SECONDS
 bash scripts/setup.sh
@@ -183,7 +187,8 @@ molecule_test() {
     rm -f "$out"
     return "$rc"
 }
-CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-failover molecule-nat molecule-monitoring installed)
+CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-failover molecule-nat molecule-monitoring installed
+    molecule-relay)
 if [[ " ${failed[*]} " == *" image ("* ]]; then
     for s in "${CONTAINER_SECTIONS[@]}"; do failed+=("$s (not run: no node image)"); done
     printf '\n==================== %s: FAILED (not run: the image build failed)\n' "${CONTAINER_SECTIONS[*]}"
@@ -203,6 +208,9 @@ else
     section_finish molecule-failover
     section_finish molecule-nat
     section_finish molecule-monitoring
+    # wave 3
+    section_start molecule-relay molecule_test relay
+    section_finish molecule-relay
 fi
 
 # --- summary -------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from .peerstatus import (
     up_peers,
     update_from_wireguard,
 )
+from .relay import decide as decide_relays
+from .relay import via_map
 from .statefile import LockBusy, StateFileError, atomic_write, read_json, state_lock, write_json
 from .wgtypes import DeviceUpdate, WireGuardError
 
@@ -92,6 +94,10 @@ def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int, di
            [(labels(k, s), round(s.last_handshake, 3) if s.last_handshake else 0) for k, s in peers])
     family("kubespan_peer_endpoint_changes_total", "counter", "Endpoint changes made by the agent.",
            [(labels(k, s), s.endpoint_changes) for k, s in peers])
+    family("kubespan_peer_relayed", "gauge", "1 while the peer's traffic goes through the relay named by via (its direct "
+           "entry keeps probing), else 0.",
+           [(labels(k, s) + [("via", statuses[s.via].label if s.via in statuses and statuses[s.via].label else s.via)],
+             1 if s.via else 0) for k, s in peers])
     family("kubespan_agent_last_tick_timestamp_seconds", "gauge", "When the last agent tick finished.", [([], round(now, 3))])
     family("kubespan_agent_last_tick_repairs", "gauge", "Drift repairs made by the last tick.", [([], repairs)])
     if discovery_up is not None:
@@ -121,6 +127,32 @@ def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: 
     for change in bypass.changes:
         log("bypass set: %s" % change)
     return want
+
+
+def _follow_relays(state_dir: str, statuses, applied: Optional[dict], log: Callable[[str], None], lock_timeout: float) -> Optional[dict]:
+    """Re-apply the desired state when the relayed peers changed (relay.py): their ranges move to the relay's entry or back.
+    Checked at every sample, like the bypass set; the statuses are written first, since a playbook run reads the relayed
+    peers from them."""
+    want = via_map(statuses)
+    if want == applied:
+        return applied
+    try:
+        with state_lock(state_dir, timeout=lock_timeout):
+            write_json(status_path(state_dir), statuses_to_json(statuses))
+            res = reapply_from_state(state_dir, via=want)
+    except LockBusy as exc:
+        log("relayed peers not updated now: %s" % exc)
+        return applied
+    for change in res.changes:
+        log("relay: %s" % change)
+    return want
+
+
+def _relay_eligible(state: dict) -> List[str]:
+    """Public keys of the peers that may be relayed: members of the inventory (they run this agent and use the same relay);
+    a peer known only from discovery (a Talos node) keeps its direct entry."""
+    members = set(state.get("members") or ())
+    return [p["public_key"] for p in state.get("peers") or [] if p.get("name") in members]
 
 
 def _peer_updater(state_dir: str, state: dict, log: Callable[[str], None], lock_timeout: float):
@@ -244,6 +276,9 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
     samples = max(1, int(settings_status.watch_seconds // max(settings_status.sample_interval, 0.1)) + 1)
     dev = open_device(res.implementation, settings.interface)
     applied_up: Optional[List[str]] = None
+    relays = list(getattr(settings, "relays", None) or [])
+    eligible = _relay_eligible(state) if relays else []
+    applied_via: Optional[dict] = via_map(statuses)  # what the re-apply above used
     try:
         for i in range(samples):
             try:
@@ -264,6 +299,10 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
             if updates:
                 with state_lock(state_dir, timeout=lock_timeout):
                     dev.apply(DeviceUpdate(peers=updates))
+            if relays or applied_via:
+                for event in decide_relays(statuses, relays, eligible, now_fn()):
+                    log(event)
+                applied_via = _follow_relays(state_dir, statuses, applied_via, log, lock_timeout)
             if settings.allow_down_peer_bypass:
                 applied_up = _follow_bypass(state_dir, statuses, applied_up, log, lock_timeout)
             if i + 1 < samples:
@@ -310,6 +349,7 @@ def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
         dev.close()
     now = time.time() if now is None else now
     records = []
+    labels = {p["public_key"]: p.get("name") or "" for p in state.get("peers", [])}
     for spec in sorted(state.get("peers", []), key=lambda p: p["public_key"]):
         key = spec["public_key"]
         st = PeerStatus.from_dict(statuses[key].to_dict()) if key in statuses else PeerStatus(label=spec["name"])
@@ -333,5 +373,6 @@ def status_records(state_dir: str, now: Optional[float] = None) -> List[dict]:
             "lastEndpointChange": st.last_endpoint_change,
             "endpointChanges": st.endpoint_changes,
             "secondsSinceHandshake": round(now - st.last_handshake, 1) if st.last_handshake else None,
+            "via": (labels.get(st.via) or st.via) if st.via else "",
         })
     return records

@@ -40,6 +40,7 @@ NFT_FAMILY = "inet"
 NFT_TABLE = "kubespan"
 PREROUTING_CHAIN = "kubespan_prerouting"
 OUTPUT_CHAIN = "kubespan_outgoing"
+FORWARD_CHAIN = "kubespan_forward"  # only on a relay (relay.py)
 ROUTE_TABLE = 180
 ROUTE_METRIC = 1
 # The metric of the fail-closed unreachable routes: the one the kernel's VRF documentation gives the
@@ -287,7 +288,11 @@ def _clamp_mss(mss: int) -> List[dict]:
     ]
 
 
-def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
+def _meta_is(key: str, value: str) -> dict:
+    return {"match": {"op": "==", "left": {"meta": {"key": key}}, "right": value}}
+
+
+def desired_nft(routed: IPSet, cfg: DataPlaneConfig, relay_forward: Optional[List[int]] = None) -> dict:
     """The KubeSpan table in the shape of ``nft -j list table`` output (without handles); a new document each call.
 
     kubespan_prerouting (filter, prerouting, priority 0, policy accept):
@@ -299,12 +304,19 @@ def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
         ip daddr <set> tcp flags syn / syn,rst maxseg > MTU-52 set MTU-52       (ip6: MTU-72)
         ip daddr <set> meta mark set (mark & ~mask) ^ force accept             (then ip6)
     A family whose part of the set is empty gets no set rules.
+    On a relay (``relay_forward`` a list, maybe empty, of the families the host forwards nothing of otherwise):
+    kubespan_forward (filter, forward, priority 0, policy accept):
+        iifname "kubespan" oifname "kubespan" accept
+        meta nfproto ipv4 iifname "kubespan" drop                              (ipv6; each family listed)
     """
     _OPERAND_CACHE.clear()  # one plan's operands: a module run parses its sets as if the cache were new
     base = {"family": NFT_FAMILY, "table": cfg.nft_table}
     families = [fam for fam in (4, 6) if routed.interval_count(fam)]
     items = [{"table": {"family": NFT_FAMILY, "name": cfg.nft_table}}]
-    for name, ctype, hook in ((PREROUTING_CHAIN, "filter", "prerouting"), (OUTPUT_CHAIN, "route", "output")):
+    chains = [(PREROUTING_CHAIN, "filter", "prerouting"), (OUTPUT_CHAIN, "route", "output")]
+    if relay_forward is not None:
+        chains.append((FORWARD_CHAIN, "filter", "forward"))
+    for name, ctype, hook in chains:
         items.append({"chain": dict(base, name=name, type=ctype, hook=hook, prio=0, policy="accept")})
 
     def rule(chain, expr):
@@ -320,6 +332,10 @@ def desired_nft(routed: IPSet, cfg: DataPlaneConfig) -> dict:
         rule(OUTPUT_CHAIN, [_daddr_in(fam, values[fam])] + _clamp_mss(cfg.mss(fam)))
     for fam in families:
         rule(OUTPUT_CHAIN, [_daddr_in(fam, values[fam]), _set_force_mark(cfg), _accept()])
+    if relay_forward is not None:
+        rule(FORWARD_CHAIN, [_meta_is("iifname", cfg.link), _meta_is("oifname", cfg.link), _accept()])
+        for fam in sorted(set(relay_forward)):
+            rule(FORWARD_CHAIN, [_meta_is("nfproto", "ipv%d" % fam), _meta_is("iifname", cfg.link), {"drop": None}])
     return {"nftables": items}
 
 

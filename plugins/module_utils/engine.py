@@ -25,6 +25,7 @@ from .netlink import Netlink, endpoint_candidates
 from .nft import apply_batch, list_table, nft_available
 from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
+from .relay import move_allowed_ips
 from .statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
 from .wgtypes import WireGuardError, count_exceeds
 
@@ -60,6 +61,8 @@ class Settings:
     firewalld_zone: str = ""
     allowed_peer_networks: List[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_PEER_NETWORKS))
     peer_endpoint_filters: Optional[List[str]] = None  # Talos filters.peerEndpoints; None: no filtering
+    relay: bool = False  # this node forwards mesh traffic from kubespan to kubespan (relay.py)
+    relays: List[str] = field(default_factory=list)  # public keys of the peers marked as relays
 
     def dataplane(self):
         from .dataplane import DataPlaneConfig
@@ -96,6 +99,7 @@ ROLE_VARIABLES = {
     "firewall_backend": "kubespan_firewall_backend",
     "allowed_peer_networks": "kubespan_allowed_peer_networks",
     "peer_endpoint_filters": "kubespan_filters_peer_endpoints",
+    "relay": "kubespan_relay",
 }
 
 
@@ -438,12 +442,13 @@ def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_na
 def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster_secret: str, peers: List[dict],
                    members: Optional[List[str]] = None, check_mode: bool = False, persist: bool = True,
                    now: Optional[float] = None, up_peers: Optional[List[str]] = None, agent: bool = False,
-                   extra_state: Optional[dict] = None) -> MeshResult:
+                   extra_state: Optional[dict] = None, via: Optional[dict] = None) -> MeshResult:
     """Bring the WireGuard interface, its address and MTU, its peers, the policy routing and the nftables
     table to the desired state. ``up_peers`` (public keys) matters only with allow_down_peer_bypass; None
     reads the node agent's last statuses. ``agent``: a node agent tick (skips the slow firewall CLIs).
     ``extra_state``: more keys of the persisted desired state (discovery settings, the inventory's peers
-    and this node's own affiliate, which the node agent's discovery client uses)."""
+    and this node's own affiliate, which the node agent's discovery client uses). ``via``: peer public key ->
+    relay public key for the relayed peers (relay.py); None reads the node agent's last statuses."""
     settings.validate()
     peers = filter_peer_endpoints(peers, settings.peer_endpoint_filters)
     now = time.time() if now is None else now
@@ -454,12 +459,17 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
     address = "%s/64" % ident.address.split("/")[0]
     labels = {p["public_key"]: p["name"] for p in peers}
     endpoints = usable_endpoints(peers, ident.address, ident.subnet, result.warnings)
+    if via is None:
+        via = agent_via(settings.state_dir)
+    # a relayed peer's ranges are on its relay's entry, its own entry keeps probing without any (relay.py)
+    allowed = move_allowed_ips([(p["public_key"], p["allowed_ips"]) for p in peers], via) if via else None
 
     desired = DesiredDevice(
         private_key=ident.private_key,
         listen_port=int(settings.listen_port),
         fwmark=int(settings.fwmark),
-        peers=[DesiredPeer(public_key=p["public_key"], allowed_ips=p["allowed_ips"], endpoints=endpoints[p["public_key"]],
+        peers=[DesiredPeer(public_key=p["public_key"], allowed_ips=allowed[p["public_key"]] if allowed else p["allowed_ips"],
+                           endpoints=endpoints[p["public_key"]],
                            persistent_keepalive=int(settings.persistent_keepalive), preshared_key=cluster_secret,
                            label=p["name"]) for p in peers],
     )
@@ -539,7 +549,7 @@ def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster
                 elif op == "up":
                     nl.set_up(idx)
 
-    _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result, agent)
+    _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result, agent, via)
 
     result.peers = [{k: p[k] for k in PEER_KEYS if k in p} for p in peers]
     if persist:
@@ -608,6 +618,17 @@ def settings_from_state(state: dict) -> Settings:
     return Settings(**{k: v for k, v in raw.items() if k in Settings.__dataclass_fields__})
 
 
+def agent_via(state_dir: str) -> dict:
+    """Peer public key -> relay public key, as the node agent last decided ({} when it has not run yet)."""
+    from .peerstatus import statuses_from_json
+    from .relay import via_map
+    try:
+        data = read_json(os.path.join(state_dir, "peerstatus.json"))
+        return via_map(statuses_from_json(data)) if data else {}
+    except (StateFileError, ValueError):
+        return {}
+
+
 def agent_up_peers(state_dir: str) -> List[str]:
     """Public keys of the peers the node agent last saw up (empty when it has not run yet)."""
     from .peerstatus import statuses_from_json, up_peers
@@ -619,7 +640,7 @@ def agent_up_peers(state_dir: str) -> List[str]:
 
 
 def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
-                         result: MeshResult, agent: bool = False) -> None:
+                         result: MeshResult, agent: bool = False, via: Optional[dict] = None) -> None:
     """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan."""
     from .dataplane import (
         MAIN_TABLE,
@@ -641,10 +662,13 @@ def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict],
     cfg = settings.dataplane()
     if settings.allow_down_peer_bypass and up is None:
         up = agent_up_peers(settings.state_dir)
+    if settings.allow_down_peer_bypass and via:
+        up = sorted(set(up or ()) | {key for key, relay in via.items() if relay in set(up or ())})  # relayed through an up relay
     routed = routed_set(peers, ipaddress.IPv6Network(ident.subnet), bool(settings.allow_down_peer_bypass), up)
     # fail closed: unreachable defaults in the table and for the cluster's /64 (docs/dataplane.md)
     want_routes = desired_routes(cfg) + fail_closed_routes(cfg, ident.subnet)
-    want_rules, want_nft = desired_rules(cfg), desired_nft(routed, cfg)
+    forward = relay_forward_families(settings) if settings.relay else None
+    want_rules, want_nft = desired_rules(cfg), desired_nft(routed, cfg, forward)
     with Netlink() as nl:
         cur_routes = nl.routes(cfg.route_table) + owned_main_routes(nl.routes(MAIN_TABLE), cfg)
         cur_rules = nl.rules(cfg.rule_priority, cfg.route_table)
@@ -673,7 +697,107 @@ def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict],
             nl.add_rule(r)
     if nft_diff.changed:
         apply_batch(nft_batch(want_nft), "update table inet %s" % cfg.nft_table)
+    _reconcile_relay_sysctls(settings, check_mode, result)
     _reconcile_firewall(settings, True, check_mode, result, agent)
+
+
+# ----------------------------------------------------------------------------------------------- relay
+
+RELAY_FILE = "relay.json"
+SYSCTL_ROOT = "/proc/sys"
+
+
+def _sysctl_read(path: str) -> Optional[str]:
+    try:
+        with open(os.path.join(SYSCTL_ROOT, path)) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _sysctl_write(path: str, value: str) -> None:
+    try:
+        with open(os.path.join(SYSCTL_ROOT, path), "w") as handle:
+            handle.write(value)
+    except OSError as exc:
+        raise ReconcileError("cannot set %s=%s (%s): kubespan_relay needs write access to the network sysctls (a container "
+                             "needs its own network namespace with /proc/sys writable)" % (path.replace("/", "."), value, exc.strerror))
+
+
+def relay_forward_families(settings: Settings) -> List[int]:
+    """The IP families whose forwarding from the link only the relay turns on (the host forwards nothing of that family
+    otherwise): the forward chain drops what arrives on the link for any other interface in those families."""
+    return [fam for fam, path in ((4, "net/ipv4/ip_forward"), (6, "net/ipv6/conf/all/forwarding")) if _sysctl_read(path) != "1"]
+
+
+def relay_sysctls(interface: str, ipv6_all_forwarding: Optional[str], force_forwarding_exists: bool) -> List[tuple]:
+    """(sysctl path, value) a relay sets, on the link only: IPv4 forwarding from it and no ICMP redirects (a relay sends
+    packets back out of the link they came in on); IPv6 forwarding from it with force_forwarding (Linux 6.17) unless
+    the host forwards IPv6 anyway. ReconcileError when IPv6 cannot be forwarded per interface."""
+    want = [("net/ipv4/conf/%s/forwarding" % interface, "1"), ("net/ipv4/conf/%s/send_redirects" % interface, "0")]
+    if ipv6_all_forwarding != "1":
+        if not force_forwarding_exists:
+            raise ReconcileError("kubespan_relay: this kernel has no per-interface IPv6 forwarding (net.ipv6.conf.%s."
+                                 "force_forwarding, Linux 6.17+) and net.ipv6.conf.all.forwarding is off: the role does not "
+                                 "turn on IPv6 forwarding for every interface; use a newer kernel on the relay, set "
+                                 "net.ipv6.conf.all.forwarding=1 yourself, or set kubespan_relay: false" % interface)
+        want.append(("net/ipv6/conf/%s/force_forwarding" % interface, "1"))
+    return want
+
+
+def _reconcile_relay_sysctls(settings: Settings, check_mode: bool, result: MeshResult) -> None:
+    """A relay's per-interface sysctls; their values before the first change are kept in relay.json so that turning the
+    relay off (or disabling KubeSpan) restores them."""
+    path = os.path.join(settings.state_dir, RELAY_FILE)
+    try:
+        saved = (read_json(path) or {}).get("sysctls") or {}
+    except (StateFileError, AttributeError):
+        saved = {}
+    if not isinstance(saved, dict):
+        saved = {}
+    if not settings.relay:
+        _restore_relay_sysctls(path, saved, check_mode, result)
+        return
+    if not os.path.isdir(os.path.join(SYSCTL_ROOT, "net/ipv4/conf", settings.interface)):
+        if check_mode:
+            result.changes.append("turn on forwarding from %s to %s (relay)" % (settings.interface, settings.interface))
+            return
+        raise ReconcileError("interface %s has no sysctls in %s: cannot configure the relay" % (settings.interface, SYSCTL_ROOT))
+    want = relay_sysctls(settings.interface, _sysctl_read("net/ipv6/conf/all/forwarding"),
+                         os.path.exists(os.path.join(SYSCTL_ROOT, "net/ipv6/conf", settings.interface, "force_forwarding")))
+    todo = [(key, value, _sysctl_read(key)) for key, value in want]
+    todo = [(key, value, old) for key, value, old in todo if old != value]
+    if not todo:
+        return
+    result.changes.extend("sysctl %s=%s (was %s; relay)" % (key.replace("/", "."), value, old) for key, value, old in todo)
+    if check_mode:
+        return
+    record = dict(saved)
+    for key, _value, old in todo:
+        if key not in record and old is not None:
+            record[key] = old
+    if record != saved:
+        ensure_dir(settings.state_dir)
+        write_json(path, {"sysctls": record})
+    for key, value, _old in todo:
+        _sysctl_write(key, value)
+
+
+def _restore_relay_sysctls(path: str, saved: dict, check_mode: bool, result: MeshResult) -> None:
+    if not saved and not os.path.exists(path):
+        return
+    for key in sorted(saved):
+        value = str(saved[key])
+        if not key.startswith("net/") or ".." in key:
+            continue  # a hand-edited record names nothing else
+        have = _sysctl_read(key)
+        if have is not None and have != value:
+            result.changes.append("sysctl %s=%s (restored: no longer a relay)" % (key.replace("/", "."), value))
+            if not check_mode:
+                _sysctl_write(key, value)
+    if not check_mode:
+        os.unlink(path)
+    result.changes.append("remove %s" % path)
 
 
 FIREWALL_FILE = "firewall.json"
@@ -761,7 +885,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
             if not check_mode:
                 apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
     _reconcile_firewall(settings, False, check_mode, result)
-    for name in ("peerstatus.json", "metrics.prom", "discovery.json"):
+    for name in ("peerstatus.json", "metrics.prom", "discovery.json", RELAY_FILE):
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):
             result.changes.append("remove %s" % stale)
@@ -782,7 +906,8 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
     return result
 
 
-def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False, up_peers: Optional[List[str]] = None) -> MeshResult:
+def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False, up_peers: Optional[List[str]] = None,
+                       via: Optional[dict] = None) -> MeshResult:
     """Re-apply the desired state the last playbook run persisted (node agent, boot)."""
     state = load_state(state_dir)
     if state is None:
@@ -795,4 +920,4 @@ def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = Fa
     settings = settings_from_state(state)
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
-                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, agent=True)
+                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, agent=True, via=via)

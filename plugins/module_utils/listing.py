@@ -30,7 +30,8 @@ PLAYBOOK = "kubespan.mesh"
 # short name -> (Talos type, namespace, owner, table columns as (header, spec key))
 TYPES = {
     "peerstatuses": ("KubeSpanPeerStatuses.kubespan.talos.dev", NAMESPACE, AGENT,
-                     [("LABEL", "label"), ("ENDPOINT", "endpoint"), ("STATE", "state"), ("RX", "receiveBytes"), ("TX", "transmitBytes")]),
+                     [("LABEL", "label"), ("ENDPOINT", "endpoint"), ("STATE", "state"), ("RX", "receiveBytes"), ("TX", "transmitBytes"),
+                      ("VIA", "via")]),
     "peerspecs": ("KubeSpanPeerSpecs.kubespan.talos.dev", NAMESPACE, PLAYBOOK, [("LABEL", "label"), ("ENDPOINTS", "endpoints")]),
     "endpoints": ("KubeSpanEndpoints.kubespan.talos.dev", NAMESPACE, AGENT, [("ENDPOINT", "endpoint"), ("AFFILIATE ID", "affiliateID")]),
     "identities": ("KubeSpanIdentities.kubespan.talos.dev", NAMESPACE, PLAYBOOK, [("ADDRESS", "address"), ("PUBLICKEY", "publicKey")]),
@@ -113,7 +114,8 @@ def _spec(short: str, rec: dict) -> Tuple[dict, Optional[dict]]:
         return {"endpoint": rec.get("endpoint") or "", "label": rec.get("label", ""), "state": rec.get("state", "unknown"),
                 "receiveBytes": int(rec.get("receiveBytes") or 0), "transmitBytes": int(rec.get("transmitBytes") or 0),
                 "lastHandshakeTime": rfc3339(rec.get("lastHandshakeTime") or 0), "lastUsedEndpoint": rec.get("lastUsedEndpoint") or "",
-                "lastEndpointChange": rfc3339(rec.get("lastEndpointChange") or 0)}, None
+                "lastEndpointChange": rfc3339(rec.get("lastEndpointChange") or 0),
+                **({"via": rec["via"]} if rec.get("via") else {})}, None
     if short == "peerspecs":
         return {"address": rec.get("address", ""), "allowedIPs": list(rec.get("allowedIPs") or []),
                 "endpoints": list(rec.get("endpoints") or []), "label": rec.get("label", "")}, None

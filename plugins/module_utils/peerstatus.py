@@ -123,6 +123,11 @@ class PeerStatus:
     unanswered_since: float = 0.0
     stalled: bool = False
     version: int = 0  # as a Talos resource version: +1 each time what a listing shows changed
+    # Relaying (relay.py): the relay's public key while this peer's traffic goes through it ("" = direct), since
+    # when its direct path has not been up (0 = it is), and when its ranges moved to the relay.
+    via: str = ""
+    down_since: float = 0.0
+    relayed_since: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-able form; Talos's YAML key names where Talos has the field."""
@@ -163,10 +168,13 @@ _FIELDS = (
     ("unanswered_since", "unansweredSince", float),
     ("stalled", "stalled", bool),
     ("version", "version", int),
+    ("via", "via", str),
+    ("down_since", "downSince", float),
+    ("relayed_since", "relayedSince", float),
 )
 
 # What a listing shows of a status (Talos bumps a resource's version when its spec changes).
-_VISIBLE = ("label", "endpoint", "state", "rx_bytes", "tx_bytes", "last_handshake", "last_used_endpoint")
+_VISIBLE = ("label", "endpoint", "state", "rx_bytes", "tx_bytes", "last_handshake", "last_used_endpoint", "via")
 
 
 def bump_version(prev: Optional[PeerStatus], status: PeerStatus) -> None:
@@ -321,7 +329,7 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
     else:
         carried_version = 0
     status = replace(prev) if prev is not None else PeerStatus(version=carried_version)
-    for attr in ("last_endpoint_change", "rx_changed_at", "unanswered_since"):
+    for attr in ("last_endpoint_change", "rx_changed_at", "unanswered_since", "down_since", "relayed_since"):
         if getattr(status, attr) > now:  # the clock went backwards
             setattr(status, attr, now)
     status.label = spec.get("name") or ""

@@ -193,6 +193,10 @@ def settings_errors(settings: dict) -> List[str]:
         except ValueError as exc:
             errors.append("kubespan_extra_announced_endpoints: %r is not ip:port or [ipv6]:port (%s)" % (item, exc))
     _allowed_peer_networks(errors, settings)
+    relay = settings.get("kubespan_relay")
+    if relay is not None and not isinstance(relay, bool) and str(relay).strip().lower() not in ("true", "false", "yes", "no", "1", "0"):
+        errors.append("kubespan_relay=%r: must be true or false (true makes this member forward mesh traffic for peers that "
+                      "cannot reach each other)" % (relay,))
     interface = settings.get("kubespan_interface")
     if interface is not None and (not isinstance(interface, str) or not dataplane.IFNAME.match(interface)):
         errors.append("kubespan_interface=%r: an interface name of %s" % (interface, dataplane.IFNAME_RULE))

@@ -161,6 +161,21 @@ options:
         to a down peer takes the normal routes until it is back.
     type: bool
     default: false
+  relay:
+    description:
+      - V(true) makes this node a relay, which forwards mesh traffic from the interface back into the interface
+        and nothing else (an nftables forward chain in the mesh's table and per-interface forwarding sysctls,
+        restored when turned off). Peers that cannot reach each other directly route through it.
+      - A relay is a cluster member and sees the inner packets it forwards (docs/security.md).
+    type: bool
+    default: false
+  relay_members:
+    description:
+      - Inventory names of the members marked as relays (C(kubespan_relay)); the peers among O(peers) with these
+        names are used as relays by this node's agent when a peer has no direct path.
+    type: list
+    elements: str
+    default: []
   route_table:
     description: Routing table holding the default routes through the interface.
     type: int
@@ -535,6 +550,8 @@ def main():
             implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
             state_dir=dict(type="path", default="/var/lib/kubespan"),
             allow_down_peer_bypass=dict(type="bool", default=False),
+            relay=dict(type="bool", default=False),
+            relay_members=dict(type="list", elements="str", default=[]),
             route_table=dict(type="int", default=180),
             rule_priority=dict(type="int", default=32500),
             force_mark=dict(type="int", default=0x40),
@@ -608,6 +625,7 @@ def main():
                             rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"],
                             firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"],
                             allowed_peer_networks=p["allowed_peer_networks"], peer_endpoint_filters=p["peer_endpoint_filters"],
+                            relay=p["relay"],
                             address_source=p["address_source"] or (p["identity"] or {}).get("address_source") or "auto")
         settings.validate()
         try:
@@ -645,6 +663,9 @@ def main():
                 return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
             raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
         agent = None
+        relay_names = set(p["relay_members"])
+        settings.relays = sorted({a["public_key"] for a in p["peers"] if a["name"] in relay_names and a["name"] != p["local_name"]
+                                  and a["public_key"] != ident.public_key})
         with state_lock(p["state_dir"]):
             never = []
             for endpoint in (discovery["endpoints"] if discovery["enabled"] else [""]):

@@ -21,7 +21,7 @@ def test_metrics_text_format():
     assert "kubespan_agent_last_tick_repairs 2" in lines
     for line in lines:  # every sample line is "name{labels} value" or "name value"
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
-    assert text.count("# TYPE") == 9
+    assert text.count("# TYPE") == 10
     assert 'kubespan_peer_last_handshake_timestamp_seconds{peer="K1=",label="n\\"2"} 95.0' in lines
     assert 'kubespan_peer_last_handshake_timestamp_seconds{peer="K2=",label="n3"} 0' in lines
     assert not any(line.startswith("kubespan_discovery_up") for line in lines)  # discovery off: no series

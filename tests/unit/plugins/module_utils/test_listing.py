@@ -32,7 +32,7 @@ RECORDS = {
          "lastEndpointChange": T0 - 3600.123456, "endpointChanges": 1, "secondsSinceHandshake": 12.5},
         {"id": K3, "version": 2, "label": "node-3", "endpoint": "[2001:db8::3]:51820", "state": "down", "receiveBytes": 0,
          "transmitBytes": 1480, "lastHandshakeTime": 0, "lastUsedEndpoint": "", "lastEndpointChange": 0,
-         "endpointChanges": 0, "secondsSinceHandshake": None},
+         "endpointChanges": 0, "secondsSinceHandshake": None, "via": "node-2"},
     ],
     "peerspecs": [
         {"id": K2, "label": "node-2", "address": "fd7f:175a:b97c:5602:a8b5:12ff:fe34:5678", "endpoints": ["192.0.2.2:51820", "[2001:db8::2]:51820"],
