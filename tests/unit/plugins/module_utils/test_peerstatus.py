@@ -34,6 +34,10 @@ KEY = base64.b64encode(b"\x07" * 32).decode()
 EP0, EP1 = "10.3.4.5:10500", "192.168.3.8:457"
 
 
+# Talos's own rules: the never-up ranking, short dwell and kick off (they have their own tests below).
+TALOS = StatusSettings(never_up_dwell=0)
+
+
 def spec(endpoints=(EP0, EP1), name="n2"):
     return {"public_key": KEY, "name": name, "endpoints": list(endpoints)}
 
@@ -151,7 +155,7 @@ def test_corrupt_statuses_are_refused(data, match):
 # ----------------------------------------------------------------------------------------------- tick
 
 def test_new_peer_without_endpoint_gets_first_candidate():
-    statuses, updates, events = tick({}, device(endpoint=None), [spec()], NOW)
+    statuses, updates, events = tick({}, device(endpoint=None), [spec()], NOW, TALOS)
     assert [(u.public_key, u.endpoint, u.update_only) for u in updates] == [(KEY, EP0, True)]
     s = statuses[KEY]
     assert (s.label, s.last_used_endpoint, s.last_endpoint_change, s.state, s.endpoint_changes) == ("n2", EP0, NOW, STATE_UNKNOWN, 1)
@@ -172,16 +176,16 @@ def test_first_sight_adopts_a_working_endpoint_and_a_second_tick_changes_nothing
 
 
 def test_first_sight_of_a_fresh_peer_gets_talos_grace():
-    statuses, updates, events = tick({}, device(endpoint=EP0), [spec()], NOW)
+    statuses, updates, events = tick({}, device(endpoint=EP0), [spec()], NOW, TALOS)
     assert updates == [] and statuses[KEY].last_endpoint_change == NOW and statuses[KEY].state == STATE_UNKNOWN
-    statuses, updates, events = tick(statuses, device(endpoint=EP0, handshake=NOW + 3, rx=92, tx=148), [spec()], NOW + 10)
+    statuses, updates, events = tick(statuses, device(endpoint=EP0, handshake=NOW + 3, rx=92, tx=148), [spec()], NOW + 10, TALOS)
     assert updates == [] and statuses[KEY].state == STATE_UP and events == ["peer n2 is up (was unknown)"]
 
 
 def test_down_peer_cycles_round_robin_after_talos_interval():
     up = {KEY: PeerStatus(label="n2", endpoint=EP0, state=STATE_UP, last_used_endpoint=EP0, last_handshake=NOW - 1000,
                           last_endpoint_change=NOW - 5000, rx_bytes=10, tx_bytes=10, rx_changed_at=NOW - 1000, tx_at_rx_change=10)}
-    statuses, updates, events = tick(up, device(handshake=NOW - 1000, rx=10, tx=10), [spec()], NOW)
+    statuses, updates, events = tick(up, device(handshake=NOW - 1000, rx=10, tx=10), [spec()], NOW, TALOS)
     assert [u.endpoint for u in updates] == [EP1]
     assert events == ["peer n2 down on %s, trying %s" % (EP0, EP1)]
     s = statuses[KEY]
@@ -189,11 +193,11 @@ def test_down_peer_cycles_round_robin_after_talos_interval():
     assert up[KEY].last_used_endpoint == EP0  # the input is not modified
     # WireGuard now reports EP1; still no handshake: unknown for 15 s, down after, cycled once 30 s passed.
     dev = device(endpoint=EP1, handshake=NOW - 1000, rx=10, tx=10)
-    statuses, updates, events = tick(statuses, dev, [spec()], NOW + 10)
+    statuses, updates, events = tick(statuses, dev, [spec()], NOW + 10, TALOS)
     assert updates == [] and statuses[KEY].state == STATE_UNKNOWN
-    statuses, updates, events = tick(statuses, dev, [spec()], NOW + 20)
+    statuses, updates, events = tick(statuses, dev, [spec()], NOW + 20, TALOS)
     assert updates == [] and statuses[KEY].state == STATE_DOWN and events == ["peer n2 is down (was unknown)"]
-    statuses, updates, events = tick(statuses, dev, [spec()], NOW + 30)
+    statuses, updates, events = tick(statuses, dev, [spec()], NOW + 30, TALOS)
     assert [u.endpoint for u in updates] == [EP0]
 
 
@@ -231,7 +235,7 @@ def test_peer_missing_from_device_is_not_cycled_and_dropped_peers_are_forgotten(
 def test_recreated_peer_starts_afresh():
     prev = {KEY: PeerStatus(endpoint=EP1, last_used_endpoint=EP1, rx_bytes=5000, tx_bytes=5000, last_handshake=NOW - 60,
                             last_endpoint_change=NOW - 3000, endpoint_changes=3)}
-    statuses, updates, events = tick(prev, device(endpoint=EP0), [spec()], NOW)
+    statuses, updates, events = tick(prev, device(endpoint=EP0), [spec()], NOW, TALOS)
     s = statuses[KEY]
     assert updates == [] and (s.last_used_endpoint, s.last_endpoint_change, s.endpoint_changes) == (EP0, NOW, 0)
     assert events[0] == "peer n2 was re-created on the device: its status starts afresh"
@@ -244,7 +248,7 @@ def test_clock_going_backwards_does_not_freeze_the_state():
 
 
 def test_malformed_candidates_are_ignored_and_endpoints_normalized():
-    statuses, updates, events = tick({}, device(endpoint=None), [spec(["nonsense", "[2001:DB8::0001]:51820"])], NOW)
+    statuses, updates, events = tick({}, device(endpoint=None), [spec(["nonsense", "[2001:DB8::0001]:51820"])], NOW, TALOS)
     assert [u.endpoint for u in updates] == ["[2001:db8::1]:51820"]
 
 
