@@ -151,6 +151,7 @@ class PeerStatus:
     stalled: bool = False
     version: int = 0  # as a Talos resource version: +1 each time what a listing shows changed
     last_up_endpoint: str = ""  # the endpoint WireGuard used when the peer was last up (kept across re-creation)
+    ranked_first: str = ""  # a never-up peer's best ranked candidate when last looked at (a new best one is tried at once)
 
     def to_dict(self) -> dict:
         """JSON-able form; Talos's YAML key names where Talos has the field."""
@@ -192,6 +193,7 @@ _FIELDS = (
     ("stalled", "stalled", bool),
     ("version", "version", int),
     ("last_up_endpoint", "lastUpEndpoint", str),
+    ("ranked_first", "rankedFirst", str),
 )
 
 # What a listing shows of a status (Talos bumps a resource's version when its spec changes).
@@ -410,20 +412,19 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
     fast = status.stalled and status.state != STATE_DOWN and seen != "" and seen == status.last_used_endpoint
     # A never-up peer (see the module doc): ranked candidates, the first at first sight, a short dwell on each.
     punch = settings.never_up_dwell > 0 and never_up(status) and status.state != STATE_UP and len(endpoints) > 1
+    restart = False
     if punch:
         ranked = rank_candidates(status, endpoints)
-        due = fast = False
-        if not status.last_used_endpoint or status.last_used_endpoint not in ranked:
-            due = True
-        elif prev is None:
-            due = status.last_used_endpoint != ranked[0]
-        else:
-            due = now - status.last_endpoint_change >= settings.never_up_dwell
+        # first sight, a last used endpoint no longer offered, or a new best candidate (discovery just told us the
+        # peer's NAT mapping): the best one now; else the next one after the dwell
+        restart = prev is None or status.last_used_endpoint not in ranked or status.ranked_first != ranked[0]
+        due, fast = (status.last_used_endpoint != ranked[0] or seen != ranked[0]) if restart else (
+            now - status.last_endpoint_change >= settings.never_up_dwell), False
+        status.ranked_first = ranked[0]
     changed = False
     if due or fast:
-        if punch and (prev is None or status.last_used_endpoint not in endpoints):
+        if restart:
             new = rank_candidates(status, endpoints)[0]
-            new = "" if new == status.last_used_endpoint and seen == new else new
         elif punch:
             new = pick_ranked_endpoint(status, endpoints)
         else:

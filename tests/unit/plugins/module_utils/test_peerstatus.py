@@ -516,6 +516,18 @@ def test_never_up_peer_dwells_briefly_on_each_ranked_candidate_and_stops_when_up
     assert updates == []
 
 
+def test_a_new_best_candidate_is_tried_at_once():
+    # the inventory knew only the LAN and the useless address; discovery then adds the peer's NAT mapping
+    statuses, updates, _ = tick({}, device(endpoint=LAN), [spec([LAN, USELESS])], NOW)
+    assert kicked(updates)[0] == (USELESS, 0)
+    statuses, updates, _ = tick(statuses, device(endpoint=USELESS, tx=148), [spec([LAN, USELESS])], NOW + 5)
+    assert updates == []
+    statuses, updates, events = tick(statuses, device(endpoint=USELESS, tx=296), [spec([LAN, USELESS, MAPPING])], NOW + 7)
+    assert kicked(updates) == [(MAPPING, 0), (None, 25)]  # not after the dwell, not the next after the last used
+    statuses, updates, _ = tick(statuses, device(endpoint=MAPPING, tx=444), [spec([LAN, USELESS, MAPPING])], NOW + 12)
+    assert updates == []  # it dwells on it
+
+
 def test_recreated_peer_tries_the_endpoint_it_was_last_up_on_first():
     eps = [LAN, USELESS, MAPPING]
     prev = {KEY: PeerStatus(endpoint=USELESS, last_used_endpoint=USELESS, last_up_endpoint=USELESS, rx_bytes=5000, tx_bytes=5000,
