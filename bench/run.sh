@@ -4,9 +4,10 @@
 # and tests): absolute seconds move with the load, a same-run ratio much less.
 #
 #   bash bench/run.sh                         scale, controller, agent, converge (N=3, N=6), dataplane
-#   bash bench/run.sh --only scale,agent      a subset (sections: scale controller agent converge dataplane failover)
+#   bash bench/run.sh --only scale,agent      a subset (sections: scale controller agent converge dataplane failover doublenat)
 #   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
 #   bash bench/run.sh --with-relay            also the relay scenario (bench/relay.sh, about 10 minutes)
+#   bash bench/run.sh --only doublenat        time to a direct path under double NAT (bench/doublenat.sh, about 6 minutes)
 #   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
 #
 # Results: every section run writes ONE new file bench/results/<section>/<UTC date>-<short commit>.json (committed
@@ -31,7 +32,7 @@ while (($#)); do
         --sizes) SIZES="$2"; shift 2 ;;
         --hosts) HOSTS="$2"; shift 2 ;;
         --nodes) NODE_COUNTS="$2"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -258,6 +259,14 @@ if want relay; then
     bash bench/relay.sh | tee "$WORK/relay.txt"
     $PY bench/report.py relay-entry --text "$WORK/relay.txt" --out "$RAW/relay.json"
     record relay "$RAW/relay.json"
+fi
+
+if want doublenat; then
+    banner "Double NAT: bench/doublenat.sh (molecule scenario doublenat, about 6 minutes)"
+    begin
+    bash bench/doublenat.sh | tee "$WORK/doublenat.txt"
+    $PY bench/report.py doublenat-entry --text "$WORK/doublenat.txt" --out "$RAW/doublenat.json"
+    record doublenat "$RAW/doublenat.json"
 fi
 
 banner "Report: docs/benchmarks.md, docs/benchmarks/scale.png (from every file in bench/results)"

@@ -18,6 +18,9 @@
 #   molecule-discovery, molecule-nat
 #               molecule test -s discovery / nat: the discovery service (role discovery_service), a node
 #               joining from its own inventory, hostile affiliates, service outage; a NAT'd node
+#   molecule-doublenat
+#               molecule test -s doublenat: two nodes behind two NAT routers, a public node, discovery:
+#               hole punching to a direct path (time to it measured), 5 ticks up, no traffic via the public node
 #   molecule-monitoring
 #               molecule test -s monitoring: node_exporter's textfile collector on 2 nodes, Debian's
 #               Prometheus scraping them; PromQL: peers up, counters growing, a down peer in one scrape
@@ -48,9 +51,11 @@ LOG_DIR="$REPO_ROOT/build/test-logs"
 # Names used by the molecule scenarios (molecule/default/molecule.yml, molecule/failover/molecule.yml).
 TESTBED_CONTAINERS=(node1 node2 node3 fo-node1 fo-node2 dp-node1 dp-node2 dp-node3
     disc-svc disc-node1 disc-node2 disc-node3 disc-node4 nat-svc nat-router nat-node1 nat-node2 nat-node3
-    inst-node1 inst-node2 mon-node1 mon-node2 mon-prom rl-relay rl-ra rl-rb rl-a rl-b)
+    inst-node1 inst-node2 mon-node1 mon-node2 mon-prom rl-relay rl-ra rl-rb rl-a rl-b
+    dn-svc dn-rtr-a dn-rtr-b dn-pub dn-a dn-b)
 TESTBED_NETWORKS=(kubespan-test kubespan-fo-a kubespan-fo-b kubespan-dp-a kubespan-dp-b kubespan-disc
-    kubespan-nat-pub kubespan-nat-priv kubespan-inst kubespan-mon kubespan-rl-pub kubespan-rl-a kubespan-rl-b)
+    kubespan-nat-pub kubespan-nat-priv kubespan-inst kubespan-mon kubespan-rl-pub kubespan-rl-a kubespan-rl-b
+    kubespan-dn-pub kubespan-dn-lana kubespan-dn-lanb kubespan-dn-iso)
 
 run_start=$SECONDS
 bash scripts/setup.sh
@@ -188,7 +193,7 @@ molecule_test() {
     return "$rc"
 }
 CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-failover molecule-nat molecule-monitoring installed
-    molecule-relay)
+    molecule-relay molecule-doublenat)
 if [[ " ${failed[*]} " == *" image ("* ]]; then
     for s in "${CONTAINER_SECTIONS[@]}"; do failed+=("$s (not run: no node image)"); done
     printf '\n==================== %s: FAILED (not run: the image build failed)\n' "${CONTAINER_SECTIONS[*]}"
@@ -210,7 +215,9 @@ else
     section_finish molecule-monitoring
     # wave 3
     section_start molecule-relay molecule_test relay
+    section_start molecule-doublenat molecule_test doublenat
     section_finish molecule-relay
+    section_finish molecule-doublenat
 fi
 
 # --- summary -------------------------------------------------------------------------------------

@@ -58,6 +58,28 @@ for WATCH_SECONDS (20 s), the timer starting the next run 30 s after the last. T
 Limitation: a path dead in one direction only, while the peer's keepalives still arrive, is left to
 Talos's 275 s rule on this side; the other side, which receives nothing, detects it as soon as it has
 data to send.
+
+Never-up peers and hole punching (docs/dataplane.md#nat-traversal). A peer WireGuard never had a
+handshake with (a new peer, or one re-created after a reboot) is not cycled by Talos's 15 s + 30 s rule:
+
+- Its candidates are ranked (``rank_candidates``): the endpoint it was last up on (``last_up_endpoint``,
+  remembered across re-creation), then the announced list backwards. Talos's announced order is the
+  node's interface addresses, then the address the discovery service saw it come from, then the extra
+  announced endpoints (and harvested ones are merged after them): what is seen from outside, and what
+  works across NATs, comes last; interface addresses only work on the same LAN, where every candidate
+  usually works anyway. Both sides rank the same way, so both aim at the other's NAT mapping first.
+- The first pick is made at first sight (not 30 s later), and a never-up peer moves on after
+  NEVER_UP_DWELL (10 s: two handshake retries at WireGuard's 5 s) instead of 15 s + 30 s.
+- Every endpoint change of a peer without a live session is a *kick*: the persistent keepalive is set to
+  0 and back in the same update, which makes WireGuard send a keepalive at once, so a handshake
+  initiation goes out to the new endpoint now (within WireGuard's 5 s rate limit) and is retried every
+  5 s for 90 s. WireGuard alone would stop after 90 s and only try again when traffic comes, which
+  never happens on an idle mesh, so a hole would never be punched.
+Why two port-preserving, endpoint-dependent NATs then connect: our initiation to the far mapping opens
+our router's conntrack entry (30 s unreplied); the far side's initiation to our mapping, sent within
+those 30 s, matches it and is let in; our WireGuard answers to the source it came from (roaming), which
+the far router lets in as the reply to what it just sent. A Talos peer sees ordinary endpoints and
+handshakes only.
 """
 
 from __future__ import annotations
@@ -86,6 +108,10 @@ STALL_AFTER = 20.0
 # Proposed agent schedule: within one run, sample every SAMPLE_INTERVAL seconds for WATCH_SECONDS.
 SAMPLE_INTERVAL = 5.0
 WATCH_SECONDS = 20.0
+# A peer that never had a handshake moves on to its next ranked candidate after this long without one.
+NEVER_UP_DWELL = 10.0
+# WireGuard's REJECT_AFTER_TIME: an older handshake means no session, a handshake is needed first.
+SESSION_LIFETIME = 180.0
 
 STATUS_FILE_VERSION = 1
 
@@ -96,6 +122,7 @@ class StatusSettings:
 
     persistent_keepalive: int = 25
     stall_after: float = STALL_AFTER
+    never_up_dwell: float = NEVER_UP_DWELL  # 0: never-up peers follow Talos's rules (no ranking, no kick)
     sample_interval: float = SAMPLE_INTERVAL
     watch_seconds: float = WATCH_SECONDS
 
@@ -128,6 +155,8 @@ class PeerStatus:
     via: str = ""
     down_since: float = 0.0
     relayed_since: float = 0.0
+    last_up_endpoint: str = ""  # the endpoint WireGuard used when the peer was last up (kept across re-creation)
+    ranked_first: str = ""  # a never-up peer's best ranked candidate when last looked at (a new best one is tried at once)
 
     def to_dict(self) -> dict:
         """JSON-able form; Talos's YAML key names where Talos has the field."""
@@ -171,6 +200,8 @@ _FIELDS = (
     ("via", "via", str),
     ("down_since", "downSince", float),
     ("relayed_since", "relayedSince", float),
+    ("last_up_endpoint", "lastUpEndpoint", str),
+    ("ranked_first", "rankedFirst", str),
 )
 
 # What a listing shows of a status (Talos bumps a resource's version when its spec changes).
@@ -243,6 +274,30 @@ def pick_new_endpoint(status: PeerStatus, endpoints: List[str]) -> str:
     return endpoints[(idx + 1) % len(endpoints)]
 
 
+def rank_candidates(status: PeerStatus, endpoints: List[str]) -> List[str]:
+    """The order in which a never-up peer's candidates are tried: the endpoint it was last up on, then the announced
+    list backwards (observed mappings and extra endpoints before interface addresses; see the module doc)."""
+    ranked = [status.last_up_endpoint] if status.last_up_endpoint in endpoints else []
+    ranked.extend(ep for ep in reversed(endpoints) if ep not in ranked)
+    return ranked
+
+
+def never_up(status: PeerStatus) -> bool:
+    """WireGuard never had a handshake with this peer entry."""
+    return status.last_handshake <= 0
+
+
+def pick_ranked_endpoint(status: PeerStatus, endpoints: List[str]) -> str:
+    """The ranked candidate after the last used one ("" when there is no other to try)."""
+    ranked = rank_candidates(status, endpoints)
+    if not ranked:
+        return ""
+    if status.last_used_endpoint not in ranked:
+        return ranked[0]
+    new = ranked[(ranked.index(status.last_used_endpoint) + 1) % len(ranked)]
+    return "" if new == status.last_used_endpoint else new
+
+
 def update_endpoint(status: PeerStatus, endpoint: str, now: float) -> None:
     status.endpoint = endpoint
     status.last_used_endpoint = endpoint
@@ -309,7 +364,13 @@ def tick(previous_statuses: Dict[str, PeerStatus], device_state: Optional[Device
         status, endpoint, peer_events = _tick_peer(previous_statuses.get(key), device_peers.get(key), spec, now, settings)
         statuses[key] = status
         if endpoint:
-            updates.append(PeerUpdate(public_key=key, endpoint=endpoint, update_only=True))
+            keepalive = settings.persistent_keepalive
+            if settings.never_up_dwell > 0 and keepalive > 0 and now - status.last_handshake >= SESSION_LIFETIME:
+                # the kick (see the module doc): keepalive 0 then back, so WireGuard starts a handshake now
+                updates.append(PeerUpdate(public_key=key, endpoint=endpoint, persistent_keepalive=0, update_only=True))
+                updates.append(PeerUpdate(public_key=key, persistent_keepalive=keepalive, update_only=True))
+            else:
+                updates.append(PeerUpdate(public_key=key, endpoint=endpoint, update_only=True))
         events.extend(peer_events)
     return statuses, updates, events
 
@@ -325,10 +386,10 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
             endpoints.append(norm)
     if prev is not None and peer is not None and (peer.rx_bytes < prev.rx_bytes or peer.tx_bytes < prev.tx_bytes):
         events.append("%s was re-created on the device: its status starts afresh" % who)
-        carried_version, prev = prev.version, None
+        carried_version, carried_up, prev = prev.version, prev.last_up_endpoint, None
     else:
-        carried_version = 0
-    status = replace(prev) if prev is not None else PeerStatus(version=carried_version)
+        carried_version, carried_up = 0, ""
+    status = replace(prev) if prev is not None else PeerStatus(version=carried_version, last_up_endpoint=carried_up)
     for attr in ("last_endpoint_change", "rx_changed_at", "unanswered_since", "down_since", "relayed_since"):
         if getattr(status, attr) > now:  # the clock went backwards
             setattr(status, attr, now)
@@ -350,16 +411,37 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
         events.append("%s roamed to %s (learned by WireGuard from the peer's traffic; kept)" % (who, seen))
     calculate_state(status, now)
     status.stalled = is_stalled(status, now, settings.stall_after)
+    if status.state == STATE_UP and seen:
+        status.last_up_endpoint = seen
 
     # Talos's rule (not faster than its 30 s reconcile), or the detector on an endpoint we set.
     due = should_change_endpoint(status) and (
         not status.last_used_endpoint or now - status.last_endpoint_change >= PEER_RECONCILE_INTERVAL)
     fast = status.stalled and status.state != STATE_DOWN and seen != "" and seen == status.last_used_endpoint
+    # A never-up peer (see the module doc): ranked candidates, the first at first sight, a short dwell on each.
+    punch = settings.never_up_dwell > 0 and never_up(status) and status.state != STATE_UP and len(endpoints) > 1
+    restart = False
+    if punch:
+        ranked = rank_candidates(status, endpoints)
+        # first sight, a last used endpoint no longer offered, or a new best candidate (discovery just told us the
+        # peer's NAT mapping): the best one now; else the next one after the dwell
+        restart = prev is None or status.last_used_endpoint not in ranked or status.ranked_first != ranked[0]
+        due, fast = (status.last_used_endpoint != ranked[0] or seen != ranked[0]) if restart else (
+            now - status.last_endpoint_change >= settings.never_up_dwell), False
+        status.ranked_first = ranked[0]
     changed = False
     if due or fast:
-        new = pick_new_endpoint(status, endpoints)
+        if restart:
+            new = rank_candidates(status, endpoints)[0]
+        elif punch:
+            new = pick_ranked_endpoint(status, endpoints)
+        else:
+            new = pick_new_endpoint(status, endpoints)
         if new:
-            if not status.last_used_endpoint:
+            if punch:
+                events.append("%s never up: trying %s (candidate %d of %d, %.0f s each)" % (
+                    who, new, rank_candidates(status, endpoints).index(new) + 1, len(endpoints), settings.never_up_dwell))
+            elif not status.last_used_endpoint:
                 events.append("%s: endpoint %s (first candidate)" % (who, new))
             elif status.state == STATE_DOWN:
                 events.append("%s down on %s, trying %s" % (who, status.endpoint or status.last_used_endpoint, new))
