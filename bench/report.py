@@ -433,7 +433,8 @@ def agent_section(runs):
             out.append("| %s | %s | %s | %d | %s | %s | %s / %s | %s | %s |" % (
                 date_label(m), commit_label(m), load_label(m), peers,
                 ", ".join("%.0f ms" % (r["process_cpu_s"] * 1e3) for r in proc) or "-",
-                ", ".join("%.1f MB" % (r["max_rss_bytes"] / 2**20) for r in proc) or "-",
+                (", ".join("%.1f MB" % (r["max_rss_bytes"] / 2**20) for r in proc) or "-")
+                + ("" if all(r.get("launcher") for r in proc) else " (forked from the bench process: upper bound)"),
                 ms(real[0]["tick_cpu_s"]) if real else "-", ms(syn[0]["tick_cpu_s"]) if syn else "-",
                 ms(real[0]["tick_children_cpu_s"]) if real else "-",
                 "%.2f MB" % (real[0]["tick_traced_peak_bytes"] / 2**20) if real else "-"))
@@ -449,8 +450,11 @@ def agent_section(runs):
         real = agent_rows(last, "real", imp["peers"])
         out += ["### Where the whole process goes (%d peers, newest run, %s)" % (imp["peers"], date_label(last["meta"])), "",
                 "Separate processes, CPU from `wait4`, best of 3 (same node, same run). Max RSS from `wait4` counts the",
-                "child from its fork, before exec: a figure at the forking bench process's own size (the smallest rows) is",
-                "that process's, so it is an upper bound for a bare interpreter; the whole tick's RSS is above it, its own.", "",
+                "child from its fork, before exec." + (
+                    " Each process is forked by a bare launcher (`LAUNCHER` in bench/agent_tick.py, about 8 MB), so a figure"
+                    " is the process's own unless it is at that floor (the `python3 -S -c pass` row)." if imp.get("launcher") else
+                    " This run forked them from the bench process itself: a figure at that process's size (the smallest rows)"
+                    " is that process's, an upper bound; later runs fork through a bare launcher."), "",
                 "| what | CPU | max RSS |", "| --- | --- | --- |"]
         for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.cli"):
             out.append("| `%s` | %s | %.1f MB |" % (label, ms(best(label)), best(label, "max_rss_bytes") / 2**20))
