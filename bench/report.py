@@ -248,8 +248,8 @@ def summary(runs):
     out = ["## Summary: goals (issue 18)", "",
            "Per goal: every run of the newest code commit that measured it (the range of all of them), its dates and",
            "commit. \"met\" only when every one of those runs meets the goal.", "",
-           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | result |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | load (1-min, start) | result |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for figure, goal, section, extract, met in GOALS:
         measured = []
         for run in runs.get(section, []) if section else []:
@@ -257,7 +257,7 @@ def summary(runs):
                 measured.append((run, value, text))
         if not measured:
             why = NOT_BENCHED.get(figure, "no run yet")
-            out.append("| %s | %s | - | 0 | - | - | not measured (%s) |" % (figure, goal, why))
+            out.append("| %s | %s | - | 0 | - | - | - | not measured (%s) |" % (figure, goal, why))
             continue
         newest = max(measured, key=lambda m: m[0]["meta"]["finished"])[0]["meta"]["code_commit"]
         mine = [m for m in measured if m[0]["meta"]["code_commit"] == newest]
@@ -272,9 +272,11 @@ def summary(runs):
             shown = "; ".join(texts)
         dates = sorted({date_label(r["meta"]) for r, _v, _t in mine})
         result = "information only" if not met else "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
-        out.append("| %s | %s | %s | %d | %s | %s | **%s** |" % (
+        loads = sorted({(r["meta"].get("load_start") or [float("nan")])[0] for r, _v, _t in mine})
+        out.append("| %s | %s | %s | %d | %s | %s | %s (%d cores) | **%s** |" % (
             figure, goal, shown, len(mine), commit_label(mine[0][0]["meta"]),
-            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), result))
+            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]),
+            span(loads, "%.1f"), mine[0][0]["meta"]["nproc"], result))
     return out + [""]
 
 
