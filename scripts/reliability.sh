@@ -174,7 +174,7 @@ if ((need_cluster)); then
             --secrets-file "$SECRETS" "${REL_NODES[@]}"
         want hardening && run_part hardening bash tests/reliability/hardening.sh rel-node3 rel-node1 rel-node2
         want concurrency && run_part concurrency python3 tests/reliability/concurrency.py --inventory "$REL_DIR/inventory.yml" \
-            --secrets-file "$SECRETS" --rounds "${REL_CONCURRENCY_ROUNDS:-20}" --agent-args "${REL_CONCURRENCY_AGENT_ARGS:-}" rel-node1 rel-node3
+            --secrets-file "$SECRETS" --rounds "${REL_CONCURRENCY_ROUNDS:-20}" --agent-args="${REL_CONCURRENCY_AGENT_ARGS:-}" rel-node1 rel-node3
         want faults && run_part faults bash tests/reliability/faults.sh rel-node2
     fi
 
