@@ -73,7 +73,7 @@ def test_message_count_is_capped(monkeypatch):
             pass
 
         def recvfrom(self, _size):
-            return b"".join(_msg(16, b"\0" * 16) for _ in range(4)), (0, 0)
+            return _msg(16, b"\0" * 16) * 4, (0, 0)
 
     r = rtnl.Rtnl.__new__(rtnl.Rtnl)
     r.sock, r.seq = Sock(), 0
