@@ -7,6 +7,7 @@
 #   bash bench/run.sh --only scale,agent      a subset (sections: scale controller agent converge dataplane failover)
 #   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
 #   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
+#            --peers 0,10,100,1000 (agent)
 #
 # Results: every section run writes ONE new file bench/results/<section>/<UTC date>-<short commit>.json (committed
 # with the code): its commit (and whether the code was dirty), date, machine load at start and end, nproc, the raw
@@ -22,6 +23,7 @@ SECTIONS="scale,controller,agent,converge,dataplane"
 SIZES="100,1000,5000"
 HOSTS="25,50,100,300"
 NODE_COUNTS="3,6"
+PEER_COUNTS="0,10,100,1000"
 while (($#)); do
     case "$1" in
         --only) SECTIONS="$2"; shift 2 ;;
@@ -29,7 +31,8 @@ while (($#)); do
         --sizes) SIZES="$2"; shift 2 ;;
         --hosts) HOSTS="$2"; shift 2 ;;
         --nodes) NODE_COUNTS="$2"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        --peers) PEER_COUNTS="$2"; shift 2 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -209,7 +212,8 @@ for line in sys.stdin:
     r = json.loads(line)
     extra = " (tick CPU %.0f ms, of which nft %.0f ms)" % (r["tick_cpu_s"] * 1e3, r["tick_children_cpu_s"] * 1e3) if "tick_cpu_s" in r else ""
     print("  %5d peers %-9s process CPU %.0f ms, max RSS %.1f MB%s" % (r["peers"], r["mode"], r["process_cpu_s"] * 1e3, r["max_rss_bytes"] / 2**20, extra))'
-    for peers in 0 10 100 1000; do
+    IFS=, read -r -a peer_counts <<<"$PEER_COUNTS"
+    for peers in "${peer_counts[@]}"; do
         podman exec "$node1" python3 /root/agent_tick.py prepare "$peers" >/dev/null
         # the first tick after a new desired state settles the statuses (not recorded); then the timer's whole
         # process, three times (the primary figure), then the in-process tick (secondary), each after a settling tick
