@@ -89,21 +89,44 @@ def install_command():
     raise SystemExit("agentfiles rendered no command file")
 
 
+# The launcher between this bench process and the measured command: a bare interpreter (-S, no imports before the
+# fork) that forks, execs the command and reports its wait4 rusage. Linux counts a child's max RSS from its fork (the
+# forking process's pages, kept through exec): forked from this bench process (the bundle imported, ~20 MB) the
+# command's figure could never go below that; forked from the launcher its floor is the launcher's ~8 MB, below any
+# Python command's own peak (baseline row "python3 -S -c pass"), as under systemd (PID 1 forks the unit's process).
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_pid, status, ru = os.wait4(pid, 0)
+import json
+with open(sys.argv[1], "w") as f:
+    json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_bytes": ru.ru_maxrss * 1024}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_process(argv):
-    """fork+exec argv; (rc, CPU seconds incl. reaped children, max RSS bytes of the largest process, wall, stdout, stderr,
-    start time). Output goes to temporary files so that wait4, not Popen, reaps the process (its rusage is the figure)."""
+    """fork+exec argv through LAUNCHER; (rc, CPU seconds incl. reaped children, max RSS bytes of the largest process,
+    wall, stdout, stderr, start time), CPU and RSS from the launcher's wait4 of the command (not of the launcher)."""
     import tempfile
     since = time.time()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as usage_file:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = rc = os.waitstatus_to_exitcode(status)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, usage_file.name] + list(argv), stdout=out, stderr=err)
+        rc = proc.wait()
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
         text_out, text_err = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    return rc, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, wall, text_out, text_err, since
+        text_usage = usage_file.read()
+    if not text_usage:
+        raise TickFailed("the launcher reported no usage for %s (rc %d): %s" % (argv[0], rc, text_err.strip()[-300:]))
+    usage = json.loads(text_usage)
+    return rc, usage["cpu_s"], usage["max_rss_bytes"], wall, text_out, text_err, since
 
 
 def process(n, state_dir):
@@ -118,7 +141,7 @@ def process(n, state_dir):
     check_log(lines)
     check_statuses(state_dir, n, since)  # the statuses of the state dir the command was given
     print(json.dumps({"peers": n, "mode": "process", "command": argv, "rc": rc, "process_cpu_s": cpu_s, "max_rss_bytes": rss,
-                      "wall_s": wall, "log_lines": len(lines)}))
+                      "wall_s": wall, "log_lines": len(lines), "launcher": True}))
 
 
 def importtime(n):
@@ -135,9 +158,18 @@ def importtime(n):
         if not name.startswith(" "):  # a top-level import (nested ones are indented)
             top[name] = top.get(name, 0) + int(cum_us)
             total += int(cum_us)
+    # the bundle's modules compiled ahead (a what-if: from the zipapp, every process compiles every module it imports)
+    import compileall
+    import zipfile
+    compiled = "/tmp/kubespan-bench-compiled"
+    with zipfile.ZipFile(BUNDLE) as zf:
+        zf.extractall(compiled)
+    if not compileall.compile_dir(compiled, quiet=1):
+        raise TickFailed("cannot compile the bundle's modules in %s" % compiled)
     baselines = {}
     for label, code in (("python3 -c pass", "pass"), ("python3 -S -c pass", None), ("import pyroute2", "import pyroute2"),
-                        ("import kubespan_mesh.cli", "import sys; sys.path.insert(0, %r); import kubespan_mesh.cli" % BUNDLE)):
+                        ("import kubespan_mesh.cli", "import sys; sys.path.insert(0, %r); import kubespan_mesh.cli" % BUNDLE),
+                        ("import kubespan_mesh.cli, precompiled", "import sys; sys.path.insert(0, %r); import kubespan_mesh.cli" % compiled)):
         argv = [sys.executable, "-S", "-c", "pass"] if code is None else [sys.executable, "-c", code]
         samples = []
         for _attempt in range(3):
@@ -147,7 +179,7 @@ def importtime(n):
             samples.append({"cpu_s": cpu_s, "max_rss_bytes": rss})
         baselines[label] = samples
     print(json.dumps({"peers": n, "imports_total_us": total,
-                      "top_imports_us": sorted(top.items(), key=lambda kv: -kv[1])[:15], "baselines": baselines}))
+                      "top_imports_us": sorted(top.items(), key=lambda kv: -kv[1])[:15], "baselines": baselines, "launcher": True}))
 
 
 CLUSTER_ID = "kubespan-bench-agent"
@@ -230,7 +262,9 @@ def tick(n, mode):
     def run():
         return agent.run_tick(STATE_DIR, logs.append, sleep_fn=lambda _s: None)
 
-    import pyroute2  # noqa: F401  (imported by the tick anyway: its memory counts as the process's, not the tick's)
+    from kubespan_mesh.netlink import Netlink
+    with Netlink() as nl:  # warm up what the tick's netlink reads import (pyroute2 before rtnl.py): the process's memory
+        nl.link("lo")
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     self0, child0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     wall0 = time.perf_counter()

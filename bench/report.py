@@ -287,8 +287,8 @@ def summary(runs):
     out = ["## Summary: goals (issue 18)", "",
            "Per goal: every run of the newest code commit that measured it (the range of all of them), its dates and",
            "commit. \"met\" only when every one of those runs meets the goal.", "",
-           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | result |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | load (1-min, start) | result |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for figure, goal, section, extract, met in GOALS:
         measured = []
         for run in runs.get(section, []) if section else []:
@@ -296,7 +296,7 @@ def summary(runs):
                 measured.append((run, value, text))
         if not measured:
             why = NOT_BENCHED.get(figure, "no run yet")
-            out.append("| %s | %s | - | 0 | - | - | not measured (%s) |" % (figure, goal, why))
+            out.append("| %s | %s | - | 0 | - | - | - | not measured (%s) |" % (figure, goal, why))
             continue
         newest = max(measured, key=lambda m: m[0]["meta"]["finished"])[0]["meta"]["code_commit"]
         mine = [m for m in measured if m[0]["meta"]["code_commit"] == newest]
@@ -311,9 +311,11 @@ def summary(runs):
             shown = "; ".join(texts)
         dates = sorted({date_label(r["meta"]) for r, _v, _t in mine})
         result = "information only" if not met else "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
-        out.append("| %s | %s | %s | %d | %s | %s | **%s** |" % (
+        loads = sorted({(r["meta"].get("load_start") or [float("nan")])[0] for r, _v, _t in mine})
+        out.append("| %s | %s | %s | %d | %s | %s | %s (%d cores) | **%s** |" % (
             figure, goal, shown, len(mine), commit_label(mine[0][0]["meta"]),
-            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), result))
+            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]),
+            span(loads, "%.1f"), mine[0][0]["meta"]["nproc"], result))
     return out + [""]
 
 
@@ -505,7 +507,8 @@ def agent_section(runs):
             out.append("| %s | %s | %s | %d | %s | %s | %s / %s | %s | %s |" % (
                 date_label(m), commit_label(m), load_label(m), peers,
                 ", ".join("%.0f ms" % (r["process_cpu_s"] * 1e3) for r in proc) or "-",
-                ", ".join("%.1f MB" % (r["max_rss_bytes"] / 2**20) for r in proc) or "-",
+                (", ".join("%.1f MB" % (r["max_rss_bytes"] / 2**20) for r in proc) or "-")
+                + ("" if all(r.get("launcher") for r in proc) else " (forked from the bench process: upper bound)"),
                 ms(real[0]["tick_cpu_s"]) if real else "-", ms(syn[0]["tick_cpu_s"]) if syn else "-",
                 ms(real[0]["tick_children_cpu_s"]) if real else "-",
                 "%.2f MB" % (real[0]["tick_traced_peak_bytes"] / 2**20) if real else "-"))
@@ -521,10 +524,16 @@ def agent_section(runs):
         real = agent_rows(last, "real", imp["peers"])
         out += ["### Where the whole process goes (%d peers, newest run, %s)" % (imp["peers"], date_label(last["meta"])), "",
                 "Separate processes, CPU from `wait4`, best of 3 (same node, same run). Max RSS from `wait4` counts the",
-                "child from its fork, before exec: a figure at the forking bench process's own size (the smallest rows) is",
-                "that process's, so it is an upper bound for a bare interpreter; the whole tick's RSS is above it, its own.", "",
+                "child from its fork, before exec." + (
+                    " Each process is forked by a bare launcher (`LAUNCHER` in bench/agent_tick.py, about 8 MB), so a figure"
+                    " is the process's own unless it is at that floor (the `python3 -S -c pass` row)." if imp.get("launcher") else
+                    " This run forked them from the bench process itself: a figure at that process's size (the smallest rows)"
+                    " is that process's, an upper bound; later runs fork through a bare launcher."), "",
                 "| what | CPU | max RSS |", "| --- | --- | --- |"]
-        for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.cli"):
+        for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.cli",
+                      "import kubespan_mesh.cli, precompiled"):
+            if label not in base:  # runs before the precompiled what-if was measured
+                continue
             out.append("| `%s` | %s | %.1f MB |" % (label, ms(best(label)), best(label, "max_rss_bytes") / 2**20))
         if proc:
             out.append("| whole `kubespan agent` tick (median of its runs) | %s | - |" % ms(statistics.median(proc)))

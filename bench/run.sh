@@ -9,6 +9,7 @@
 #   bash bench/run.sh --with-relay            also the relay scenario (bench/relay.sh, about 10 minutes)
 #   bash bench/run.sh --only doublenat        time to a direct path under double NAT (bench/doublenat.sh, about 6 minutes)
 #   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
+#            --peers 0,10,100,1000 (agent)
 #
 # Results: every section run writes ONE new file bench/results/<section>/<UTC date>-<short commit>.json (committed
 # with the code): its commit (and whether the code was dirty), date, machine load at start and end, nproc, the raw
@@ -24,6 +25,7 @@ SECTIONS="scale,controller,agent,converge,dataplane"
 SIZES="100,1000,5000"
 HOSTS="25,50,100,300"
 NODE_COUNTS="3,6"
+PEER_COUNTS="0,10,100,1000"
 while (($#)); do
     case "$1" in
         --only) SECTIONS="$2"; shift 2 ;;
@@ -32,6 +34,7 @@ while (($#)); do
         --sizes) SIZES="$2"; shift 2 ;;
         --hosts) HOSTS="$2"; shift 2 ;;
         --nodes) NODE_COUNTS="$2"; shift 2 ;;
+        --peers) PEER_COUNTS="$2"; shift 2 ;;
         -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -55,8 +58,11 @@ WORK="$REPO_ROOT/build/bench"
 RESULTS="$REPO_ROOT/bench/results"
 RAW="$WORK/raw"
 mkdir -p "$RESULTS" "$RAW"
-NETWORK=kubespan-bench
-ALL_NODES=(bench-node1 bench-node2 bench-node3 bench-node4 bench-node5 bench-node6)
+# BENCH_NODE_PREFIX, BENCH_NETWORK: other names for the containers and the network (same subnet), so that a section
+# with containers can run while another run's controller section (no containers, but the same EXIT cleanup) goes on
+NETWORK="${BENCH_NETWORK:-kubespan-bench}"
+_prefix="${BENCH_NODE_PREFIX:-bench-node}"
+ALL_NODES=("${_prefix}1" "${_prefix}2" "${_prefix}3" "${_prefix}4" "${_prefix}5" "${_prefix}6")
 PY=.venv/bin/python
 NODES=()
 
@@ -189,16 +195,17 @@ if want agent; then
     banner "Agent: the real \`kubespan agent\` process as the timer starts it, 0, 10, 100, 1000 peers, in bench-node1"
     begin
     cluster_create 1
+    node1="${ALL_NODES[0]}"
     bundle=$($PY roles/kubespan/files/build_agent_bundle.py plugins/module_utils "$WORK/cache")
-    podman exec bench-node1 mkdir -p /usr/lib/kubespan
-    podman cp "$bundle" bench-node1:/usr/lib/kubespan/kubespan-agent.pyz
-    podman cp bench/agent_tick.py bench-node1:/root/agent_tick.py
+    podman exec "$node1" mkdir -p /usr/lib/kubespan
+    podman cp "$bundle" "$node1":/usr/lib/kubespan/kubespan-agent.pyz
+    podman cp bench/agent_tick.py "$node1":/root/agent_tick.py
     # the unit the engine starts for the userspace data path (the role installs the same)
     printf '[Service]\nEnvironment=LOG_LEVEL=error\nExecStart=/usr/bin/wireguard-go -f kubespan\n' |
-        podman exec -i bench-node1 sh -c 'cat >/etc/systemd/system/kubespan-wireguard-go.service && systemctl daemon-reload'
+        podman exec -i "$node1" sh -c 'cat >/etc/systemd/system/kubespan-wireguard-go.service && systemctl daemon-reload'
     : >"$RAW/agent.jsonl"
     # negative control: a tick that cannot work (a state directory with no desired state) must fail the check
-    if podman exec bench-node1 python3 /root/agent_tick.py process 0 --state-dir /nonexistent >/dev/null 2>"$RAW/agent-negative.txt"; then
+    if podman exec "$node1" python3 /root/agent_tick.py process 0 --state-dir /nonexistent >/dev/null 2>"$RAW/agent-negative.txt"; then
         echo "agent_tick accepted a tick without a desired state: the tick check is broken" >&2
         exit 1
     fi
@@ -208,20 +215,21 @@ for line in sys.stdin:
     r = json.loads(line)
     extra = " (tick CPU %.0f ms, of which nft %.0f ms)" % (r["tick_cpu_s"] * 1e3, r["tick_children_cpu_s"] * 1e3) if "tick_cpu_s" in r else ""
     print("  %5d peers %-9s process CPU %.0f ms, max RSS %.1f MB%s" % (r["peers"], r["mode"], r["process_cpu_s"] * 1e3, r["max_rss_bytes"] / 2**20, extra))'
-    for peers in 0 10 100 1000; do
-        podman exec bench-node1 python3 /root/agent_tick.py prepare "$peers" >/dev/null
+    IFS=, read -r -a peer_counts <<<"$PEER_COUNTS"
+    for peers in "${peer_counts[@]}"; do
+        podman exec "$node1" python3 /root/agent_tick.py prepare "$peers" >/dev/null
         # the first tick after a new desired state settles the statuses (not recorded); then the timer's whole
         # process, three times (the primary figure), then the in-process tick (secondary), each after a settling tick
-        podman exec bench-node1 python3 /root/agent_tick.py process "$peers" >/dev/null
+        podman exec "$node1" python3 /root/agent_tick.py process "$peers" >/dev/null
         for _ in 1 2 3; do
-            podman exec bench-node1 python3 /root/agent_tick.py process "$peers" | tee -a "$RAW/agent.jsonl" | $PY -c "$show"
+            podman exec "$node1" python3 /root/agent_tick.py process "$peers" | tee -a "$RAW/agent.jsonl" | $PY -c "$show"
         done
         for mode in real synthetic; do
-            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" >/dev/null
-            podman exec bench-node1 python3 /root/agent_tick.py tick "$peers" "$mode" | tee -a "$RAW/agent.jsonl" | $PY -c "$show"
+            podman exec "$node1" python3 /root/agent_tick.py tick "$peers" "$mode" >/dev/null
+            podman exec "$node1" python3 /root/agent_tick.py tick "$peers" "$mode" | tee -a "$RAW/agent.jsonl" | $PY -c "$show"
         done
         if [[ "$peers" == 100 ]]; then
-            podman exec bench-node1 python3 /root/agent_tick.py importtime "$peers" >"$RAW/agent-importtime.json"
+            podman exec "$node1" python3 /root/agent_tick.py importtime "$peers" >"$RAW/agent-importtime.json"
         fi
     done
     $PY bench/report.py agent-entry --jsonl "$RAW/agent.jsonl" --importtime "$RAW/agent-importtime.json" --out "$RAW/agent.json"

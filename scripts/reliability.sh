@@ -20,6 +20,10 @@
 #   --only PART[,PART...]            run only these parts: crash, disk, fuzz, killpoints, secrets, hardening,
 #                                    concurrency, faults, mesh10, netns
 #   --keep                           leave the last cluster running (default: removed on exit)
+# Tests of the strict checks themselves (each part must then FAIL; docs/reliability.md "Checks shown to fail"):
+#   REL_CONCURRENCY_AGENT_ARGS=--no-such-option  every racing agent tick ends non-zero
+#   REL_FAULT_BROKEN_INJECT=1                     faults.sh injects nothing (the commands are only printed)
+#   REL_MESH10_BREAK_PAIR=1                       rel-node1 drops rel-node10's packets before the converge
 #
 # Containers rel-node1..10 on networks kubespan-rel (10.89.90.0/24, 2001:db8:90::/64); they are removed by
 # an EXIT trap, and stale ones of these names are cleared before a cluster is created. Logs and the
@@ -103,25 +107,39 @@ want netns && run_part netns bash tests/reliability/netns_mesh.sh ${REL_NETNS_SI
 mesh10() {
     local start
     rel_create 10
+    if [[ -n "${REL_MESH10_BREAK_PAIR:-}" ]]; then  # test of this part only: rel-node1 drops rel-node10's packets
+        echo "mesh10: REL_MESH10_BREAK_PAIR set: rel-node1 drops every packet from and to rel-node10 (this part must fail)"
+        podman exec -i rel-node1 nft -f - <<'NFT'
+table inet relbreak {
+    chain in { type filter hook input priority -300; policy accept; ip saddr 10.89.90.20 drop; ip6 saddr 2001:db8:90::20 drop; }
+    chain out { type filter hook output priority -300; policy accept; ip daddr 10.89.90.20 drop; ip6 daddr 2001:db8:90::20 drop; }
+}
+NFT
+    fi
     start=$SECONDS
     if ! rel_playbook playbooks/site.yml >"$LOGDIR/converge10.log" 2>&1; then
         echo "converge of 10 nodes failed: $LOGDIR/converge10.log"; tail -30 "$LOGDIR/converge10.log"; return 1
     fi
     echo "mesh10: site.yml converged 10 nodes in $((SECONDS - start)) s (forks 10, podman connection)"
     grep -E '^rel-node[0-9]+ +:' "$LOGDIR/converge10.log"
-    local waited
-    waited="$(rel_wait_all_pairs 120)" || return 1
-    echo "mesh10: all 90 directed pairs answered $waited s after the converge ended"
-    rel_all_pairs || return 1
+    # every check runs and reports, a failed one does not hide the next (the part fails if any failed)
+    local waited bad=0
+    if waited="$(rel_wait_all_pairs 120)"; then
+        echo "mesh10: all 90 directed pairs answered $waited s after the converge ended"
+    else
+        bad=1
+    fi
+    rel_all_pairs || bad=1
     local n peers up
     for n in "${REL_NODES[@]}"; do
         peers="$(podman exec "$n" wg show kubespan peers | wc -l)"
         up="$(podman exec "$n" kubespan get peerstatuses -o records | python3 -c 'import json, sys
 print(sum(1 for r in json.load(sys.stdin) if r.get("state") == "up"))')"
         echo "  $n: $peers WireGuard peers, $up up in kubespan get peerstatuses"
-        [[ "$peers" == 9 ]] || { echo "FAIL $n has $peers peers, not 9"; return 1; }
-        [[ "$up" == 9 ]] || { echo "FAIL $n has $up of 9 peers up"; return 1; }
+        [[ "$peers" == 9 ]] || { echo "FAIL $n has $peers peers, not 9"; bad=1; }
+        [[ "$up" == 9 ]] || { echo "FAIL $n has $up of 9 peers up"; bad=1; }
     done
+    return "$bad"
 }
 
 # --- containers
@@ -156,7 +174,7 @@ if ((need_cluster)); then
             --secrets-file "$SECRETS" "${REL_NODES[@]}"
         want hardening && run_part hardening bash tests/reliability/hardening.sh rel-node3 rel-node1 rel-node2
         want concurrency && run_part concurrency python3 tests/reliability/concurrency.py --inventory "$REL_DIR/inventory.yml" \
-            --secrets-file "$SECRETS" --rounds "${REL_CONCURRENCY_ROUNDS:-20}" rel-node1 rel-node3
+            --secrets-file "$SECRETS" --rounds "${REL_CONCURRENCY_ROUNDS:-20}" --agent-args="${REL_CONCURRENCY_AGENT_ARGS:-}" rel-node1 rel-node3
         want faults && run_part faults bash tests/reliability/faults.sh rel-node2
     fi
 

@@ -1,13 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Links and addresses over rtnetlink (pyroute2's IPRoute; works with Debian's 0.7.2 and PyPI 0.9.x)."""
+"""Links and addresses over rtnetlink: the node agent's reads (link, addresses, routes, rules) through the
+standard-library dumps of rtnl.py, every write and the playbook-time reads through pyroute2's IPRoute (works with
+Debian's 0.7.2 and PyPI 0.9.x), imported on first use: a tick that finds no drift never imports pyroute2."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
 from typing import List, Optional, Tuple
+
+from .rtnl import Rtnl, RtnlError
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
@@ -44,13 +48,35 @@ def _kind(msg) -> Optional[str]:
 
 
 class Netlink:
-    """A thin, replaceable adapter; one IPRoute socket per instance."""
+    """A thin, replaceable adapter: one rtnl dump socket and, from the first write, one IPRoute socket."""
 
     def __init__(self):
-        self.ipr = _iproute()
+        self._ipr = None
+        self._rtnl = None
+
+    @property
+    def ipr(self):
+        # lazy: pyroute2's import costs ~150 ms CPU and ~14 MB per agent process; only a write needs it
+        if self._ipr is None:
+            self._ipr = _iproute()
+        return self._ipr
+
+    def _dump(self, method: str, *args):
+        """A read-only dump through rtnl (standard library); RtnlError -> NetlinkError."""
+        try:
+            if self._rtnl is None:
+                self._rtnl = Rtnl()
+            return getattr(self._rtnl, method)(*args)
+        except RtnlError as exc:
+            raise NetlinkError(str(exc))
 
     def close(self):
-        self.ipr.close()
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
 
     def __enter__(self):
         return self
@@ -59,32 +85,31 @@ class Netlink:
         self.close()
 
     def link_index(self, ifname: str) -> Optional[int]:
-        found = self.ipr.link_lookup(ifname=ifname)
+        found = [link["index"] for link in self._dump("links") if link["ifname"] == ifname]
         return found[0] if found else None
 
     def link(self, ifname: str) -> Optional[dict]:
         """Return {index, mtu, up, kind, addresses} of a link, or None when it does not exist."""
-        idx = self.link_index(ifname)
-        if idx is None:
+        found = [link for link in self._dump("links") if link["ifname"] == ifname]
+        if not found:
             return None
-        msg = self.ipr.get_links(idx)[0]
+        msg = found[0]
         return {
-            "index": idx,
-            "mtu": _attr(msg, "IFLA_MTU", 0),
+            "index": msg["index"],
+            "mtu": msg["mtu"],
             "up": bool(msg["flags"] & IFF_UP),
-            "kind": _kind(msg),
-            "addresses": self.addresses(idx),
+            "kind": msg["kind"],
+            "addresses": self.addresses(msg["index"]),
         }
 
     def addresses(self, index: int, family: int = socket.AF_INET6) -> List[str]:
         """Global-scope addresses of a link as 'addr/prefixlen'."""
         result = []
-        for msg in self.ipr.get_addr(family=family, index=index):
+        for msg in self._dump("addresses", family):
             if msg["index"] != index or msg["scope"] != RT_SCOPE_UNIVERSE:
                 continue
-            addr = _attr(msg, "IFA_ADDRESS") or _attr(msg, "IFA_LOCAL")
-            if addr:
-                result.append("%s/%d" % (ipaddress.ip_address(addr).compressed, msg["prefixlen"]))
+            if msg["address"]:
+                result.append("%s/%d" % (ipaddress.ip_address(msg["address"]).compressed, msg["prefixlen"]))
         return sorted(result)
 
     def set_mtu(self, index: int, mtu: int) -> None:
@@ -107,17 +132,15 @@ class Netlink:
 
     def routes(self, table: int) -> List[dict]:
         """Routes of ``table`` as dataplane route dicts (family, dst, table, oif, metric, mtu)."""
-        names = {msg["index"]: _attr(msg, "IFLA_IFNAME", "") for msg in self.ipr.get_links()}
+        names = {msg["index"]: msg["ifname"] for msg in self._dump("links")}
         result = []
         for family, fam in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
-            for msg in self.ipr.get_routes(family=family, table=table):
-                if (_attr(msg, "RTA_TABLE") or msg["table"]) != table:
+            for msg in self._dump("routes", family):
+                if msg["table"] != table:
                     continue
-                dst = _attr(msg, "RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
-                metrics = msg.get_attr("RTA_METRICS")
-                mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+                dst = msg["dst"] or ("0.0.0.0" if fam == 4 else "::")
                 route = {"family": fam, "dst": "%s/%d" % (dst, msg["dst_len"]), "table": table,
-                         "oif": names.get(_attr(msg, "RTA_OIF"), ""), "metric": _attr(msg, "RTA_PRIORITY", 0), "mtu": mtu or 0}
+                         "oif": names.get(msg["oif"], ""), "metric": msg["priority"] or 0, "mtu": msg["mtu"] or 0}
                 if msg["type"] != RTN_UNICAST:
                     route["type"] = RTN_TYPES.get(msg["type"], str(msg["type"]))
                 result.append(route)
@@ -149,13 +172,13 @@ class Netlink:
         """Policy rules at ``priority`` or pointing at ``table``, as dataplane rule dicts."""
         result = []
         for family, fam in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
-            for msg in self.ipr.get_rules(family=family):
-                prio = _attr(msg, "FRA_PRIORITY", 0)
-                tab = _attr(msg, "FRA_TABLE") or msg["table"]
+            for msg in self._dump("rules", family):
+                prio = msg["priority"] or 0
+                tab = msg["table"]
                 if prio != priority and tab != table:
                     continue
-                result.append({"family": fam, "priority": prio, "fwmark": _attr(msg, "FRA_FWMARK", 0),
-                               "fwmask": _attr(msg, "FRA_FWMASK", 0), "table": tab})
+                result.append({"family": fam, "priority": prio, "fwmark": msg["fwmark"] or 0,
+                               "fwmask": msg["fwmask"] or 0, "table": tab})
         return result
 
     def add_rule(self, rule: dict) -> None:

@@ -18,6 +18,7 @@ the desired keepalive; `kubespan agent --check` reports no drift. Exit status 1 
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -44,6 +45,8 @@ def main():
     ap.add_argument("--inventory", required=True)
     ap.add_argument("--secrets-file", required=True)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--agent-args", default="", help="test of this test only: more arguments for the racing `kubespan agent` "
+                    "(e.g. --no-such-option: every tick ends non-zero, and this test must fail; docs/reliability.md)")
     ap.add_argument("target")
     ap.add_argument("leaver")
     args = ap.parse_args()
@@ -58,10 +61,11 @@ def main():
     members = state["members"]
     node(args.target, "systemctl stop kubespan-agent.timer; while systemctl is-active -q kubespan-agent.service; do sleep 0.2; done")
     node(args.target, "rm -f /tmp/rel-agent.stop /tmp/rel-agent.log")
+    agent_args = " ".join(shlex.quote(a) for a in shlex.split(args.agent_args))
     subprocess.run(["podman", "exec", "-d", args.target, "sh", "-c",
-                    "while [ ! -e /tmp/rel-agent.stop ]; do echo \"start $(date +%s.%N)\" >>/tmp/rel-agent.log; "
-                    "kubespan agent --watch-seconds 2 --sample-interval 0.5 --lock-timeout 60 >>/tmp/rel-agent.log 2>&1; "
-                    "echo \"end $(date +%s.%N) rc=$?\" >>/tmp/rel-agent.log; done"], check=True, stdout=subprocess.DEVNULL)
+                    "while [ ! -e /tmp/rel-agent.stop ]; do echo \"start $(date +%%s.%%N)\" >>/tmp/rel-agent.log; "
+                    "kubespan agent --watch-seconds 2 --sample-interval 0.5 --lock-timeout 60 %s >>/tmp/rel-agent.log 2>&1; "
+                    "echo \"end $(date +%%s.%%N) rc=$?\" >>/tmp/rel-agent.log; done" % agent_args], check=True, stdout=subprocess.DEVNULL)
     failures, module_seconds = [], []
     try:
         for rnd in range(1, args.rounds + 1):

@@ -65,36 +65,46 @@ injected() {  # injected NAME COMMAND...: COMMAND must succeed, showing the faul
     local name="$1"; shift
     if "$@"; then echo "fault: $name: injected (checked)"; else echo "FAIL fault: $name: the fault did not happen"; fail=1; fi
 }
+# inject COMMAND...: the fault's command on the victim. REL_FAULT_BROKEN_INJECT=1 (a test of this test) only
+# prints it: every "injected" check and the partition check must then fail.
+inject() {
+    if [[ -n "${REL_FAULT_BROKEN_INJECT:-}" ]]; then echo "REL_FAULT_BROKEN_INJECT: not injected: $*"; else x "$@"; fi
+}
 wg_pid="$(x pgrep -x wireguard-go || true)"
-t0=$(now); x pkill -KILL -x wireguard-go
+t0=$(now); inject pkill -KILL -x wireguard-go
 injected "wireguard-go killed (SIGKILL)" test -n "$wg_pid" -a "$(x pgrep -x wireguard-go || true)" != "$wg_pid"
 measure "wireguard-go killed (SIGKILL)" "$t0"
 ifindex="$(x cat /sys/class/net/kubespan/ifindex)"
-t0=$(now); x ip link del kubespan
+t0=$(now); inject ip link del kubespan
 injected "interface kubespan deleted" test "$(x cat /sys/class/net/kubespan/ifindex 2>/dev/null || echo gone)" != "$ifindex"
 measure "interface kubespan deleted" "$t0"
-t0=$(now); x nft flush table inet kubespan
+t0=$(now); inject nft flush table inet kubespan
 injected "nft table inet kubespan flushed" test "$(x nft list table inet kubespan 2>/dev/null)" != "$nft_before"
 measure "nft table inet kubespan flushed" "$t0"
-t0=$(now); x sh -c 'ip route flush table 180; ip -6 route flush table 180'
+t0=$(now); inject sh -c 'ip route flush table 180; ip -6 route flush table 180'
 injected "routes of table 180 deleted" test "$(x sh -c 'ip route show table 180; ip -6 route show table 180' 2>/dev/null)" != "$routes_before"
 measure "routes of table 180 deleted" "$t0"
 started="$(podman inspect --format '{{.State.StartedAt}}' "$victim")"
-t0=$(now); podman restart --time 5 "$victim" >/dev/null
+t0=$(now)
+if [[ -n "${REL_FAULT_BROKEN_INJECT:-}" ]]; then echo "REL_FAULT_BROKEN_INJECT: not injected: podman restart"; else podman restart --time 5 "$victim" >/dev/null; fi
 injected "container restarted (podman restart)" test "$(podman inspect --format '{{.State.StartedAt}}' "$victim")" != "$started"
 measure "container restarted (podman restart)" "$t0"
 
 part="${REL_PARTITION_SECONDS:-120}"
-podman exec -i "$victim" nft -f - <<'NFT'
+if [[ -n "${REL_FAULT_BROKEN_INJECT:-}" ]]; then
+    echo "REL_FAULT_BROKEN_INJECT: not injected: the partition"
+else
+    podman exec -i "$victim" nft -f - <<'NFT'
 table inet reltest {
     chain in { type filter hook input priority -300; policy accept; iifname != { "lo", "kubespan" } drop; }
     chain out { type filter hook output priority -300; policy accept; oifname != { "lo", "kubespan" } drop; }
 }
 NFT
+fi
 echo "underlay of $victim partitioned (every packet on its underlay interfaces dropped) for $part s"
 sleep "$part"
 if mesh_whole; then echo "FAIL the partition did not cut the mesh"; fail=1; fi
-t0=$(now); x nft delete table inet reltest; measure "underlay partitioned ${part} s, then healed" "$t0"
+t0=$(now); inject nft delete table inet reltest; measure "underlay partitioned ${part} s, then healed" "$t0"
 
 echo "faults on $victim (no Ansible run during any of them):"
 printf '  %s\n' "${RESULTS[@]}"
