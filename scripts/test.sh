@@ -21,6 +21,9 @@
 #   molecule-monitoring
 #               molecule test -s monitoring: node_exporter's textfile collector on 2 nodes, Debian's
 #               Prometheus scraping them; PromQL: peers up, counters growing, a down peer in one scrape
+#   vm          tests/vm/run.sh: two QEMU guests booting Debian 12's kernel and systemd from a built disk
+#               image; site.yml on kernel WireGuard, the agent restoring a deleted link, a reboot, disable;
+#               fail closed by packet captures (wave 3, alone)
 #   installed   tests/installed/run.sh --debian trixie: the release tarball installed into an empty
 #               collections path, the demo run from the installed FQCNs only, on Debian 13 nodes
 # Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
@@ -204,6 +207,8 @@ else
     section_finish molecule-nat
     section_finish molecule-monitoring
 fi
+# Wave 3: two QEMU guests (TCG) on their own after the containers (emulation needs the CPU; no node image).
+section vm bash tests/vm/run.sh
 
 # --- summary -------------------------------------------------------------------------------------
 if [[ -s "$KUBESPAN_TEST_MEASUREMENTS" ]]; then
