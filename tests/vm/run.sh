@@ -24,7 +24,9 @@
 # waits have generous limits and only fail a check when the thing never happens.
 #
 # Environment: VMTEST_SMP / VMTEST_MEM (per guest, default 2 / 1536), VMTEST_PORT_BASE (default 22200:
-# ssh on +1/+2, underlay UDP on +11/+12, all on 127.0.0.1), VMTEST_KEEP=1 leaves the guests running.
+# ssh on +1/+2, underlay UDP on +11/+12, all on 127.0.0.1), VMTEST_KEEP=1 leaves the guests running,
+# VMTEST_REUSE=1 uses guests so left (while working on this script: the checks start from their state),
+# VMTEST_LOCK (default /tmp/kubespan-vm.lock: one run at a time, the ports are fixed).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,8 +57,8 @@ measure() { # measure TEXT: print it and append it to the measurements file
 [ "$(id -u)" = 0 ] || die "run as root"
 cd "$REPO"
 # The ports are fixed: one run at a time on this machine (other worktrees wait).
-exec 8>/tmp/kubespan-vm.lock
-flock 8
+exec 8>"${VMTEST_LOCK:-/tmp/kubespan-vm.lock}"
+flock -w 3600 8 || die "another tests/vm/run.sh still holds /tmp/kubespan-vm.lock after an hour"
 [[ -f tests/testbed/env.sh ]] || bash scripts/setup.sh
 # shellcheck source=/dev/null
 . tests/testbed/env.sh
@@ -84,21 +86,31 @@ cleanup() {
     stop_guest 2 || true
 }
 trap cleanup EXIT
-# An interrupted earlier run: stop its guests (pid files), then start afresh.
-if [[ -d "$RUN" ]]; then stop_guest 1 || true; stop_guest 2 || true; fi
-rm -rf "$RUN"
+alive() { kill -0 "$(cat "$RUN/vm$1.pid" 2>/dev/null || echo none)" 2>/dev/null; }
+reuse=0
+if [[ "${VMTEST_REUSE:-0}" == 1 ]] && alive 1 && alive 2; then
+    reuse=1 # guests left by VMTEST_KEEP=1, state as that run left them (for working on this script)
+else
+    # An interrupted earlier run: stop its guests (pid files), then start afresh.
+    if [[ -d "$RUN" ]]; then stop_guest 1 || true; stop_guest 2 || true; fi
+    rm -rf "$RUN"
+fi
 mkdir -p "$RUN"
+if ((!reuse)); then
+    # This run's own links to the image (a rebuild may remove the cache entry while the guests use it).
+    for f in base.qcow2 vmlinuz initrd.img id_ed25519; do ln "$IMG/$f" "$RUN/$f" 2>/dev/null || cp "$IMG/$f" "$RUN/$f"; done
+fi
 
 cat >"$RUN/ssh_config" <<CFG
 Host vm1 vm2
     HostName 127.0.0.1
     User root
-    IdentityFile $IMG/id_ed25519
+    IdentityFile $RUN/id_ed25519
     IdentitiesOnly yes
     StrictHostKeyChecking no
     UserKnownHostsFile /dev/null
     LogLevel ERROR
-    ConnectTimeout 5
+    ConnectTimeout 60
     ControlMaster auto
     ControlPath $RUN/cm-%n
     ControlPersist 600
@@ -111,11 +123,15 @@ g() { local n=$1; shift; ssh -F "$RUN/ssh_config" "$n" "$@"; } # g vmN COMMAND: 
 
 start_guest() { # start_guest N: boot guest N from its overlay (made on first boot)
     local n=$1 other=$(( $1 == 1 ? 2 : 1 ))
-    [[ -f "$RUN/vm$n.qcow2" ]] || qemu-img create -q -f qcow2 -b "$IMG/base.qcow2" -F qcow2 "$RUN/vm$n.qcow2"
-    qemu-system-x86_64 -accel tcg -machine q35 -cpu max -smp "$SMP" -m "$MEM" \
+    if [[ -f "$RUN/vm$n.qcow2" ]]; then
+        qemu-img rebase -u -f qcow2 -b "$RUN/base.qcow2" -F qcow2 "$RUN/vm$n.qcow2" # no-op unless VMTEST_REUSE
+    else
+        qemu-img create -q -f qcow2 -b "$RUN/base.qcow2" -F qcow2 "$RUN/vm$n.qcow2"
+    fi
+    qemu-system-x86_64 -accel tcg -machine q35 -cpu max -smp "$SMP" -m "$MEM" 8>&- 9>&- \
         -nodefaults -display none -monitor none -daemonize -pidfile "$RUN/vm$n.pid" \
         -serial "file:$RUN/vm$n.serial.$(date +%s)" \
-        -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
+        -kernel "$RUN/vmlinuz" -initrd "$RUN/initrd.img" \
         -append "console=ttyS0 root=LABEL=kroot rw quiet net.ifnames=0 systemd.hostname=vm$n" \
         -drive "file=$RUN/vm$n.qcow2,if=virtio,format=qcow2,cache=unsafe" \
         -netdev "user,id=u,restrict=on,ipv6=off,hostfwd=tcp:127.0.0.1:$((PORT_BASE + n))-:22" \
@@ -132,14 +148,18 @@ wait_ssh() { # wait_ssh N LIMIT: until guest N answers over ssh and systemd has 
     done
 }
 
-log "booting vm1 and vm2 (TCG, -smp $SMP, -m $MEM)"
-t_boot=$(now)
-start_guest 1
-start_guest 2
-for n in 1 2; do
-    wait_ssh "$n" 600 || die "vm$n did not come up over ssh in 600 s (serial log: $RUN/vm$n.serial.*)"
-done
-measure "both guests booted to a running systemd and answering ssh $(since "$t_boot") s after the QEMU start"
+if ((reuse)); then
+    log "VMTEST_REUSE=1: using the running guests"
+else
+    log "booting vm1 and vm2 (TCG, -smp $SMP, -m $MEM)"
+    t_boot=$(now)
+    start_guest 1
+    start_guest 2
+    for n in 1 2; do
+        wait_ssh "$n" 1800 || die "vm$n did not come up over ssh in 1800 s (serial log: $RUN/vm$n.serial.*)"
+    done
+    measure "both guests booted to a running systemd and answering ssh $(since "$t_boot") s after the QEMU start"
+fi
 check "kernel WireGuard module available in the guests" g vm1 'modinfo wireguard >/dev/null'
 
 # --- inventory and playbook runs -----------------------------------------------------------------------
@@ -305,7 +325,7 @@ if [[ -n "$t_mesh" ]]; then
 else
     fail "vm2 rebooted: the mesh is back without a playbook run (waited 600 pings)"
 fi
-wait_ssh 2 600 || fail "vm2 answers ssh after the reboot"
+wait_ssh 2 1800 || fail "vm2 answers ssh after the reboot"
 measure "kernel WireGuard: vm2 restarted -> running systemd and ssh $(since "$t_reboot") s after the QEMU start"
 ID_AFTER=$(ident 2)
 check "vm2 after the reboot: same public key" test "$(sed -n 1p <<<"$ID_BEFORE")" = "$(sed -n 1p <<<"$ID_AFTER")"
