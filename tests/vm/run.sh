@@ -202,9 +202,13 @@ for n in 1 2; do
     check "vm$n: no wireguard-go process" bash -c "! ssh -F '$RUN/ssh_config' vm$n pgrep -x wireguard-go"
 done
 ula() { g "vm$1" ip -6 -o addr show dev kubespan scope global | awk '{ sub("/.*", "", $4); print $4; exit }'; }
-ULA1=$(ula 1); ULA2=$(ula 2)
+ULA1=$(ula 1 || true); ULA2=$(ula 2 || true)
 log "ULAs: vm1 $ULA1, vm2 $ULA2"
-[[ -n "$ULA1" && -n "$ULA2" ]] || fail "both guests have a ULA on kubespan"
+if [[ -z "$ULA1" || -z "$ULA2" ]]; then
+    fail "both guests have a ULA on kubespan: the later steps need them"
+    log "FAIL ($nfail of $((npass + nfail)) checks failed; stopped)"
+    exit 1
+fi
 mesh_ping() { g "vm$1" ping -6 -n -c 1 -W 2 -I kubespan "$2" >/dev/null; }
 wait_mesh() { # wait_mesh N ULA LIMIT: until guest N pings ULA through kubespan
     local t0; t0=$(now)
