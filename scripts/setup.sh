@@ -33,6 +33,8 @@ fi
 # wireguard-tools, wireguard-go, nftables, iproute2, python3-pyroute2/nacl/yaml: the same data path
 #   and Python libraries as the nodes (host-side tests, the QEMU kernel test reuses the host's /);
 # qemu-system-x86, kmod, cpio, busybox-static: kernel WireGuard test in a QEMU guest;
+# qemu-utils, e2fsprogs, openssh-client: the QEMU guests of tests/vm/run.sh (qcow2 disks from an ext4
+#   image made with mkfs.ext4 -d; Ansible's SSH connection to them);
 # python3-venv: the controller virtualenv; make: `make release` (tests/installed/run.sh);
 # strace, shellcheck: the crash-safety trials (scripts/reliability.sh) and ansible-test's shellcheck;
 # prometheus: promtool for the alert rules and metrics checks (tests/gates.sh promtool);
@@ -41,7 +43,7 @@ HOST_PACKAGES=(
     podman runc netavark iptables mmdebstrap
     wireguard-tools wireguard-go nftables iproute2
     python3-venv python3-pyroute2 python3-nacl python3-yaml
-    qemu-system-x86 kmod cpio busybox-static
+    qemu-system-x86 kmod cpio busybox-static qemu-utils e2fsprogs openssh-client
     make strace shellcheck prometheus systemd
 )
 
