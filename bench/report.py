@@ -471,8 +471,9 @@ def relay_section(runs):
         return []
     out = ["## Relay under symmetric NAT (issue 16)", "",
            "Molecule scenario `relay`: A and B behind two routers with `masquerade random,fully-random`, a public relay",
-           "member. Relayed: from the start of A's and B's agents (fresh memory) to A's first ping to B's ULA answered",
-           "through the relay (the test allows 90 s). Back to direct: from the routers starting to route LAN to LAN to",
+           "member. Relayed: from the start of the second agent (A's; B's started earlier, both with fresh memory) to A's",
+           "first ping to B's ULA answered through the relay (the test allows 90 s); load \"nan\": not recorded at the",
+           "start (the run was not started by bench/run.sh). Back to direct: from the routers starting to route LAN to LAN to",
            "B's ranges back on A's direct entry. iperf3 TCP A -> B, 5 s, through the relay and then direct, same nodes.", "",
            "| date | commit | load | to relayed path | back to direct | iperf3 relayed | iperf3 direct | relayed / direct |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
