@@ -8,6 +8,7 @@ mkdir -p "$d"
 case "$1" in
 start)
     rm -f "$d/$2".*
+    # shellcheck disable=SC2016  # the inner bash expands them
     setsid bash -c 'tcpdump -i "$1" -n -U -w "$2.pcap" "$3" 2>"$2.err"; echo $? > "$2.rc"' _ "$3" "$d/$2" "$4" \
         </dev/null >/dev/null 2>&1 &
     echo $! >"$d/$2.pid"

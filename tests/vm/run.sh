@@ -27,6 +27,7 @@
 # ssh on +1/+2, underlay UDP on +11/+12, all on 127.0.0.1), VMTEST_KEEP=1 leaves the guests running,
 # VMTEST_REUSE=1 uses guests so left (while working on this script: the checks start from their state),
 # VMTEST_LOCK (default /tmp/kubespan-vm.lock: one run at a time, the ports are fixed).
+# shellcheck disable=SC2317  # functions run through check() and the EXIT trap
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
