@@ -390,9 +390,10 @@ def controller_section(runs):
         out.append("- The newest run has no 1,000-host inventory: the goal at 1,000 hosts is not measured by it.")
     big = max(last["data"]["sizes"], key=lambda x: x["hosts"])
     fact_tasks = sorted(big["facts"]["tasks"], key=lambda t: -t["seconds"])
+    fact_name = fact_tasks[0]["name"] if fact_tasks else "-"
+    fact_seconds = fact_tasks[0]["seconds"] if fact_tasks else 0
     out += ["", "Where the first run's wall time goes, per task (newest run, %d hosts, %s; hosts ok / skipped; the fact play's "
-            "own task for comparison: %s, %.1f s):" % (big["hosts"], date_label(last["meta"]), fact_tasks[0]["name"] if fact_tasks else "-",
-                                                         fact_tasks[0]["seconds"] if fact_tasks else 0), "",
+            "own task for comparison: %s, %.1f s):" % (big["hosts"], date_label(last["meta"]), fact_name, fact_seconds), "",
             "| task | ok | skipped | wall seconds |", "| --- | --- | --- | --- |"]
     for t in sorted(big["site"]["tasks"], key=lambda t: -t["seconds"]):
         out.append("| %s | %d | %d | %.1f |" % (t["name"].replace("kubespan.mesh.kubespan : ", ""), t["ok"], t["skipped"], t["seconds"]))
