@@ -5,7 +5,8 @@ for the hosts), against a plain fact-gathering play on the same inventory as the
 
 For each size: an inventory of n hosts in group kubespan (one cluster ID and secret, the role's controller
 cache of affiliates in a directory of --workdir, never the user's ~/.cache), then
-  facts  a play with gather_facts only (full fact set, replayed from a real one)
+  facts  a play with gather_facts only (full fact set, replayed from a real one), run before and again after the
+         two site.yml runs (the ratios use the mean of the two: the machine's load moves during a long run)
   site   playbooks/site.yml without the controller's cache (first run, or a cache lost): round 1 is skipped,
          the identity module, the affiliates collected, round 2 (the mesh module with every affiliate)
   rerun  playbooks/site.yml again, the cache now current: round 1 (mesh module with the cached affiliates and
@@ -171,8 +172,10 @@ def main(argv=None):
         check_path("site-%d" % n, site, n, cold=True)
         rerun = run_play(args.workdir, inv, site_yml, "rerun-%d" % n, args.forks, args.cprofile)
         check_path("rerun-%d" % n, rerun, n, cold=False)
+        # the baseline again after the site.yml runs: the machine's load moves during a long run
+        facts_after = run_play(args.workdir, inv, facts_play, "facts-after-%d" % n, args.forks)
         slow = max(site["tasks"], key=lambda t: t["seconds"])
-        results.append({"hosts": n, "facts": facts, "site": site, "rerun": rerun})
+        results.append({"hosts": n, "facts": facts, "facts_after": facts_after, "site": site, "rerun": rerun})
         print("%6d %6.1f/%6.1f s %6.1f/%6.1f s %6.1f/%6.1f s %7.1fx  %s (%.0f%% of wall)" % (
             n, facts["wall_s"], facts["cpu_s"], site["wall_s"], site["cpu_s"], rerun["wall_s"], rerun["cpu_s"],
             site["cpu_s"] / facts["cpu_s"], slow["name"], 100 * slow["seconds"] / site["wall_s"]), flush=True)

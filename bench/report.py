@@ -198,6 +198,12 @@ def controller_size(run, n):
     return next((s for s in run["data"]["sizes"] if s["hosts"] == n), None)
 
 
+def controller_baseline(s, key):
+    """The fact play's figure: the mean of the runs before and after site.yml (runs before that: the one before)."""
+    runs = [s["facts"]] + ([s["facts_after"]] if "facts_after" in s else [])
+    return sum(r[key] for r in runs) / len(runs)
+
+
 # Each goal: (figure, goal text, section, extract(run) -> list of (value, shown text), met(value) -> bool).
 # extract returns [] when the run did not measure this figure (e.g. a controller run without 1,000 hosts).
 
@@ -229,8 +235,8 @@ def _controller(run):
     s = controller_size(run, 1000)
     if not s:
         return []
-    wall, cpu = s["site"]["wall_s"] / s["facts"]["wall_s"], s["site"]["cpu_s"] / s["facts"]["cpu_s"]
-    mem = s["site"]["max_rss_bytes"] / 2**30
+    wall, cpu = s["site"]["wall_s"] / controller_baseline(s, "wall_s"), s["site"]["cpu_s"] / controller_baseline(s, "cpu_s")
+    mem = max(s["site"]["max_rss_bytes"], s["rerun"]["max_rss_bytes"]) / 2**30
     return [((wall, cpu, mem), "%.2fx wall, %.2fx CPU, %.2f GB" % (wall, cpu, mem))]
 
 
@@ -238,7 +244,7 @@ def _controller_largest(run):
     s = max(run["data"]["sizes"], key=lambda x: x["hosts"])
     if s["hosts"] >= 1000:
         return []
-    wall, cpu = s["site"]["wall_s"] / s["facts"]["wall_s"], s["site"]["cpu_s"] / s["facts"]["cpu_s"]
+    wall, cpu = s["site"]["wall_s"] / controller_baseline(s, "wall_s"), s["site"]["cpu_s"] / controller_baseline(s, "cpu_s")
     return [(cpu, "%d hosts: %.2fx wall, %.2fx CPU, %.2f GB" % (s["hosts"], wall, cpu, s["site"]["max_rss_bytes"] / 2**30))]
 
 
@@ -287,7 +293,7 @@ def summary(runs):
     out = ["## Summary: goals (issue 18)", "",
            "Per goal: every run of the newest code commit that measured it (the range of all of them), its dates and",
            "commit. \"met\" only when every one of those runs meets the goal.", "",
-           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | load (1-min, start) | result |",
+           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | load (1-min) start -> end | result |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for figure, goal, section, extract, met in GOALS:
         measured = []
@@ -311,11 +317,10 @@ def summary(runs):
             shown = "; ".join(texts)
         dates = sorted({date_label(r["meta"]) for r, _v, _t in mine})
         result = "information only" if not met else "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
-        loads = sorted({(r["meta"].get("load_start") or [float("nan")])[0] for r, _v, _t in mine})
-        out.append("| %s | %s | %s | %d | %s | %s | %s (%d cores) | **%s** |" % (
+        loads = sorted({load_label(r["meta"]) for r, _v, _t in mine})
+        out.append("| %s | %s | %s | %d | %s | %s | %s | **%s** |" % (
             figure, goal, shown, len(mine), commit_label(mine[0][0]["meta"]),
-            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]),
-            span(loads, "%.1f"), mine[0][0]["meta"]["nproc"], result))
+            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), "; ".join(loads), result))
     return out + [""]
 
 
@@ -400,24 +405,37 @@ def controller_section(runs):
            "`playbooks/site.yml` against n hosts of the connection `bench/plugins/connection/benchfake.py`, which runs",
            "nothing and answers every module call with a result of the real module's shape and size: only Ansible's",
            "work on the controller is measured. Baseline: a fact-gathering play on the same fake inventory, in the same",
-           "run. CPU: the ansible-playbook process tree (user + system); peak memory: its largest process.", "",
-           "| date | commit | load | hosts | fact play wall / CPU | first run wall / CPU | ratio wall / CPU | re-run wall / CPU "
-           "| ratio wall / CPU | peak memory |",
+           "run (before the site.yml runs and, from the runs that have it, again after them: the ratios then use the",
+           "mean). CPU: the ansible-playbook process tree (user + system); peak memory: its largest process.", "",
+           "| date | commit | load | hosts | fact play wall / CPU (before; after) | first run wall / CPU | ratio wall / CPU "
+           "| re-run wall / CPU | ratio wall / CPU | peak memory |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in runs["controller"]:
         m = run["meta"]
         for r in run["data"]["sizes"]:
             f, s, rr = r["facts"], r["site"], r["rerun"]
-            out.append("| %s | %s | %s | %d | %.1f s / %.1f s | %.1f s / %.1f s | %.2fx / %.2fx | %.1f s / %.1f s | %.2fx / %.2fx | %.0f MB |" % (
-                date_label(m), commit_label(m), load_label(m), r["hosts"], f["wall_s"], f["cpu_s"], s["wall_s"], s["cpu_s"],
-                s["wall_s"] / f["wall_s"], s["cpu_s"] / f["cpu_s"], rr["wall_s"], rr["cpu_s"], rr["wall_s"] / f["wall_s"],
-                rr["cpu_s"] / f["cpu_s"], max(s["max_rss_bytes"], rr["max_rss_bytes"]) / 2**20))
+            fw, fc = controller_baseline(r, "wall_s"), controller_baseline(r, "cpu_s")
+            fa = r.get("facts_after")
+            facts_text = "%.1f s / %.1f s%s" % (f["wall_s"], f["cpu_s"], "; %.1f s / %.1f s" % (fa["wall_s"], fa["cpu_s"]) if fa else "")
+            out.append("| %s | %s | %s | %d | %s | %.1f s / %.1f s | %.2fx / %.2fx | %.1f s / %.1f s | %.2fx / %.2fx | %.0f MB |" % (
+                date_label(m), commit_label(m), load_label(m), r["hosts"], facts_text, s["wall_s"], s["cpu_s"],
+                s["wall_s"] / fw, s["cpu_s"] / fc, rr["wall_s"], rr["cpu_s"], rr["wall_s"] / fw,
+                rr["cpu_s"] / fc, max(s["max_rss_bytes"], rr["max_rss_bytes"]) / 2**20))
     last = runs["controller"][-1]
     for g in last["data"]["growth"]:
         out.append("- newest run, %d -> %d hosts: controller CPU grows as n^%.2f (first run), n^%.2f (re-run), the fact play as n^%.2f." % (
             g["from"], g["to"], g["site_cpu_exponent"], g["rerun_cpu_exponent"], g["facts_cpu_exponent"]))
     if max(r["hosts"] for r in last["data"]["sizes"]) < 1000:
         out.append("- The newest run has no 1,000-host inventory: the goal at 1,000 hosts is not measured by it.")
+    big = max(last["data"]["sizes"], key=lambda x: x["hosts"])
+    fact_tasks = sorted(big["facts"]["tasks"], key=lambda t: -t["seconds"])
+    fact_name = fact_tasks[0]["name"] if fact_tasks else "-"
+    fact_seconds = fact_tasks[0]["seconds"] if fact_tasks else 0
+    out += ["", "Where the first run's wall time goes, per task (newest run, %d hosts, %s; hosts ok / skipped; the fact play's "
+            "own task for comparison: %s, %.1f s):" % (big["hosts"], date_label(last["meta"]), fact_name, fact_seconds), "",
+            "| task | ok | skipped | wall seconds |", "| --- | --- | --- | --- |"]
+    for t in sorted(big["site"]["tasks"], key=lambda t: -t["seconds"]):
+        out.append("| %s | %d | %d | %.1f |" % (t["name"].replace("kubespan.mesh.kubespan : ", ""), t["ok"], t["skipped"], t["seconds"]))
     return out + [""]
 
 
@@ -514,6 +532,9 @@ def agent_section(runs):
                 ms(real[0]["tick_children_cpu_s"]) if real else "-",
                 "%.2f MB" % (real[0]["tick_traced_peak_bytes"] / 2**20) if real else "-"))
     out.append("")
+    for run in runs["agent"]:
+        if run["data"].get("note"):
+            out += ["Run of %s (%s): %s." % (date_label(run["meta"]), commit_label(run["meta"]), run["data"]["note"]), ""]
     last = runs["agent"][-1]
     imp = last["data"].get("importtime")
     if imp:

@@ -185,6 +185,8 @@ class UapiWireGuard:
             return b"".join(chunks).decode("ascii", "replace")
         except socket.timeout:
             raise WireGuardError("wireguard-go for %s did not answer within %.0f s" % (self.ifname, self.timeout))
+        except OSError as exc:  # reset or closed mid-answer (wireguard-go starting or stopping): callers retry or report
+            raise WireGuardError("wireguard-go for %s at %s broke off its answer: %s" % (self.ifname, self.path, exc.strerror or exc))
         finally:
             sock.close()
 

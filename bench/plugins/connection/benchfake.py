@@ -75,8 +75,8 @@ def _identity(addr):
         "node_id": base64.b32encode(digest).decode().rstrip("=").replace("=", ""),
         "public_key": base64.b64encode(digest).decode(),
         "address": "fd7f:175a:b97c:5602:%x:%x:%x:%x/128" % (digest[1], digest[2], index >> 16, index & 0xFFFF),
-        "endpoints": ["%s:51820" % addr, "[2001:db8:1::%x]:51820" % index],
-        "addresses": [addr, "2001:db8:1::%x" % index],
+        "endpoints": ["%s:51820" % addr, "[2001:db8:1::%x:%x]:51820" % (index >> 16, index & 0xFFFF)],
+        "addresses": [addr, "2001:db8:1::%x:%x" % (index >> 16, index & 0xFFFF)],
         "additional_addresses": [],
         "exclude_advertised_networks": [],
     }

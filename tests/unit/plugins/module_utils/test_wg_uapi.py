@@ -75,3 +75,32 @@ def test_parse_error_never_quotes_the_line(line):
     assert "line 2" in message or "malformed key" in message
     for start in range(0, len(secret) - 8):
         assert secret[start:start + 8] not in message
+
+
+def test_a_connection_reset_mid_answer_is_a_wireguard_error(tmp_path):
+    # wireguard-go starting or stopping can accept and then reset the UAPI connection: the caller's retry
+    # (engine.ensure_userspace_device) catches WireGuardError, not a bare ConnectionResetError
+    import socket
+    import threading
+    import time
+
+    from ansible_collections.kubespan.mesh.plugins.module_utils.wg_uapi import UapiWireGuard
+
+    path = str(tmp_path / "kubespan.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def reset_one():
+        conn, _addr = server.accept()
+        time.sleep(0.3)  # the request arrives and stays unread: closing now resets the connection (AF_UNIX)
+        conn.close()
+
+    thread = threading.Thread(target=reset_one)
+    thread.start()
+    dev = UapiWireGuard("kubespan")
+    dev.path = path
+    with pytest.raises(WireGuardError, match="broke off its answer"):
+        dev.read()
+    thread.join()
+    server.close()
