@@ -501,10 +501,10 @@ def test_never_up_peer_takes_the_mapping_at_first_sight_and_kicks_a_handshake():
 
 def test_never_up_peer_dwells_briefly_on_each_ranked_candidate_and_stops_when_up():
     eps = [LAN, USELESS, MAPPING]
-    statuses, updates, _ = tick({}, device(endpoint=LAN), [spec(eps)], NOW)
+    statuses, updates, _events = tick({}, device(endpoint=LAN), [spec(eps)], NOW)
     seen = [MAPPING]
     for t in (5, 10, 15, 20, 25, 30):
-        statuses, updates, _ = tick(statuses, device(endpoint=seen[-1], tx=148 * t), [spec(eps)], NOW + t)
+        statuses, updates, _events = tick(statuses, device(endpoint=seen[-1], tx=148 * t), [spec(eps)], NOW + t)
         if updates:
             assert kicked(updates)[1] == (None, 25)
             seen.append(kicked(updates)[0][0])
@@ -512,19 +512,19 @@ def test_never_up_peer_dwells_briefly_on_each_ranked_candidate_and_stops_when_up
     # a handshake: up, the endpoint remembered, nothing changed any more
     statuses, updates, events = tick(statuses, device(endpoint=MAPPING, handshake=NOW + 31, rx=92, tx=5000), [spec(eps)], NOW + 35)
     assert updates == [] and statuses[KEY].state == STATE_UP and statuses[KEY].last_up_endpoint == MAPPING
-    statuses, updates, _ = tick(statuses, device(endpoint=MAPPING, handshake=NOW + 31, rx=184, tx=5100), [spec(eps)], NOW + 60)
+    statuses, updates, _events = tick(statuses, device(endpoint=MAPPING, handshake=NOW + 31, rx=184, tx=5100), [spec(eps)], NOW + 60)
     assert updates == []
 
 
 def test_a_new_best_candidate_is_tried_at_once():
     # the inventory knew only the LAN and the useless address; discovery then adds the peer's NAT mapping
-    statuses, updates, _ = tick({}, device(endpoint=LAN), [spec([LAN, USELESS])], NOW)
+    statuses, updates, _events = tick({}, device(endpoint=LAN), [spec([LAN, USELESS])], NOW)
     assert kicked(updates)[0] == (USELESS, 0)
-    statuses, updates, _ = tick(statuses, device(endpoint=USELESS, tx=148), [spec([LAN, USELESS])], NOW + 5)
+    statuses, updates, _events = tick(statuses, device(endpoint=USELESS, tx=148), [spec([LAN, USELESS])], NOW + 5)
     assert updates == []
     statuses, updates, events = tick(statuses, device(endpoint=USELESS, tx=296), [spec([LAN, USELESS, MAPPING])], NOW + 7)
     assert kicked(updates) == [(MAPPING, 0), (None, 25)]  # not after the dwell, not the next after the last used
-    statuses, updates, _ = tick(statuses, device(endpoint=MAPPING, tx=444), [spec([LAN, USELESS, MAPPING])], NOW + 12)
+    statuses, updates, _events = tick(statuses, device(endpoint=MAPPING, tx=444), [spec([LAN, USELESS, MAPPING])], NOW + 12)
     assert updates == []  # it dwells on it
 
 
@@ -532,20 +532,20 @@ def test_recreated_peer_tries_the_endpoint_it_was_last_up_on_first():
     eps = [LAN, USELESS, MAPPING]
     prev = {KEY: PeerStatus(endpoint=USELESS, last_used_endpoint=USELESS, last_up_endpoint=USELESS, rx_bytes=5000, tx_bytes=5000,
                             last_handshake=NOW - 60, state=STATE_UP)}
-    statuses, updates, _ = tick(prev, device(endpoint=LAN), [spec(eps)], NOW)
+    statuses, updates, _events = tick(prev, device(endpoint=LAN), [spec(eps)], NOW)
     assert kicked(updates) == [(USELESS, 0), (None, 25)] and statuses[KEY].last_up_endpoint == USELESS
 
 
 def test_roamed_never_up_peer_is_left_alone_once_the_handshake_is_in():
     eps = [LAN, USELESS, MAPPING]
-    statuses, _, _ = tick({}, device(endpoint=LAN), [spec(eps)], NOW)
+    statuses, _updates, _events = tick({}, device(endpoint=LAN), [spec(eps)], NOW)
     # the far side's initiation came in on another address: WireGuard roamed and has a session
     statuses, updates, events = tick(statuses, device(endpoint="10.89.160.99:51820", handshake=NOW + 3, rx=92, tx=148), [spec(eps)], NOW + 5)
     assert updates == [] and statuses[KEY].state == STATE_UP and statuses[KEY].last_up_endpoint == "10.89.160.99:51820"
 
 
 def test_talos_rules_when_the_punching_is_off():
-    statuses, updates, _ = tick({}, device(endpoint=LAN), [spec([LAN, USELESS, MAPPING])], NOW, TALOS)
+    statuses, updates, _events = tick({}, device(endpoint=LAN), [spec([LAN, USELESS, MAPPING])], NOW, TALOS)
     assert updates == [] and statuses[KEY].last_used_endpoint == LAN
 
 
@@ -599,7 +599,7 @@ class _DoubleNat:
     def agent_sample(self, x, t):
         w = self.wg[x]
         dev = DeviceState(peers={KEY: PeerState(public_key=KEY, endpoint=w["endpoint"], last_handshake=w["hs"], rx_bytes=w["rx"], tx_bytes=w["tx"])})
-        self.status[x], updates, _ = tick(self.status[x], dev, [spec(self.cands(x))], t, self.settings)
+        self.status[x], updates, _events = tick(self.status[x], dev, [spec(self.cands(x))], t, self.settings)
         for u in updates:
             if u.endpoint:
                 w["endpoint"] = u.endpoint
