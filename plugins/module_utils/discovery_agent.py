@@ -46,7 +46,7 @@ MAX_REDIRECTS = 3  # Hello redirects followed per tick (Talos's client follows t
 # are counted in one line) and kept in discovery.json, and the length of each kept reason.
 MAX_AFFILIATES = 1024
 MAX_REASONS = 20
-MAX_REASON_CHARS = 300
+MAX_REASON_CHARS = 512  # room for a trim warning: its text, 8 prefixes and "and N more" (peerspec.MAX_LISTED)
 AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addresses", "additional_addresses",
                   "exclude_advertised_networks")
 
