@@ -217,7 +217,8 @@ def mesh_svg(statuses, hostvars=None, groups=None, site_groups=None, cluster_gro
         row_h = max(row_h, size)
     height = y + row_h
     margin_top, legend_h = 40, 60
-    total_w, total_h = int(width + 2 * BOX_GAP), int(height + margin_top + legend_h + BOX_GAP)
+    # at least the legend's width (a small mesh would cut it)
+    total_w, total_h = max(int(width + 2 * BOX_GAP), 760), int(height + margin_top + legend_h + BOX_GAP)
 
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="%d" height="%d" viewBox="0 0 %d %d" '
