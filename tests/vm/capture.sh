@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # capture.sh start NAME IFACE FILTER | stop NAME: a tcpdump capture in a guest of tests/vm/run.sh that must
 # start and end cleanly (as molecule/default/verify_failclosed.yml's ktest-fc.sh). `stop` prints
 # "capture NAME: N packets" and the packets as `tcpdump -tt` lines (epoch timestamps) into /root/ktest-fc/NAME.txt.
