@@ -105,6 +105,26 @@ def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int, di
     return "\n".join(out).replace("{}", "") + "\n"
 
 
+def _reapply_changed(state_dir: str, statuses, want, applied, log: Callable[[str], None], lock_timeout: float, what: str,
+                     prefix: str, **reapply):
+    """Re-apply the desired state with ``reapply`` when ``want`` differs from what was ``applied`` last; returns what
+    is applied now. The statuses are written first, under the node lock: a playbook run (mesh module) reads them to
+    build the same routed set and relayed peers, and would otherwise undo this change with the last tick's statuses
+    until the end of this one."""
+    if want == applied:
+        return applied
+    try:
+        with state_lock(state_dir, timeout=lock_timeout):
+            write_json(status_path(state_dir), statuses_to_json(statuses))
+            result = reapply_from_state(state_dir, **reapply)
+    except LockBusy as exc:
+        log("%s not updated now: %s" % (what, exc))
+        return applied
+    for change in result.changes:
+        log("%s: %s" % (prefix, change))
+    return want
+
+
 def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: Callable[[str], None], lock_timeout: float) -> Optional[List[str]]:
     """With down-peer bypass, keep the routed set equal to the networks of the peers that are up.
 
@@ -113,39 +133,14 @@ def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: 
     missed new peers here); one that goes down, or whose path stalled, is bypassed until it is back.
     """
     want = up_peers(statuses)
-    if want == applied:
-        return applied
-    try:
-        with state_lock(state_dir, timeout=lock_timeout):
-            # the statuses first: a playbook run (mesh module) reads them to build the same routed set, and would
-            # otherwise undo this change with the last tick's statuses until the end of this one
-            write_json(status_path(state_dir), statuses_to_json(statuses))
-            bypass = reapply_from_state(state_dir, up_peers=want)
-    except LockBusy as exc:
-        log("bypass set not updated now: %s" % exc)
-        return applied
-    for change in bypass.changes:
-        log("bypass set: %s" % change)
-    return want
+    return _reapply_changed(state_dir, statuses, want, applied, log, lock_timeout, "bypass set", "bypass set", up_peers=want)
 
 
 def _follow_relays(state_dir: str, statuses, applied: Optional[dict], log: Callable[[str], None], lock_timeout: float) -> Optional[dict]:
     """Re-apply the desired state when the relayed peers changed (relay.py): their ranges move to the relay's entry or back.
-    Checked at every sample, like the bypass set; the statuses are written first, since a playbook run reads the relayed
-    peers from them."""
+    Checked at every sample, like the bypass set."""
     want = via_map(statuses)
-    if want == applied:
-        return applied
-    try:
-        with state_lock(state_dir, timeout=lock_timeout):
-            write_json(status_path(state_dir), statuses_to_json(statuses))
-            res = reapply_from_state(state_dir, via=want)
-    except LockBusy as exc:
-        log("relayed peers not updated now: %s" % exc)
-        return applied
-    for change in res.changes:
-        log("relay: %s" % change)
-    return want
+    return _reapply_changed(state_dir, statuses, want, applied, log, lock_timeout, "relayed peers", "relay", via=want)
 
 
 def _relay_eligible(state: dict) -> List[str]:
