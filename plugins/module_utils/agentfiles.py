@@ -21,9 +21,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .dataplane import IFNAME, IFNAME_RULE
 from .engine import WIREGUARD_GO_UNIT
-from .engine import _systemctl as systemctl
+from .errors import KubeSpanError
 from .settingscheck import UNIT_PATH_RULE, unit_path_problem
 from .statefile import StateFileError, atomic_write
+from .systemd import systemctl
 
 AGENT_SERVICE = "kubespan-agent.service"
 AGENT_TIMER = "kubespan-agent.timer"
@@ -42,7 +43,7 @@ FAILCLOSED_TIMEOUT_START = "60s"
 HEADER = "# Managed by the kubespan.mesh Ansible collection: local changes are overwritten by the next run."
 
 
-class AgentFilesError(ValueError):
+class AgentFilesError(KubeSpanError, ValueError):
     """A bad agent option; the message names the value and the fix."""
 
 

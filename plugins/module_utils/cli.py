@@ -16,14 +16,12 @@ import sys
 import time
 
 from .agent import run_tick, status_records
-from .engine import DEFAULT_STATE_DIR, ReconcileError, load_state, reapply_from_state
+from .engine import DEFAULT_STATE_DIR, load_state, reapply_from_state
+from .errors import KubeSpanError
 from .identity import load_identity
 from .listing import SHORT_NAMES, ListingError, documents, file_times, render, resolve, watch
-from .netlink import NetlinkError
-from .nft import NftError
 from .peerstatus import StatusSettings
-from .statefile import LockBusy, StateFileError, state_lock
-from .wgtypes import WireGuardError
+from .statefile import LockBusy, state_lock
 
 RESOURCES = SHORT_NAMES  # peerstatuses, peerspecs, endpoints, identities, affiliates (listing.py)
 
@@ -186,6 +184,6 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     except LockBusy as exc:
         log("skipped: %s" % exc)
         return 0
-    except (ReconcileError, StateFileError, WireGuardError, NetlinkError, NftError, ValueError, OSError) as exc:
+    except (KubeSpanError, ValueError, OSError) as exc:  # the one place the CLI turns expected errors into a message
         sys.stderr.write("kubespan: %s\n" % exc)
         return 1

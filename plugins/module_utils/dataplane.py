@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from .errors import KubeSpanError
 from .ipset import BITS, IPSet, format_address
 
 LINK_NAME = "kubespan"
@@ -67,7 +68,7 @@ IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
 IFNAME_RULE = "1-15 letters, digits, '_', '.' or '-'"
 
 
-class DataPlaneValueError(ValueError):
+class DataPlaneValueError(KubeSpanError, ValueError):
     """A bad DataPlaneConfig value; ``fields`` names the DataPlaneConfig fields involved (the role's early check
     turns them into role variable names)."""
 

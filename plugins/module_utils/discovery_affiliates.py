@@ -52,9 +52,10 @@ from .discovery_wire import (
     prefix_to_message,
 )
 from .endpoints import endpoint_problem
+from .errors import KubeSpanError
 from .ipset import IPSet
 from .peers import PeerError, validate_affiliate
-from .peerspec import _summary, local_ipset
+from .peerspec import local_ipset, summarize
 from .wgtypes import key_to_bytes, parse_endpoint
 
 SOURCE_DISCOVERY = "discovery"
@@ -63,7 +64,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 LIST_KEYS = ("endpoints", "addresses", "additional_addresses", "exclude_advertised_networks")
 
 
-class AffiliateError(ValueError):
+class AffiliateError(KubeSpanError, ValueError):
     """A discovered affiliate is unusable; the message says which and why."""
 
 
@@ -346,7 +347,7 @@ def merge_affiliates(
             if trimmed_nodes <= MAX_TRIM_WARNINGS:
                 if cut:
                     reasons.append("%s: claims outside kubespan_allowed_peer_networks (or other nodes' KubeSpan addresses, this "
-                                   "node's own addresses, gateways or discovery service) trimmed: %s" % (label, _summary(cut)))
+                                   "node's own addresses, gateways or discovery service) trimmed: %s" % (label, summarize(cut)))
                 if bad_endpoints:
                     reasons.append("%s: endpoints refused: %s%s" % (label, ", ".join(bad_endpoints[:4]),
                                                                     " and %d more" % (len(bad_endpoints) - 4) if len(bad_endpoints) > 4 else ""))

@@ -31,6 +31,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
 from .endpoints import endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
+from .errors import KubeSpanError
+from .netlink import host_never_routed
 from .peers import PeerError, build_peer_set
 from .statefile import StateFileError, read_json, write_json
 from .wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
@@ -51,7 +53,7 @@ AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addr
                   "exclude_advertised_networks")
 
 
-class DiscoverySettingsError(ValueError):
+class DiscoverySettingsError(KubeSpanError, ValueError):
     """Discovery settings are invalid; the message names the setting."""
 
 
@@ -142,6 +144,15 @@ def service_target(endpoint: str, insecure: bool) -> Tuple[str, bool]:
         return parse_service_endpoint(text, insecure)
     except ValueError as exc:
         raise DiscoverySettingsError("kubespan_discovery_endpoint: %s" % exc)
+
+
+def endpoint_literal(endpoint: str) -> Optional[str]:
+    """The IP address of a discovery endpoint given as an IP literal, else None (a host name is not resolved)."""
+    try:
+        host = service_target(endpoint, True)[0].rpartition(":")[0].strip("[]")
+        return str(ipaddress.ip_address(host))
+    except (DiscoverySettingsError, ValueError):
+        return None
 
 
 def strip_affiliate(entry: dict) -> dict:
@@ -810,14 +821,9 @@ class DiscoveryRound:
                 # a service that does not answer stands in with what it listed last: stopping one loses no peer
                 lists.append([a for a in svc.memory["found"][:MAX_AFFILIATES] if isinstance(a, dict)])
         found = merge_discovered(lists)
-        from .engine import host_never_routed
         from .peers import DEFAULT_ALLOWED_PEER_NETWORKS
         allowed = settings.get("allowed_peer_networks")
-        never: List[str] = []
-        for svc in self.services:
-            for addr in host_never_routed(str(settings.get("interface") or "kubespan"), svc.endpoint):
-                if addr not in never:
-                    never.append(addr)
+        never = host_never_routed(str(settings.get("interface") or "kubespan"), [endpoint_literal(s.endpoint) for s in self.services])
         peers, new_last, merge_reasons = plan_peers(state.get("inventory_peers") or [], found, self.memory.get("affiliates"),
                                                     ident_key, state.get("address") or "", state["subnet"], local,
                                                     (local or {}).get("name"),

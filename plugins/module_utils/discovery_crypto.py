@@ -24,6 +24,8 @@ import binascii
 import os
 from typing import Optional
 
+from .errors import KubeSpanError
+
 # cryptography is imported on first use, not with this module: the mesh module imports the discovery code on every
 # run, discovery on or not, and the import costs about 35 ms of CPU (docs/benchmarks.md).
 _CRYPTO = {}
@@ -37,7 +39,7 @@ MAX_DATA_SIZE = 2048
 MAX_ENDPOINT_SIZE = 32
 
 
-class DiscoveryCryptoError(ValueError):
+class DiscoveryCryptoError(KubeSpanError, ValueError):
     """Encrypted discovery data cannot be opened (or a key is unusable); the message says why."""
 
 

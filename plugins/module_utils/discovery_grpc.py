@@ -45,6 +45,7 @@ from .discovery_wire import (
     decode_affiliates_bounded,
     ip_from_bytes,
 )
+from .errors import KubeSpanError
 from .statefile import StateFileError
 
 try:
@@ -68,7 +69,7 @@ CLIENT_MAX_RECEIVE = CLUSTER_AFFILIATES_MAX * (
 MAX_WATCHERS_PER_SOURCE = 16  # Watch streams held at once by one /24 (IPv4) or /64 (IPv6)
 
 
-class DiscoveryRPCError(Exception):
+class DiscoveryRPCError(KubeSpanError):
     """A discovery call failed. ``code``: the gRPC status name (UNAVAILABLE, INVALID_ARGUMENT, ...)."""
 
     def __init__(self, code: str, details: str, method: str = ""):

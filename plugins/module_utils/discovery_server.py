@@ -39,6 +39,7 @@ from .discovery_wire import (
     WatchResponse,
     WireError,
 )
+from .errors import KubeSpanError
 from .statefile import StateFileError, atomic_write, read_text
 
 CLUSTER_ID_MAX = 256
@@ -69,7 +70,7 @@ INVALID_ARGUMENT = "invalid_argument"
 RESOURCE_EXHAUSTED = "resource_exhausted"
 
 
-class LimitError(Exception):
+class LimitError(KubeSpanError):
     """A request breaks a service limit. ``code``: INVALID_ARGUMENT or RESOURCE_EXHAUSTED."""
 
     def __init__(self, code: str, message: str):

@@ -25,6 +25,8 @@ import ipaddress
 import struct
 from typing import Any, Dict, List, Optional, Tuple
 
+from .errors import KubeSpanError
+
 MAX_DEPTH = 16
 MAX_FIELD_NUMBER = (1 << 29) - 1
 
@@ -40,7 +42,7 @@ _MASK32 = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
 
 
-class WireError(ValueError):
+class WireError(KubeSpanError, ValueError):
     """The bytes are not a valid encoding of the expected message; the message says where and why."""
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
-from .ipset import IPSet, _parse_canonical
+from .ipset import IPSet, parse_canonical
 from .wgtypes import format_endpoint, normalize_endpoint
 
 DEFAULT_PORT = 51820
@@ -46,7 +46,7 @@ def endpoint_problem(host, own=None, subnet=None) -> Optional[str]:
     text = str(host).strip()
     if text.startswith("["):
         text = text[1:-1] if text.endswith("]") else text
-    parsed = _parse_canonical(text)
+    parsed = parse_canonical(text)
     if parsed is not None:
         family, value = parsed[0], parsed[1]
     else:

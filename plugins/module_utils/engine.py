@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -20,13 +19,16 @@ from typing import List, Optional
 from .addressing import first_physical_link, node_address
 from .dataplane import DEFAULT_MTU, FORCE_MARK, LINK_NAME, MARK_MASK, NFT_TABLE, ROUTE_TABLE, RULE_PRIORITY, WIREGUARD_MARK
 from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
+from .errors import KubeSpanError
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
+from .netlink import host_never_routed as netlink_never_routed
 from .nft import apply_batch, list_table, nft_available
 from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .relay import move_allowed_ips
 from .statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
+from .systemd import systemctl
 from .wgtypes import WireGuardError, count_exceeds
 
 DEFAULT_STATE_DIR = "/var/lib/kubespan"
@@ -37,7 +39,7 @@ PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_i
              "exclude_advertised_networks")
 
 
-class ReconcileError(Exception):
+class ReconcileError(KubeSpanError):
     """The node cannot be brought to the desired state; the message says why and what to do."""
 
 
@@ -236,11 +238,6 @@ def open_device(impl: str, ifname: str):
     return UapiWireGuard(ifname)
 
 
-def _systemctl(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=60, check=False)
-
-
 def ensure_userspace_device(ifname: str, timeout: float = 15.0) -> bool:
     """Start wireguard-go (through its systemd unit) and wait for the UAPI socket. True if started."""
     from .wg_uapi import UapiWireGuard
@@ -251,7 +248,7 @@ def ensure_userspace_device(ifname: str, timeout: float = 15.0) -> bool:
             return False
         except WireGuardError:
             pass  # stale socket: restart below
-    res = _systemctl("restart", WIREGUARD_GO_UNIT)
+    res = systemctl("restart", WIREGUARD_GO_UNIT)
     if res.returncode != 0:
         raise ReconcileError("cannot start %s: %s" % (WIREGUARD_GO_UNIT, res.stdout.strip()[-500:]))
     deadline = time.time() + timeout
@@ -361,39 +358,11 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
 
 
 def host_never_routed(interface: str = "kubespan", discovery_endpoint: str = "") -> List[str]:
-    """Addresses never routed into the mesh (docs/security.md, bounded claims): this host's addresses (all links
-    but the KubeSpan one), the gateways of its default routes (main table) and the discovery service's address
-    when kubespan_discovery_endpoint names it as an IP literal (a host name is not resolved: DNS is not trusted
-    to decide routing). Read from the kernel; [] when netlink cannot be read (the plan then only excludes the
-    node's addresses it publishes)."""
-    import socket
-    found: List[str] = []
-    try:
-        with Netlink() as nl:
-            found.extend(addr for _name, addr in nl.host_addresses(exclude_ifname=interface))
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for msg in nl.ipr.get_routes(family=family, table=254):
-                    gateway = msg.get_attr("RTA_GATEWAY") if msg["dst_len"] == 0 else None
-                    if gateway:
-                        found.append(gateway)
-    except Exception:  # noqa: BLE001 - pyroute2 raises its own types; a host without netlink keeps the published addresses
-        found = []
-    if discovery_endpoint:
-        from .discovery_agent import DiscoverySettingsError, service_target
-        try:
-            host = service_target(discovery_endpoint, True)[0].rpartition(":")[0].strip("[]")
-            found.append(str(ipaddress.ip_address(host)))
-        except (DiscoverySettingsError, ValueError):
-            pass  # a host name: not resolved (documented)
-    result = []
-    for addr in found:
-        try:
-            ip = ipaddress.ip_address(str(addr).split("%", 1)[0])
-        except ValueError:
-            continue
-        if not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified) and str(ip) not in result:
-            result.append(str(ip))
-    return result
+    """netlink.host_never_routed plus the discovery service's address when ``discovery_endpoint`` names it as an
+    IP literal (a host name is not resolved: DNS is not trusted to decide routing)."""
+    # lazy: the discovery code is imported only by the runs and ticks that use discovery (agent tick cost)
+    from .discovery_agent import endpoint_literal
+    return netlink_never_routed(interface, [endpoint_literal(discovery_endpoint)] if discovery_endpoint else [])
 
 
 def usable_endpoints(peers: List[dict], own_address: str, subnet: str, warnings: Optional[List[str]] = None) -> dict:
@@ -865,7 +834,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
                 if link.get("kind") == "wireguard":
                     nl.delete_link(link["index"])
                 else:
-                    _systemctl("stop", WIREGUARD_GO_UNIT)
+                    systemctl("stop", WIREGUARD_GO_UNIT)
                     if nl.link_index(ifname) is not None:
                         nl.delete_link(link["index"])
     from .dataplane import MAIN_TABLE, nft_delete_batch, owned_main_routes, render_rule

@@ -29,6 +29,7 @@ from .dataplane import (
     render_route,
     render_rule,
 )
+from .errors import KubeSpanError
 from .statefile import StateFileError, read_json
 
 STATE_FILE = "state.json"
@@ -36,7 +37,7 @@ STATE_VERSION = 1
 MAX_PEERS = 10000  # a bound on what a state file may claim (the role's own clusters are far smaller)
 
 
-class FailClosedError(ValueError):
+class FailClosedError(KubeSpanError, ValueError):
     """The desired state cannot be turned into the fail-closed pieces; the message names the field."""
 
 

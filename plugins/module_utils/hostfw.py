@@ -14,12 +14,13 @@ import shutil
 import subprocess
 from typing import List, Tuple
 
+from .errors import KubeSpanError
 from .firewall import BACKENDS
 
 UFW_CONF = "/etc/ufw/ufw.conf"
 
 
-class FirewallError(Exception):
+class FirewallError(KubeSpanError):
     """A host firewall command failed; the message names the command and its output."""
 
 

@@ -10,13 +10,12 @@ never replaced: a corrupt file is an error that names the file.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import os
-import secrets
 from dataclasses import dataclass
 from typing import Optional
 
+from .keys import BASE62_ALPHABET, base62_encode, clamp_private_key, generate_node_id, generate_private_key, public_key_for, valid_node_id  # noqa: F401 (re-exported: the identity API)
 from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, fsync_dir, parse_flat_yaml, read_text
 from .wgtypes import holds_part_of, key_to_bytes, secret_pieces
 
@@ -25,52 +24,6 @@ NODE_IDENTITY_FILE = "node-identity.yaml"
 # Present only while a new identity's two files are being written: a crash between them leaves a
 # half identity that was never used, which the next run replaces instead of calling it corrupt.
 CREATING_MARKER = ".identity-creating"
-BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def clamp_private_key(raw: bytes) -> bytes:
-    """Curve25519 clamping, as ``wg genkey`` does."""
-    if len(raw) != 32:
-        raise ValueError("a Curve25519 private key is 32 bytes")
-    b = bytearray(raw)
-    b[0] &= 248
-    b[31] = (b[31] & 127) | 64
-    return bytes(b)
-
-
-def public_key_for(private_key_b64: str) -> str:
-    """Derive the base64 public key of a base64 private key (needs PyNaCl, python3-nacl on Debian)."""
-    try:
-        from nacl.bindings import crypto_scalarmult_base
-    except ImportError:
-        raise RuntimeError("PyNaCl is required on the node: install the python3-nacl package (Debian/Ubuntu) or python3-pynacl")
-    return base64.b64encode(crypto_scalarmult_base(key_to_bytes(private_key_b64))).decode("ascii")
-
-
-def generate_private_key() -> str:
-    return base64.b64encode(clamp_private_key(secrets.token_bytes(32))).decode("ascii")
-
-
-def base62_encode(raw: bytes) -> str:
-    """Big-endian base62 of a byte string (alphabet 0-9A-Za-z), leading zero bytes kept as '0'."""
-    number = int.from_bytes(raw, "big")
-    out = []
-    while number:
-        number, rem = divmod(number, 62)
-        out.append(BASE62_ALPHABET[rem])
-    pad = len(raw) - len(raw.lstrip(b"\0"))
-    return "0" * pad + "".join(reversed(out))
-
-
-def generate_node_id() -> str:
-    return base62_encode(secrets.token_bytes(32))
-
-
-def valid_node_id(node_id: str) -> bool:
-    # str.strip removes every leading and trailing alphabet character: nothing is left iff all are in it
-    return isinstance(node_id, str) and bool(node_id) and len(node_id) <= 256 and not node_id.strip(BASE62_ALPHABET)
-
-
 @dataclass
 class Identity:
     private_key: str

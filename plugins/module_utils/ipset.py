@@ -73,7 +73,7 @@ _LENGTHS = {family: {str(length): length for length in range(bits + 1)} for fami
 _HOSTMASKS = {family: [(1 << (bits - length)) - 1 for length in range(bits + 1)] for family, bits in BITS.items()}
 
 
-def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
+def parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     """Fast path of parse_range for text in the form this module and ipaddress write (``10.0.0.0/8``,
     ``fd00::1``): inet_pton, then the text must read back unchanged. None for anything else, which then
     takes the ipaddress path (same values, same errors)."""
@@ -98,8 +98,8 @@ def _parse_canonical(text: str) -> Optional[Tuple[int, int, int]]:
     return family, first, first | host
 
 
-def _parse_canonical_exact(text: str) -> Optional[Tuple[int, int, int, bool]]:
-    """_parse_canonical plus whether the text has no host bits (then it is its own normalized form)."""
+def parse_canonical_exact(text: str) -> Optional[Tuple[int, int, int, bool]]:
+    """parse_canonical plus whether the text has no host bits (then it is its own normalized form)."""
     addr, sep, length_text = text.partition("/")
     family = 6 if ":" in addr else 4
     try:
@@ -126,7 +126,7 @@ def parse_range(value) -> Tuple[int, int, int]:
     Accepts strings and ipaddress objects; raises ValueError naming the value.
     """
     if isinstance(value, str):
-        fast = _parse_canonical(value.strip())
+        fast = parse_canonical(value.strip())
         if fast is not None:
             return fast
         try:

@@ -23,6 +23,8 @@ import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .errors import KubeSpanError
+
 NAMESPACE = "kubespan"
 AGENT = "kubespan-agent"
 PLAYBOOK = "kubespan.mesh"
@@ -41,7 +43,7 @@ SHORT_NAMES = tuple(TYPES)
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as talosctl prints a time never set
 
 
-class ListingError(ValueError):
+class ListingError(KubeSpanError, ValueError):
     """A resource name that is unknown or ambiguous."""
 
 

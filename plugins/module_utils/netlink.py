@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from typing import List, Optional, Tuple
 
+from .errors import KubeSpanError
 from .rtnl import Rtnl, RtnlError
 
 IFF_UP = 0x1
@@ -23,7 +24,7 @@ RTN_UNICAST = 1
 RTN_TYPES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
 
 
-class NetlinkError(Exception):
+class NetlinkError(KubeSpanError):
     """A netlink operation failed; the message names the interface and the operation."""
 
 
@@ -286,3 +287,32 @@ def endpoint_candidates(addresses, exclude_networks=()) -> List[str]:
         seen.add(ip)
         (v4 if ip.version == 4 else v6).append(ip.compressed)
     return v4 + v6
+
+
+def host_never_routed(interface: str = "kubespan", extra=()) -> List[str]:
+    """Addresses never routed into the mesh (docs/security.md, bounded claims): this host's addresses (all links
+    but the KubeSpan one), the gateways of its default routes (main table) and ``extra`` (the discovery services'
+    IP literals; None entries are skipped). Read from the kernel; without netlink only ``extra`` (the plan then
+    also excludes the node's addresses it publishes). Loopback, link-local, multicast and unspecified
+    addresses are left out, duplicates once, in the order found."""
+    found: List[str] = []
+    try:
+        with Netlink() as nl:
+            found.extend(addr for _name, addr in nl.host_addresses(exclude_ifname=interface))
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for msg in nl.ipr.get_routes(family=family, table=254):
+                    gateway = msg.get_attr("RTA_GATEWAY") if msg["dst_len"] == 0 else None
+                    if gateway:
+                        found.append(gateway)
+    except Exception:  # noqa: BLE001 - pyroute2 raises its own types; a host without netlink keeps the published addresses
+        found = []
+    found.extend(a for a in extra if a)
+    result: List[str] = []
+    for addr in found:
+        try:
+            ip = ipaddress.ip_address(str(addr).split("%", 1)[0])
+        except ValueError:
+            continue
+        if not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified) and str(ip) not in result:
+            result.append(str(ip))
+    return result

@@ -10,10 +10,12 @@ import shutil
 import subprocess
 from typing import Optional
 
+from .errors import KubeSpanError
+
 NFT_CANDIDATES = ("/usr/sbin/nft", "/sbin/nft")
 
 
-class NftError(Exception):
+class NftError(KubeSpanError):
     """nft failed; the message names the command's purpose and nft's own error."""
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .common import collector_off
-from .identity import BASE62_ALPHABET, valid_node_id
-from .ipset import BITS, IPSet, _parse_canonical, _parse_canonical_exact, format_address
-from .peerspec import _assign, local_ipset
+from .collector import collector_off
+from .errors import KubeSpanError
+from .ipset import BITS, IPSet, format_address, parse_canonical, parse_canonical_exact
+from .keys import BASE62_ALPHABET, valid_node_id
+from .peerspec import assign_claims, local_ipset
 from .wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
@@ -22,14 +23,14 @@ MAX_NETWORKS = 1024
 DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 
 
-class PeerError(ValueError):
+class PeerError(KubeSpanError, ValueError):
     """Affiliate data is invalid; the message names the host and the value."""
 
 
 def _endpoint(value, seen: Optional[dict] = None) -> str:
     """normalize_endpoint with a fast path for canonical text (``10.0.0.1:51820``, ``[fd00::1]:51820``): same
     result, and anything else (including every error) goes through normalize_endpoint. ``seen`` (optional)
-    gets the parse of each canonical host (_parse_canonical, a pure function of the text) for _address."""
+    gets the parse of each canonical host (parse_canonical, a pure function of the text) for _address."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -37,7 +38,7 @@ def _endpoint(value, seen: Optional[dict] = None) -> str:
         else:
             host, sep, port = text.rpartition(":")
         if sep and "/" not in host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
-            parsed = _parse_canonical(host)
+            parsed = parse_canonical(host)
             if parsed is not None and seen is not None:
                 seen[host] = parsed
             if parsed is not None and (parsed[0] == 6) == text.startswith("["):
@@ -51,7 +52,7 @@ def _address(value, seen: Optional[dict] = None) -> Tuple[str, Tuple[int, int, i
     """(text, range) of a node address as validate_affiliate normalizes it (``10.0.0.5/24`` is 10.0.0.5).
     ``seen``: hosts _endpoint already parsed (a node address is usually also an endpoint's host)."""
     text = str(value).strip()
-    parsed = None if "/" in text else (seen and seen.get(text)) or _parse_canonical(text)
+    parsed = None if "/" in text else (seen and seen.get(text)) or parse_canonical(text)
     if parsed is not None:
         return text, parsed
     ip = ipaddress.ip_interface(text).ip
@@ -62,7 +63,7 @@ def _address(value, seen: Optional[dict] = None) -> Tuple[str, Tuple[int, int, i
 def _prefix(value, _seen=None) -> Tuple[str, Tuple[int, int, int]]:
     """(text, range) of a network as validate_affiliate normalizes it (host bits dropped)."""
     text = str(value).strip()
-    parsed = _parse_canonical_exact(text)
+    parsed = parse_canonical_exact(text)
     if parsed is not None:
         family, first, last, exact = parsed
         if exact and "/" in text:
@@ -101,7 +102,7 @@ def _validate(aff: dict, subnet: ipaddress.IPv6Network, bounds: Optional[Tuple[i
             and not valid_node_id(node_id):
         raise PeerError("peer %s: node_id %s is not a base62 node ID" % (name, repr(node_id)[:60]))
     address_text = str(get("address", "")).split("/", 1)[0]
-    parsed = _parse_canonical(address_text)
+    parsed = parse_canonical(address_text)
     if parsed is not None and parsed[0] == 6 and address_text.strip() == address_text:
         address, number = address_text, parsed[1]
     else:
@@ -287,5 +288,5 @@ def build_peer_set(
     # plus the KubeSpan address; never this node's own addresses; overlaps go to the first in node-ID order.
     local = [str(local_address).split("/", 1)[0]] + list(local_addresses)
     # assign_claims, writing into the validated entries themselves (made by _validate for this call only)
-    peers, assign_warnings = _assign(peers, peer_claims, local_ipset(local, local_networks), False)
+    peers, assign_warnings = assign_claims(peers, peer_claims, local_ipset(local, local_networks), False)
     return peers, warnings + assign_warnings

@@ -48,7 +48,7 @@ def _label(peer: dict) -> str:
     return "%s (%s)" % (name, peer["public_key"]) if name else str(peer["public_key"])
 
 
-def _summary(ipset: IPSet) -> str:
+def summarize(ipset: IPSet) -> str:
     prefixes = ipset.prefixes()
     more = " and %d more" % (len(prefixes) - MAX_LISTED) if len(prefixes) > MAX_LISTED else ""
     return ", ".join(prefixes[:MAX_LISTED]) + more
@@ -202,15 +202,11 @@ def _contested(claims: List[IPSet], local_set: IPSet) -> Tuple[set, IPSet]:
     return contested, union
 
 
-def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet) -> Tuple[List[dict], List[str]]:
+def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool = True) -> Tuple[List[dict], List[str]]:
     """assign_allowed_ips for peers whose claims (``peer_ipset`` of each, same order) are already built;
-    ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed."""
-    return _assign(peers, claims, local_set, True)
-
-
-def _assign(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool) -> Tuple[List[dict], List[str]]:
-    """assign_claims; ``copy`` False writes ``allowed_ips`` into the given dicts instead of copies of them (for a
-    caller whose dicts are its own, such as peers.build_peer_set's validated entries)."""
+    ``local_set`` is ``local_ipset`` of this node's own addresses and networks. The claims are consumed. ``copy``
+    False writes ``allowed_ips`` into the given dicts instead of copies of them (for a caller whose dicts are its
+    own, such as peers.build_peer_set's validated entries)."""
     order = sorted(range(len(peers)), key=[order_key(peer) for peer in peers].__getitem__)  # Talos's order
     contested, union = _contested(claims, local_set)
     owners = _Owners()  # every interval a contested peer holds so far: the part of Talos's union that can matter
@@ -221,7 +217,7 @@ def _assign(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool
         peer, ipset = peers[index], claims[index]
         if check_local and ipset.overlaps(local_set):
             refused = ipset & local_set
-            warnings.append("peer %s claims this node's own addresses %s: they are not routed to it" % (_label(peer), _summary(refused)))
+            warnings.append("peer %s claims this node's own addresses %s: they are not routed to it" % (_label(peer), summarize(refused)))
             ipset.difference_update(refused)
         claimed = owners.overlapping(ipset)  # the part of the union that matters for this peer
         if claimed:
@@ -229,7 +225,7 @@ def _assign(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy: bool
             for held in holders[:MAX_LISTED]:
                 other, other_set = done[held]
                 warnings.append("peer address overlap: %s claims %s, already held by peer %s, which keeps it"
-                                % (_label(peer), _summary(ipset & other_set), _label(other)))
+                                % (_label(peer), summarize(ipset & other_set), _label(other)))
             if len(holders) > MAX_LISTED:
                 warnings.append("peer address overlap: %s also claims addresses of %d more peers, which keep them"
                                 % (_label(peer), len(holders) - MAX_LISTED))

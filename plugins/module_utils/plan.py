@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import List, Optional, Tuple
 
-from .common import collector_off
+from .collector import collector_off
 from .wgtypes import DeviceState, DeviceUpdate, PeerState, PeerUpdate
 
 # Talos: a peer without a handshake for this long is down (180 s + 5 s + 90 s).

@@ -21,6 +21,8 @@ import socket
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from .errors import KubeSpanError
+
 NETLINK_ROUTE = 0
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
@@ -48,7 +50,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE, RTAX_MTU = 
 FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 6, 10, 15, 16
 
 
-class RtnlError(Exception):
+class RtnlError(KubeSpanError):
     """A dump failed or the kernel's answer did not parse; the message names the dump."""
 
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from typing import Dict
 
+from .errors import KubeSpanError
+
 STATE_DIR_MODE = 0o700
 STATE_FILE_MODE = 0o600
 
@@ -27,7 +29,7 @@ STATE_FILE_MODE = 0o600
 LOCK_FILE = ".lock"
 
 
-class StateFileError(Exception):
+class StateFileError(KubeSpanError):
     """A state file is unreadable or corrupt; the message names the file."""
 
 

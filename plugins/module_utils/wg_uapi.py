@@ -117,7 +117,7 @@ def _parse_get_response(text: str, position: list) -> DeviceState:
     for p in state.peers.values():
         p.allowed_ips.sort()
     if state.private_key:
-        from .identity import public_key_for
+        from .keys import public_key_for
         state.public_key = public_key_for(state.private_key)
     return state
 

@@ -16,8 +16,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from .errors import KubeSpanError
 
-class WireGuardError(Exception):
+
+class WireGuardError(KubeSpanError):
     """A WireGuard device could not be read or configured."""
 
 

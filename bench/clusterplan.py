@@ -37,8 +37,8 @@ import ipaddress
 from bisect import bisect_right
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from . import dataplane, peers, peerspec
-from .ipset import IPSet
+from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane, peers, peerspec
+from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
 
 MAX_LISTED = peerspec.MAX_LISTED
 # dirty-peer work (intervals visited) per node beyond which the node falls back to build_peer_set
@@ -78,7 +78,7 @@ class NodePlan:
         self.specs = self.warnings = self.routed = self.nft = self.device_peers = self.error = None
 
 
-_label, _summary = peerspec._label, peerspec._summary  # the warnings must read exactly as assign_claims writes them
+_label, _summary = peerspec._label, peerspec.summarize  # the warnings must read exactly as assign_claims writes them
 _same_as = peers._same_as  # True when validating an entry gives exactly the validated entry (cannot fail)
 
 

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import clusterplan, dataplane, peers, peerspec, plan
+from ansible_collections.kubespan.mesh.bench import clusterplan
+from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane, peers, peerspec, plan
 from ansible_collections.kubespan.mesh.tests.unit.plugins.module_utils import test_peerset_differential as base
 
 SUBNET = base.SUBNET
