@@ -211,6 +211,7 @@ def test_every_file_is_placed_and_a_new_one_must_be():
 
 def test_every_error_class_derives_from_the_one_base():
     import importlib
+
     from ansible_collections.kubespan.mesh.plugins.module_utils.errors import KubeSpanError
     found = []
     for name, tree in _files().items():
