@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from .keys import BASE62_ALPHABET, base62_encode, clamp_private_key, generate_node_id, generate_private_key, public_key_for, valid_node_id  # noqa: F401 (re-exported: the identity API)
+from .keys import generate_node_id, generate_private_key, public_key_for, valid_node_id
 from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, fsync_dir, parse_flat_yaml, read_text
 from .wgtypes import holds_part_of, key_to_bytes, secret_pieces
 
@@ -24,6 +24,8 @@ NODE_IDENTITY_FILE = "node-identity.yaml"
 # Present only while a new identity's two files are being written: a crash between them leaves a
 # half identity that was never used, which the next run replaces instead of calling it corrupt.
 CREATING_MARKER = ".identity-creating"
+
+
 @dataclass
 class Identity:
     private_key: str

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from ansible_collections.kubespan.mesh.plugins.module_utils import engine, identity, peers, statefile
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
 from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import announced_endpoints, parse_filter
+from ansible_collections.kubespan.mesh.plugins.module_utils.keys import BASE62_ALPHABET, valid_node_id
 from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import statuses_from_json
 from ansible_collections.kubespan.mesh.plugins.module_utils.wg_kernel import parse_device_dump
 from ansible_collections.kubespan.mesh.plugins.module_utils.wg_uapi import parse_get_response
@@ -35,7 +36,7 @@ SUBNET = ipaddress.IPv6Network("fd7a:115c:a1e0:ab12::/64")
 
 # ------------------------------------------------------------------------------------------ strategies
 keys = st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode())
-node_ids = st.text(alphabet=identity.BASE62_ALPHABET, min_size=1, max_size=50)
+node_ids = st.text(alphabet=BASE62_ALPHABET, min_size=1, max_size=50)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=40),
                     st.binary(max_size=40))
 json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30)),
@@ -89,7 +90,7 @@ def test_identity_files_never_traceback(kfile, nfile):
         except statefile.StateFileError as exc:
             assert kpath in str(exc) or npath in str(exc), str(exc)
             return
-        assert ident is None or identity.valid_node_id(ident.node_id)
+        assert ident is None or valid_node_id(ident.node_id)
         if ident is not None:
             assert ident.private_key not in repr(ident)
 

@@ -33,7 +33,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import cli, engine, identity
+from ansible_collections.kubespan.mesh.plugins.module_utils import cli, engine, identity, keys
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import parse_flat_yaml, read_text
 
@@ -195,11 +195,11 @@ def _write(path, data):
 @st.composite
 def identity_case(draw):
     seed = draw(seeds)
-    priv = b64(identity.clamp_private_key(raw_key(seed, "private")))
+    priv = b64(keys.clamp_private_key(raw_key(seed, "private")))
     pub = identity.public_key_for(priv)
     kfields = {"address": "fd7a:115c:a1e0:ab12:1::5/128", "subnet": "fd7a:115c:a1e0:ab12::/64", "privateKey": priv, "publicKey": pub}
     kfile = draw(flat_file(kfields, priv) | st.none())
-    nfile = draw(flat_file({"nodeId": identity.base62_encode(raw_key(seed, "node"))}, priv) | st.none())
+    nfile = draw(flat_file({"nodeId": keys.base62_encode(raw_key(seed, "node"))}, priv) | st.none())
     return priv, kfile, nfile
 
 
@@ -350,8 +350,8 @@ def test_the_module_result_is_searched(key):
     """Positive control for run_module: the identity module's real result (a valid identity) is captured, and it
     holds the public key and node ID, which a leak of them would show."""
     from ansible_collections.kubespan.mesh.plugins.modules import identity as identity_module
-    priv = identity.generate_private_key()
-    ident = identity.Identity(priv, identity.public_key_for(priv), identity.generate_node_id())
+    priv = keys.generate_private_key()
+    ident = identity.Identity(priv, identity.public_key_for(priv), keys.generate_node_id())
     with tempfile.TemporaryDirectory() as d:
         identity.save_identity(d, ident)
         with captured() as texts:

@@ -449,7 +449,7 @@ def routed_set(
     return result
 
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.identity import valid_node_id
+from ansible_collections.kubespan.mesh.plugins.module_utils.keys import valid_node_id
 from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64

@@ -7,6 +7,7 @@ import stat
 import pytest
 
 from ansible_collections.kubespan.mesh.plugins.module_utils import identity as ident_mod
+from ansible_collections.kubespan.mesh.plugins.module_utils import keys as keys_mod
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError
 
 # RFC 7748 section 6.1 (X25519 test vector, Alice): private scalar and public key.
@@ -15,22 +16,22 @@ ALICE_PUB = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a
 
 
 def test_public_key_matches_rfc7748_vector():
-    priv = base64.b64encode(ident_mod.clamp_private_key(ALICE_PRIV)).decode()
+    priv = base64.b64encode(keys_mod.clamp_private_key(ALICE_PRIV)).decode()
     assert ident_mod.public_key_for(priv) == base64.b64encode(ALICE_PUB).decode()
 
 
 def test_generated_keys_are_clamped_like_wg_genkey():
     for _i in range(50):
-        raw = base64.b64decode(ident_mod.generate_private_key())
+        raw = base64.b64decode(keys_mod.generate_private_key())
         assert len(raw) == 32 and raw[0] & 7 == 0 and raw[31] & 0x80 == 0 and raw[31] & 0x40
 
 
 def test_base62():
-    assert ident_mod.base62_encode(b"\x00\x01") == "01"
-    assert ident_mod.base62_encode((61).to_bytes(1, "big")) == "z"
-    assert ident_mod.base62_encode((62).to_bytes(1, "big")) == "10"
-    node_id = ident_mod.generate_node_id()
-    assert 40 <= len(node_id) <= 44 and ident_mod.valid_node_id(node_id)
+    assert keys_mod.base62_encode(b"\x00\x01") == "01"
+    assert keys_mod.base62_encode((61).to_bytes(1, "big")) == "z"
+    assert keys_mod.base62_encode((62).to_bytes(1, "big")) == "10"
+    node_id = keys_mod.generate_node_id()
+    assert 40 <= len(node_id) <= 44 and keys_mod.valid_node_id(node_id)
 
 
 def test_save_and_load_roundtrip_with_modes(tmp_path):
@@ -51,7 +52,7 @@ def test_save_and_load_roundtrip_with_modes(tmp_path):
 
 def test_talos_written_file_is_accepted(tmp_path):
     # Talos writes the identity right after key generation with empty address and subnet.
-    priv = base64.b64encode(ident_mod.clamp_private_key(ALICE_PRIV)).decode()
+    priv = base64.b64encode(keys_mod.clamp_private_key(ALICE_PRIV)).decode()
     (tmp_path / "kubespan-identity.yaml").write_text(
         'address: ""\nsubnet: ""\nprivateKey: %s\npublicKey: %s\n' % (priv, base64.b64encode(ALICE_PUB).decode()))
     (tmp_path / "node-identity.yaml").write_text("nodeId: 2VfX3nu67ZtZPl57IdJrU87BMjVWkSBJiL9ulP9TCnF\n")

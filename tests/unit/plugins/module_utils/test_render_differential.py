@@ -1,9 +1,9 @@
-"""plan.render_device and identity.valid_node_id against frozen copies of their previous code (same text, same answers)."""
+"""plan.render_device and keys.valid_node_id against frozen copies of their previous code (same text, same answers)."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import identity, plan
+from ansible_collections.kubespan.mesh.plugins.module_utils import keys, plan
 from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState
 
 
@@ -33,7 +33,7 @@ def old_render_device(ifname, link, device, labels):
 
 
 def old_valid_node_id(node_id):
-    return isinstance(node_id, str) and bool(node_id) and len(node_id) <= 256 and all(c in identity.BASE62_ALPHABET for c in node_id)
+    return isinstance(node_id, str) and bool(node_id) and len(node_id) <= 256 and all(c in keys.BASE62_ALPHABET for c in node_id)
 
 
 _text = st.text(min_size=0, max_size=12)
@@ -52,16 +52,16 @@ def test_render_device_same_text(ifname, link, device, labels):
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(st.text(alphabet=identity.BASE62_ALPHABET + " -_/.\n\u00e9", max_size=260), st.text(max_size=20),
+@given(st.one_of(st.text(alphabet=keys.BASE62_ALPHABET + " -_/.\n\u00e9", max_size=260), st.text(max_size=20),
                  st.integers(), st.none(), st.binary(max_size=5)))
 def test_valid_node_id_same_answer(node_id):
-    assert identity.valid_node_id(node_id) == old_valid_node_id(node_id)
+    assert keys.valid_node_id(node_id) == old_valid_node_id(node_id)
 
 
 def test_valid_node_id_examples():
-    assert identity.valid_node_id("abcXYZ019")
-    assert not identity.valid_node_id("abc XYZ")
-    assert not identity.valid_node_id(" abc")
-    assert not identity.valid_node_id("")
-    assert not identity.valid_node_id("a" * 257)
-    assert identity.valid_node_id("a" * 256)
+    assert keys.valid_node_id("abcXYZ019")
+    assert not keys.valid_node_id("abc XYZ")
+    assert not keys.valid_node_id(" abc")
+    assert not keys.valid_node_id("")
+    assert not keys.valid_node_id("a" * 257)
+    assert keys.valid_node_id("a" * 256)
