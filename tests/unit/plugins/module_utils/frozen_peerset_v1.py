@@ -9,7 +9,7 @@ build_peer_set warns instead of raising on a KubeSpan address that two peers, or
 Used only by test_peerset_differential.py as the reference the optimized code must match exactly (peer specs,
 AllowedIPs, routed sets, warnings, error messages). Do not edit or import from plugins' code paths.
 
-Not everything is frozen: three leaf helpers are imported from the live code (identity.valid_node_id,
+Not everything is frozen: three leaf helpers are imported from the live code (keys.valid_node_id,
 wgtypes.key_to_bytes, wgtypes.normalize_endpoint). The differential tests therefore check the peer-set,
 AllowedIPs and routed-set algorithms, not those validators: a change to one of them changes both sides
 alike and is covered by their own unit tests (test_identity, test_wgtypes, test_fuzz).
