@@ -667,6 +667,7 @@ def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict],
     if nft_diff.changed:
         apply_batch(nft_batch(want_nft), "update table inet %s" % cfg.nft_table)
     _reconcile_relay_sysctls(settings, check_mode, result)
+    _reconcile_rp_filter(settings, check_mode, result)
     _reconcile_firewall(settings, True, check_mode, result, agent)
 
 
@@ -689,7 +690,7 @@ def _sysctl_write(path: str, value: str) -> None:
         with open(os.path.join(SYSCTL_ROOT, path), "w") as handle:
             handle.write(value)
     except OSError as exc:
-        raise ReconcileError("cannot set %s=%s (%s): kubespan_relay needs write access to the network sysctls (a container "
+        raise ReconcileError("cannot set %s=%s (%s): KubeSpan needs write access to the network sysctls (a container "
                              "needs its own network namespace with /proc/sys writable)" % (path.replace("/", "."), value, exc.strerror))
 
 
@@ -718,14 +719,9 @@ def _reconcile_relay_sysctls(settings: Settings, check_mode: bool, result: MeshR
     """A relay's per-interface sysctls; their values before the first change are kept in relay.json so that turning the
     relay off (or disabling KubeSpan) restores them."""
     path = os.path.join(settings.state_dir, RELAY_FILE)
-    try:
-        saved = (read_json(path) or {}).get("sysctls") or {}
-    except (StateFileError, AttributeError):
-        saved = {}
-    if not isinstance(saved, dict):
-        saved = {}
+    saved = _sysctl_record(path)
     if not settings.relay:
-        _restore_relay_sysctls(path, saved, check_mode, result)
+        _restore_sysctls(path, saved, "no longer a relay", check_mode, result)
         return
     if not os.path.isdir(os.path.join(SYSCTL_ROOT, "net/ipv4/conf", settings.interface)):
         if check_mode:
@@ -734,11 +730,26 @@ def _reconcile_relay_sysctls(settings: Settings, check_mode: bool, result: MeshR
         raise ReconcileError("interface %s has no sysctls in %s: cannot configure the relay" % (settings.interface, SYSCTL_ROOT))
     want = relay_sysctls(settings.interface, _sysctl_read("net/ipv6/conf/all/forwarding"),
                          os.path.exists(os.path.join(SYSCTL_ROOT, "net/ipv6/conf", settings.interface, "force_forwarding")))
+    _set_sysctls(settings.state_dir, path, saved, want, "relay", check_mode, result)
+
+
+def _sysctl_record(path: str) -> dict:
+    """The sysctl values a record file (relay.json, rpfilter.json) kept from before our first change ({} if none)."""
+    try:
+        saved = (read_json(path) or {}).get("sysctls") or {}
+    except (StateFileError, AttributeError):
+        saved = {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _set_sysctls(state_dir: str, path: str, saved: dict, want: List[tuple], label: str, check_mode: bool,
+                 result: MeshResult) -> None:
+    """Write the (sysctl path, value) pairs that differ, in order; first record each one's value before our first change."""
     todo = [(key, value, _sysctl_read(key)) for key, value in want]
     todo = [(key, value, old) for key, value, old in todo if old != value]
     if not todo:
         return
-    result.changes.extend("sysctl %s=%s (was %s; relay)" % (key.replace("/", "."), value, old) for key, value, old in todo)
+    result.changes.extend("sysctl %s=%s (was %s; %s)" % (key.replace("/", "."), value, old, label) for key, value, old in todo)
     if check_mode:
         return
     record = dict(saved)
@@ -746,27 +757,51 @@ def _reconcile_relay_sysctls(settings: Settings, check_mode: bool, result: MeshR
         if key not in record and old is not None:
             record[key] = old
     if record != saved:
-        ensure_dir(settings.state_dir)
+        ensure_dir(state_dir)
         write_json(path, {"sysctls": record})
     for key, value, _old in todo:
         _sysctl_write(key, value)
 
 
-def _restore_relay_sysctls(path: str, saved: dict, check_mode: bool, result: MeshResult) -> None:
+def _restore_sysctls(path: str, saved: dict, reason: str, check_mode: bool, result: MeshResult) -> None:
+    """Write back the recorded values (those whose sysctl still exists and differs) and remove the record."""
     if not saved and not os.path.exists(path):
         return
-    for key in sorted(saved):
+    for key in sorted(saved, key=lambda k: (not k.endswith("/all/rp_filter"), k)):  # "all" back first: nothing dips
         value = str(saved[key])
         if not key.startswith("net/") or ".." in key:
             continue  # a hand-edited record names nothing else
         have = _sysctl_read(key)
         if have is not None and have != value:
-            result.changes.append("sysctl %s=%s (restored: no longer a relay)" % (key.replace("/", "."), value))
+            result.changes.append("sysctl %s=%s (restored: %s)" % (key.replace("/", "."), value, reason))
             if not check_mode:
                 _sysctl_write(key, value)
     if not check_mode:
         os.unlink(path)
     result.changes.append("remove %s" % path)
+
+
+# ---------------------------------------------------------------------------------------- rp_filter
+
+RPFILTER_FILE = "rpfilter.json"
+
+
+def _reconcile_rp_filter(settings: Settings, check_mode: bool, result: MeshResult) -> None:
+    """Let decrypted IPv4 packets past the reverse-path filter on the link (rpfilter.py says why and how); the values
+    before the first change are kept in rpfilter.json so that disabling KubeSpan restores them."""
+    from .rpfilter import CONF, rp_filter_plan
+    try:
+        names = os.listdir(os.path.join(SYSCTL_ROOT, CONF))
+    except OSError:
+        return  # no IPv4: nothing to filter
+    values = {name: _sysctl_read("%s/%s/rp_filter" % (CONF, name)) for name in names}
+    want = rp_filter_plan(settings.interface, values)
+    if settings.interface not in values:  # not created yet (check mode): it will copy "default"
+        result.changes.extend("sysctl %s=%s (when %s exists; rp_filter)" % (key.replace("/", "."), value, settings.interface)
+                              for key, value in want if key.split("/")[3] == settings.interface)
+        want = [(key, value) for key, value in want if key.split("/")[3] != settings.interface]
+    path = os.path.join(settings.state_dir, RPFILTER_FILE)
+    _set_sysctls(settings.state_dir, path, _sysctl_record(path), want, "rp_filter", check_mode, result)
 
 
 FIREWALL_FILE = "firewall.json"
@@ -854,6 +889,8 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
             if not check_mode:
                 apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
     _reconcile_firewall(settings, False, check_mode, result)
+    rp_path = os.path.join(settings.state_dir, RPFILTER_FILE)
+    _restore_sysctls(rp_path, _sysctl_record(rp_path), "KubeSpan disabled", check_mode, result)
     for name in ("peerstatus.json", "metrics.prom", "discovery.json", RELAY_FILE):
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):
