@@ -27,6 +27,7 @@ from .nft import apply_batch, list_table, nft_available
 from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .relay import move_allowed_ips
+from .rpfilter import CONF, rp_filter_plan
 from .statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
 from .systemd import systemctl
 from .wgtypes import WireGuardError, count_exceeds
@@ -789,7 +790,6 @@ RPFILTER_FILE = "rpfilter.json"
 def _reconcile_rp_filter(settings: Settings, check_mode: bool, result: MeshResult) -> None:
     """Let decrypted IPv4 packets past the reverse-path filter on the link (rpfilter.py says why and how); the values
     before the first change are kept in rpfilter.json so that disabling KubeSpan restores them."""
-    from .rpfilter import CONF, rp_filter_plan
     try:
         names = os.listdir(os.path.join(SYSCTL_ROOT, CONF))
     except OSError:
