@@ -114,6 +114,13 @@ options:
         type: list
         elements: str
         default: []
+      observed_endpoints:
+        description:
+          - Extra endpoint candidates for this peer that other nodes observed (RV(observed) of their call, merged by
+            the controller); appended after O(peers[].endpoints), at most 4, each checked as the others are.
+        type: list
+        elements: str
+        default: []
   members:
     description:
       - Every host name of the cluster group. Members missing from O(peers) keep their last known entry;
@@ -342,6 +349,13 @@ options:
         run one remote call per host. Always false with O(discovery_enabled).
     type: bool
     default: false
+  report_observed:
+    description:
+      - Return RV(observed), what this node's WireGuard sees of its peers, for the controller to hand out as extra
+        candidates (the C(kubespan.mesh.kubespan) role's C(kubespan_inventory_observed_endpoints)). Only without
+        discovery (with it, O(harvest_extra_endpoints) does this through the service).
+    type: bool
+    default: false
   compact_result:
     description:
       - Return RV(peer_count) instead of the RV(peers) list, and echo O(peers) and O(members) as counts in the
@@ -457,6 +471,15 @@ changes:
   type: list
   elements: str
   sample: ["add peer node2 THtfKtfNnzJs1nMQKs5IXqK0DFXmM//0WMY+NnaZrhU=", "set kubespan up"]
+observed:
+  description:
+    - With O(report_observed) and without discovery, for each peer that the node agent last saw up, the endpoint
+      WireGuard uses for it when that is none of the endpoints the peer announced (O(peers[].endpoints)), that is a NAT's
+      mapping seen from here. At most 64 entries; empty when the node has no statuses yet.
+  returned: when O(report_observed) is true and O(discovery_enabled) is false
+  type: list
+  elements: dict
+  sample: [{"public_key": "THtfKtfNnzJs1nMQKs5IXqK0DFXmM//0WMY+NnaZrhU=", "endpoint": "203.0.113.7:51820"}]
 peer_count:
   description: How many peers this node has.
   returned: success
@@ -492,6 +515,7 @@ peers:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import status_records
 from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions, decode_bundle, enable_units, install
 from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
@@ -517,11 +541,25 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
     teardown_mesh,
 )
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.observed import observed_report, with_observed
 from ansible_collections.kubespan.mesh.plugins.module_utils.peers import DEFAULT_ALLOWED_PEER_NETWORKS
 from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
 from ansible_collections.kubespan.mesh.plugins.module_utils.settle import affiliate_of
 from ansible_collections.kubespan.mesh.plugins.module_utils.settle import check as settle_check
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError, state_lock
+
+
+def report_observed(state_dir, peers):
+    """observed.observed_report of this node's statuses; [] when there are none yet (never fails the call)."""
+    try:
+        records = status_records(state_dir)
+    except Exception:  # pylint: disable=broad-except  # no state, statuses or device yet: nothing observed
+        return []
+    announced = {}
+    for peer in peers or []:
+        if isinstance(peer.get("public_key"), str):
+            announced[peer["public_key"]] = list(peer.get("endpoints") or [])
+    return observed_report(records, announced)
 
 
 def main():
@@ -539,6 +577,7 @@ def main():
                 addresses=dict(type="list", elements="str", default=[]),
                 additional_addresses=dict(type="list", elements="str", default=[]),
                 exclude_advertised_networks=dict(type="list", elements="str", default=[]),
+                observed_endpoints=dict(type="list", elements="str", default=[]),
             )),
             members=dict(type="list", elements="str"),
             local_name=dict(type="str"),
@@ -573,6 +612,7 @@ def main():
             allowed_peer_networks=dict(type="list", elements="str", default=list(DEFAULT_ALLOWED_PEER_NETWORKS)),
             identity=dict(type="dict", options=identity_option_spec()),
             settle=dict(type="bool", default=False),
+            report_observed=dict(type="bool", default=False),
             compact_result=dict(type="bool", default=False),
             agent=dict(type="dict", options=dict(
                 bundle=dict(type="str", required=True, no_log=True),
@@ -670,7 +710,7 @@ def main():
             never = []
             for endpoint in (discovery["endpoints"] if discovery["enabled"] else [""]):
                 never += [a for a in host_never_routed(p["interface"], endpoint) if a not in never]
-            peers, warnings = compute_peers(ident, p["state_dir"], p["peers"], p["members"], p["local_name"], never)
+            peers, warnings = compute_peers(ident, p["state_dir"], with_observed(p["peers"]), p["members"], p["local_name"], never)
             if p["settle"]:
                 settled, reason = (False, "discovery is on") if discovery["enabled"] else settle_check(
                     p["peers"], head["affiliate"], peers, old_state() or None, p["members"])
@@ -726,6 +766,8 @@ def main():
         return out
 
     result = run_guarded(module, work)
+    if p["report_observed"] and not p["discovery_enabled"] and p["state"] == "present" and not result.get("failed"):
+        result["observed"] = report_observed(p["state_dir"], p["peers"])
     result["peer_count"] = len(result.get("peers") or [])
     if p["compact_result"]:
         # constant-size result: the peer list, and the n-sized arguments in the echo, are counts

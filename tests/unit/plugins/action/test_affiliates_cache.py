@@ -30,7 +30,11 @@ B = aff("node2", 2)
 BAD_KEY = aff("node3", 3, public_key="not-a-key")
 BAD = [BAD_KEY, aff("node4", 4, public_key=base64.b64encode(b"\x04" * 31).decode()), aff("node5", 5, node_id="no/good"),
        aff("node6", 6, address="10.0.0.6"), aff("node7", 7, address="2001:db8::7"), aff("node8", 8, endpoints=["10.0.0.8"]),
-       aff("node9", 9, endpoints="10.0.0.9:51820"), {"public_key": A["public_key"]}, 1, None]
+       aff("node9", 9, endpoints="10.0.0.9:51820"), {"public_key": A["public_key"]}, 1, None,
+       # observed endpoints (issue 16 item 2) are checked as well: a list of at most 4 usable ip:port endpoints
+       aff("node10", 10, observed_endpoints="203.0.113.1:51820"), aff("node11", 11, observed_endpoints=["127.0.0.1:51820"]),
+       aff("node12", 12, observed_endpoints=["203.0.113.%d:51820" % i for i in range(5)]),
+       aff("node13", 13, observed_endpoints=["[fd7a:115c:a1e0:ab12::1]:51820"]), aff("node14", 14, observed_endpoints=["x"])]
 
 
 def test_writes_sorted_0600_in_0700_then_only_on_change(tmp_path):
@@ -101,3 +105,11 @@ def test_unwritable_directory_names_the_setting(tmp_path):
     blocker.write_text("")
     with pytest.raises(AnsibleActionFail, match="kubespan_controller_cache_dir"):
         write_cache(str(blocker / "sub" / "a.json"), [A])
+
+
+def test_observed_endpoints_are_cached_when_usable(tmp_path):
+    path = tmp_path / "a.json"
+    good = aff("node3", 3, observed_endpoints=["203.0.113.7:51820", "[2001:db8::7]:51820"])
+    warnings = []
+    assert write_cache(str(path), [A, good], warnings) is True
+    assert warnings == [] and json.loads(path.read_text()) == [A, good]
