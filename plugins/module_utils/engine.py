@@ -236,9 +236,14 @@ def open_device(impl: str, ifname: str):
     return UapiWireGuard(ifname)
 
 
+# systemctl (daemon-reload, enable, start) waits for systemd, which on a loaded or slow machine took over 60 s
+# (tests/vm: two emulated guests under load); the limit only ends a hung call.
+SYSTEMCTL_TIMEOUT = 300
+
+
 def _systemctl(*args) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=SYSTEMCTL_TIMEOUT, check=False)
 
 
 def ensure_userspace_device(ifname: str, timeout: float = 15.0) -> bool:
