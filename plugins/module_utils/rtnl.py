@@ -230,7 +230,7 @@ class Rtnl:
         message = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq, 0) + body
         try:
             self.sock.send(message)
-            for _ in range(64):  # the acknowledgement is the answer; anything else (a stray multicast) is skipped
+            for _attempt in range(64):  # the acknowledgement is the answer; anything else (a stray multicast) is skipped
                 data, sender = self.sock.recvfrom(65536)
                 if sender[0] != 0:
                     continue
