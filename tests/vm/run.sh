@@ -193,8 +193,11 @@ play() { # play LOGNAME ARGS...: run playbooks/site.yml, output in $RUN/LOGNAME.
     ((rc == 0)) || { log "ansible-playbook failed (rc $rc), its log:"; cat "$RUN/$name.log"; }
     return "$rc"
 }
-recap_unchanged() { # recap_unchanged LOGNAME: both hosts in the recap with changed=0 failed=0
-    [[ $(grep -cE '^vm[12] +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0' "$RUN/$1.log") == 2 ]]
+recap_unchanged() { # recap_unchanged LOGNAME: both hosts in the recap with changed=0 failed=0 (else the changed tasks shown)
+    [[ $(grep -cE '^vm[12] +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0' "$RUN/$1.log") == 2 ]] && return 0
+    log "what changed in $1 (from $RUN/$1.log):"
+    grep -nE -B1 -A40 '^changed: ' "$RUN/$1.log" | head -n 200 >&2
+    return 1
 }
 
 check "site.yml run 1 (implementation auto)" play run1
@@ -222,7 +225,7 @@ check "vm1 pings vm2's ULA through kubespan" wait_mesh 1 "$ULA2" 60
 check "vm2 pings vm1's ULA through kubespan" wait_mesh 2 "$ULA1" 60
 check "vm1 -> vm2 ULA: 3 of 3 answered" bash -c "ssh -F '$RUN/ssh_config' vm1 ping -6 -n -c 3 -i 0.3 -I kubespan $ULA2 | grep -q ' 3 received'"
 check "vm2 -> vm1 ULA: 3 of 3 answered" bash -c "ssh -F '$RUN/ssh_config' vm2 ping -6 -n -c 3 -i 0.3 -I kubespan $ULA1 | grep -q ' 3 received'"
-check "site.yml run 2: changed=0" play run2
+check "site.yml run 2: changed=0" play run2 -v --diff  # -v --diff: a change is shown with the module's changes
 check "site.yml run 2: recap changed=0 on both" recap_unchanged run2
 check "site.yml --check --diff: runs" play check --check --diff
 check "site.yml --check --diff: recap changed=0 on both" recap_unchanged check
