@@ -15,15 +15,12 @@ import socket
 import sys
 import time
 
-from .agent import run_tick, status_records
-from .engine import DEFAULT_STATE_DIR, load_state, reapply_from_state
+# Only the standard library (and the one exception base, which imports nothing) at import time: ``kubespan
+# failclosed`` runs at every boot before the network, on machines that may be slow, and needs none of the agent
+# (main() imports it for every other command).
 from .errors import KubeSpanError
-from .identity import load_identity
-from .listing import SHORT_NAMES, ListingError, documents, file_times, render, resolve, watch
-from .peerstatus import StatusSettings
-from .statefile import LockBusy, state_lock
 
-RESOURCES = SHORT_NAMES  # peerstatuses, peerspecs, endpoints, identities, affiliates (listing.py)
+DEFAULT_STATE_DIR = "/var/lib/kubespan"  # engine.DEFAULT_STATE_DIR (test_failclosed checks they agree)
 
 
 def _table(headers, rows):
@@ -46,6 +43,7 @@ def _emit(records, headers, row_of, output, out):
 
 def get_documents(resource: str, state_dir: str, include_private_key: bool = False, node: str = ""):
     """talosctl's documents of one resource (listing.py), from the same records as list_resource."""
+    from .listing import documents, file_times, resolve
     short = resolve(resource)
     times = file_times(state_dir)
     recs = list_resource(short, state_dir, include_private_key)[0]
@@ -54,6 +52,9 @@ def get_documents(resource: str, state_dir: str, include_private_key: bool = Fal
 
 def list_resource(resource: str, state_dir: str, include_private_key: bool = False):
     """Records and table columns of one resource, like ``talosctl get``."""
+    from .agent import status_records
+    from .engine import load_state
+    from .identity import load_identity
     if resource == "peerstatuses":
         return status_records(state_dir), ["ID", "VERSION", "LABEL", "ENDPOINT", "STATE", "RX", "TX"], \
             lambda r: [r["id"], r["version"], r["label"], r["endpoint"], r["state"], r["receiveBytes"], r["transmitBytes"]]
@@ -87,6 +88,7 @@ def list_resource(resource: str, state_dir: str, include_private_key: bool = Fal
 def affiliate_records(state_dir: str):
     """Like ``talosctl get affiliates``: this node, the inventory's peers and the affiliates discovered last."""
     from .discovery_agent import last_discovered
+    from .engine import load_state
     state = load_state(state_dir) or {}
     local = state.get("local_affiliate")
     inventory = state.get("inventory_peers")
@@ -102,6 +104,33 @@ def affiliate_records(state_dir: str):
     return rows
 
 
+def _failclosed(argv, state_dir: str, out):
+    """``kubespan [--state-dir DIR] failclosed`` with the failclosed module alone imported (no argparse parser of the
+    other commands, no agent): the exit code, or None for any other command line (main() parses it)."""
+    if argv[-1:] != ["failclosed"] or len(argv) not in (1, 2, 3):
+        return None
+    if len(argv) == 2:
+        if not argv[0].startswith("--state-dir="):
+            return None
+        state_dir = argv[0][len("--state-dir="):]
+    elif len(argv) == 3:
+        if argv[0] != "--state-dir":
+            return None
+        state_dir = argv[1]
+    from .failclosed import restore
+
+    def log(line):
+        out.write(line + "\n")
+        out.flush()
+
+    try:
+        restore(state_dir, log)
+    except (KubeSpanError, ValueError, OSError) as exc:
+        sys.stderr.write("kubespan: %s\n" % exc)
+        return 1
+    return 0
+
+
 def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     out = out or sys.stdout
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -109,6 +138,15 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
         # the discovery service (docs/discovery.md) from the same bundle: kubespan discovery-serve --listen [::]:3000 ...
         from .discovery_cli import main as discovery_main
         return discovery_main(["serve"] + argv[1:])
+    fast = _failclosed(argv, state_dir, out)
+    if fast is not None:
+        return fast
+    from .agent import run_tick
+    from .engine import load_state, reapply_from_state
+    from .listing import SHORT_NAMES as RESOURCES  # peerstatuses, peerspecs, ...
+    from .listing import ListingError, render, resolve, watch
+    from .peerstatus import StatusSettings
+    from .statefile import LockBusy, state_lock
     parser = argparse.ArgumentParser(prog="kubespan", description="KubeSpan node agent and listings")
     parser.add_argument("--state-dir", default=state_dir)
     sub = parser.add_subparsers(dest="command")
@@ -151,7 +189,7 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
                 return 0
             settings = StatusSettings(watch_seconds=args.watch_seconds, sample_interval=args.sample_interval)
             return run_tick(args.state_dir, log, lock_timeout=args.lock_timeout, status_settings=settings, metrics_file=args.metrics_file)
-        if args.command == "failclosed":
+        if args.command == "failclosed":  # other spellings than _failclosed's (same work, the agent imported)
             from .failclosed import restore
             restore(args.state_dir, log)
             return 0

@@ -9,6 +9,10 @@ the nftables table that marks the peers' networks (every peer's, whatever the by
 evidence yet that a peer is down) and the fail-closed ``unreachable`` routes (dataplane.fail_closed_routes).
 It only adds what is missing; it never removes or replaces anything, so running it on a live node changes
 nothing that the agent or a playbook run installed. No state, or a disabled one: nothing to do, success.
+
+It runs at every boot before the network, so it must be cheap on a slow machine: it imports neither pyroute2 nor
+the agent (cli.py imports this module alone for ``failclosed``); reads and writes go through the standard-library
+rtnetlink of rtnl.py (StdlibNetlink below), the nftables table through one ``nft`` process.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from .dataplane import (
     render_rule,
 )
 from .errors import KubeSpanError
+from .netlink import Netlink, NetlinkError
+from .rtnl import Rtnl, RtnlError
 from .statefile import StateFileError, read_json
 
 STATE_FILE = "state.json"
@@ -39,6 +45,33 @@ MAX_PEERS = 10000  # a bound on what a state file may claim (the role's own clus
 
 class FailClosedError(KubeSpanError, ValueError):
     """The desired state cannot be turned into the fail-closed pieces; the message names the field."""
+
+
+class StdlibNetlink(Netlink):
+    """netlink.Netlink (whose reads are rtnl.py's already) with the two writes restore needs through rtnl.py too:
+    fwmark rules and device-less routes. Nothing here imports pyroute2."""
+
+    def _writer(self) -> Rtnl:
+        if self._rtnl is None:
+            self._rtnl = Rtnl()
+        return self._rtnl
+
+    def add_route(self, route: dict, replace: bool = False) -> None:
+        rtype = route.get("type") or "unicast"
+        try:
+            self._writer().add_typed_route(route["family"], route["dst"], route["table"], route.get("metric", 0), rtype, replace=replace)
+        except RtnlError as exc:
+            raise NetlinkError(str(exc))
+
+    def add_rule(self, rule: dict) -> None:
+        try:
+            self._writer().add_rule(rule["family"], rule["priority"], rule["table"], rule["fwmark"], rule["fwmask"])
+        except RtnlError as exc:
+            raise NetlinkError(str(exc))
+
+    @property
+    def ipr(self):
+        raise NetlinkError("the fail-closed path writes through rtnl.py only (pyroute2 is not imported at boot)")
 
 
 def _config(settings: dict) -> DataPlaneConfig:
@@ -110,8 +143,7 @@ def restore(state_dir: str, log: Callable[[str], None], netlink=None, list_table
         return []
     cfg, rules, routes, table, count = planned
     if netlink is None:
-        from .netlink import Netlink
-        netlink = Netlink()
+        netlink = StdlibNetlink()
     if list_table is None or apply_batch is None:
         from . import nft
         list_table = list_table or nft.list_table

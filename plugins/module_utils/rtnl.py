@@ -1,11 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Read-only rtnetlink dumps (links, addresses, routes, rules) with the standard library only.
+"""Rtnetlink dumps (links, addresses, routes, rules) and the few writes of the boot-time fail-closed unit (fwmark
+rules, device-less routes such as ``unreachable``) with the standard library only.
 
 The node agent's tick reads links, addresses, routes and rules every 30 s and changes them only on drift.
 Importing pyroute2 costs about 150 ms of CPU and 14 MB of memory in every tick's process (bench/results/agent),
 more than the tick itself, so netlink.Netlink reads through this module and imports pyroute2 only for a write.
+``kubespan failclosed`` runs before the network at every boot, on machines that may be slow (an emulated CPU took
+14 s of CPU for it with pyroute2); its writes (add_rule, add_typed_route) are here too, so it never imports pyroute2
+(tests/unit/.../test_rtnl.py compares what both write on a real network namespace).
 The results have the shapes netlink.Netlink returned from pyroute2 (tests/unit/.../test_rtnl.py compares the two
 on a real network namespace). No Ansible imports; Python 3.8 syntax.
 
@@ -16,6 +20,7 @@ RtnlError naming the dump.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import struct
@@ -25,10 +30,16 @@ from .errors import KubeSpanError
 
 NETLINK_ROUTE = 0
 NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 RTM_GETLINK = 18
+RTM_NEWROUTE = 24
+RTM_NEWRULE = 32
 RTM_GETADDR = 22
 RTM_GETROUTE = 26
 RTM_GETRULE = 34
@@ -48,6 +59,12 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 4, 18
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE, RTAX_MTU = 1, 4, 5, 6, 8, 15, 2
 FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 6, 10, 15, 16
+RTPROT_STATIC = 4  # the protocol pyroute2 gives a route by default (the path this replaced: the same routes)
+RT_SCOPE_UNIVERSE = 0
+FR_ACT_TO_TBL = 1  # a rule's action: look up a table
+RT_TABLE_UNSPEC = 0
+# device-less route types a write may add (linux/rtnetlink.h); a unicast route needs a device: not here
+TYPED_ROUTES = {"blackhole": 6, "unreachable": 7, "prohibit": 8, "throw": 9}
 
 
 class RtnlError(KubeSpanError):
@@ -113,8 +130,58 @@ def parse_messages(chunks: List[bytes], seq: int, what: str) -> Tuple[List[Tuple
     return out, False
 
 
+def _rtattr(kind: int, payload: bytes) -> bytes:
+    data = _RTATTR.pack(_RTATTR.size + len(payload), kind) + payload
+    return data + b"\0" * (_align(len(data)) - len(data))
+
+
+def _u32_attr(kind: int, value: int, what: str) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise RtnlError("%s: %r is not a 32-bit unsigned number" % (what, value))
+    return _rtattr(kind, _U32.pack(value))
+
+
+def _family(family: int, what: str) -> int:
+    if family == 4:
+        return socket.AF_INET
+    if family == 6:
+        return socket.AF_INET6
+    raise RtnlError("%s: family %r is neither 4 nor 6" % (what, family))
+
+
+def rule_message(family: int, priority: int, table: int, fwmark: int, fwmask: int) -> bytes:
+    """The body (fib_rule_hdr and attributes) of RTM_NEWRULE ``fwmark FWMARK/FWMASK lookup TABLE priority PRIORITY``."""
+    what = "add rule fwmark %r/%r lookup %r" % (fwmark, fwmask, table)
+    fam = _family(family, what)
+    header = _FIBRULEHDR.pack(fam, 0, 0, 0, table if isinstance(table, int) and 0 < table < 256 else RT_TABLE_UNSPEC,
+                              0, 0, FR_ACT_TO_TBL, 0)
+    return header + b"".join([_u32_attr(FRA_PRIORITY, priority, what), _u32_attr(FRA_FWMARK, fwmark, what),
+                              _u32_attr(FRA_FWMASK, fwmask, what), _u32_attr(FRA_TABLE, table, what)])
+
+
+def typed_route_message(family: int, dst: str, table: int, metric: int, rtype: str) -> bytes:
+    """The body (rtmsg and attributes) of RTM_NEWROUTE ``RTYPE DST table TABLE metric METRIC`` (no device)."""
+    what = "add %s route %s table %r" % (rtype, dst, table)
+    fam = _family(family, what)
+    if rtype not in TYPED_ROUTES:
+        raise RtnlError("%s: only %s routes are written here" % (what, ", ".join(sorted(TYPED_ROUTES))))
+    try:
+        net = ipaddress.ip_network(dst, strict=True)
+    except ValueError:
+        raise RtnlError("%s: not a network" % what)
+    if net.version != family:
+        raise RtnlError("%s: not an IPv%d network" % (what, family))
+    header = _RTMSG.pack(fam, net.prefixlen, 0, 0, table if isinstance(table, int) and 0 < table < 256 else RT_TABLE_UNSPEC,
+                         RTPROT_STATIC, RT_SCOPE_UNIVERSE, TYPED_ROUTES[rtype], 0)
+    attrs = [_u32_attr(RTA_TABLE, table, what)]
+    if net.prefixlen:
+        attrs.append(_rtattr(RTA_DST, net.network_address.packed))
+    attrs.append(_u32_attr(RTA_PRIORITY, metric, what))
+    return header + b"".join(attrs)
+
+
 class Rtnl:
-    """One NETLINK_ROUTE socket for dumps; close() or use as a context manager."""
+    """One NETLINK_ROUTE socket for dumps and the few writes; close() or use as a context manager."""
 
     def __init__(self):
         try:
@@ -157,6 +224,49 @@ class Rtnl:
                     return msgs
         except OSError as exc:
             raise RtnlError("%s: %s" % (what, exc.strerror or exc))
+
+    def request(self, kind: int, flags: int, body: bytes, what: str) -> None:
+        """One write, acknowledged: returns when the kernel answered success, raises RtnlError naming ``what``
+        with the kernel's error otherwise."""
+        self.seq += 1
+        message = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq, 0) + body
+        try:
+            self.sock.send(message)
+            for _attempt in range(64):  # the acknowledgement is the answer; anything else (a stray multicast) is skipped
+                data, sender = self.sock.recvfrom(65536)
+                if sender[0] != 0:
+                    continue
+                if not data:
+                    break
+                offset = 0
+                while offset + _NLMSGHDR.size <= len(data):
+                    length, mkind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                    if length < _NLMSGHDR.size or offset + length > len(data):
+                        raise RtnlError("%s: message of length %d at offset %d overruns the answer" % (what, length, offset))
+                    if mseq == self.seq and mkind == NLMSG_ERROR:
+                        if length < _NLMSGHDR.size + 4:
+                            raise RtnlError("%s: a short acknowledgement" % what)
+                        code = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
+                        if code:
+                            raise RtnlError("%s: the kernel answered %s" % (what, os.strerror(-code) if code < 0 else code))
+                        return
+                    offset += _align(length)
+        except OSError as exc:
+            raise RtnlError("%s: %s" % (what, exc.strerror or exc))
+        raise RtnlError("%s: the kernel did not acknowledge" % what)
+
+    # -------------------------------------------------------------------------------------------- writes
+
+    def add_rule(self, family: int, priority: int, table: int, fwmark: int, fwmask: int) -> None:
+        """``ip -FAMILY rule add fwmark FWMARK/FWMASK lookup TABLE priority PRIORITY`` (an existing equal rule: EEXIST)."""
+        self.request(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule_message(family, priority, table, fwmark, fwmask),
+                     "add rule fwmark %#x/%#x lookup %s priority %s" % (fwmark, fwmask, table, priority))
+
+    def add_typed_route(self, family: int, dst: str, table: int, metric: int, rtype: str, replace: bool = False) -> None:
+        """``ip -FAMILY route add|replace RTYPE DST table TABLE metric METRIC``: a device-less route (unreachable...)."""
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL),
+                     typed_route_message(family, dst, table, metric, rtype),
+                     "%s %s route %s table %s" % ("replace" if replace else "add", rtype, dst, table))
 
     # -------------------------------------------------------------------------------------------- dumps
 

@@ -193,8 +193,11 @@ play() { # play LOGNAME ARGS...: run playbooks/site.yml, output in $RUN/LOGNAME.
     ((rc == 0)) || { log "ansible-playbook failed (rc $rc), its log:"; cat "$RUN/$name.log"; }
     return "$rc"
 }
-recap_unchanged() { # recap_unchanged LOGNAME: both hosts in the recap with changed=0 failed=0
-    [[ $(grep -cE '^vm[12] +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0' "$RUN/$1.log") == 2 ]]
+recap_unchanged() { # recap_unchanged LOGNAME: both hosts in the recap with changed=0 failed=0 (else the changed tasks shown)
+    [[ $(grep -cE '^vm[12] +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0' "$RUN/$1.log") == 2 ]] && return 0
+    log "what changed in $1 (from $RUN/$1.log):"
+    grep -nE -B1 -A40 '^changed: ' "$RUN/$1.log" | head -n 200 >&2
+    return 1
 }
 
 check "site.yml run 1 (implementation auto)" play run1
@@ -222,10 +225,18 @@ check "vm1 pings vm2's ULA through kubespan" wait_mesh 1 "$ULA2" 60
 check "vm2 pings vm1's ULA through kubespan" wait_mesh 2 "$ULA1" 60
 check "vm1 -> vm2 ULA: 3 of 3 answered" bash -c "ssh -F '$RUN/ssh_config' vm1 ping -6 -n -c 3 -i 0.3 -I kubespan $ULA2 | grep -q ' 3 received'"
 check "vm2 -> vm1 ULA: 3 of 3 answered" bash -c "ssh -F '$RUN/ssh_config' vm2 ping -6 -n -c 3 -i 0.3 -I kubespan $ULA1 | grep -q ' 3 received'"
-check "site.yml run 2: changed=0" play run2
+check "site.yml run 2: changed=0" play run2 -v --diff  # -v --diff: a change is shown with the module's changes
 check "site.yml run 2: recap changed=0 on both" recap_unchanged run2
 check "site.yml --check --diff: runs" play check --check --diff
 check "site.yml --check --diff: recap changed=0 on both" recap_unchanged check
+
+# The boot-time fail-closed command on an emulated CPU: `kubespan failclosed` in a fresh network namespace of vm1
+# (nothing in place there: it adds every piece), against the imports of its former path (the agent's modules and
+# pyroute2, as `kubespan failclosed` imported them before it went through rtnl.py alone).
+fc_new=$(g vm1 'TIMEFORMAT="%U+%S"; { time unshare --net sh -c "/usr/local/sbin/kubespan failclosed >/dev/null && ip rule | grep -c \"lookup 180\""; } 2>&1' || echo error)
+fc_old=$(g vm1 'TIMEFORMAT="%U+%S"; { time python3 -c "import sys; sys.path.insert(0, \"/usr/lib/kubespan/kubespan-agent.pyz\"); import kubespan_mesh.cli, kubespan_mesh.agent, kubespan_mesh.failclosed; from pyroute2 import IPRoute"; } 2>&1' || echo error)
+check "vm1: kubespan failclosed in a fresh network namespace adds the rule (got: $(tr '\n' ' ' <<<"$fc_new"))" test "$(head -n1 <<<"$fc_new")" = 1
+measure "kubespan failclosed in a fresh netns on vm1 (TCG): $(tail -n1 <<<"$fc_new") s CPU (user+sys); the imports of its former path (agent + pyroute2): $(tail -n1 <<<"$fc_old") s CPU; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 log "the runs so far: $npass passed, $nfail failed"
 
@@ -339,6 +350,15 @@ check "vm2 after the reboot: same ULA" test "$(sed -n 3p <<<"$ID_BEFORE")" = "$(
 check "vm2 after the reboot: identity files unchanged" test "$(sed -n 4p <<<"$ID_BEFORE")" = "$(sed -n 4p <<<"$ID_AFTER")"
 check "vm2 after the reboot: kernel WireGuard, no wireguard-go" bash -c "ssh -F '$RUN/ssh_config' vm2 'ip -d link show kubespan | grep -qw wireguard && ! pgrep -x wireguard-go'"
 check "vm2 -> vm1 ULA through kubespan after the reboot" wait_mesh 2 "$ULA1" 60
+# The fail-closed unit at vm2's boot: it must have succeeded (killed or failed, the boot goes on without the
+# fail-closed pieces); its run time from systemd's own timestamps.
+fcu=$(g vm2 systemctl show kubespan-failclosed.service -p Result -p ActiveState -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic -p CPUUsageNSec || true)
+log "vm2 kubespan-failclosed.service: $(tr '\n' ' ' <<<"$fcu")"
+g vm2 journalctl -b -o cat -u kubespan-failclosed.service >&2 || true
+check "vm2: kubespan-failclosed.service succeeded at boot" bash -c "grep -qx 'Result=success' <<<'$fcu' && grep -qx 'ActiveState=active' <<<'$fcu'"
+fcu_t=$(awk -F= '/^InactiveExitTimestampMonotonic=/ { a = $2 } /^ActiveEnterTimestampMonotonic=/ { b = $2 } /^CPUUsageNSec=/ { c = $2 }
+    END { printf "%.1f s from its start to active", (b - a) / 1e6; if (c ~ /^[0-9]+$/) printf ", %.2f s CPU", c / 1e9 }' <<<"$fcu")
+measure "kernel WireGuard: vm2's boot: kubespan-failclosed.service took $fcu_t (TCG, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 check "vm2's test service pinged from boot on" g vm2 systemctl is-active --quiet ktest-bootping.service
 # Positive control in the same capture: vm2 sends marked pings in the clear; only packets before it count.
 ctl=$(g vm1 date +%s.%N)

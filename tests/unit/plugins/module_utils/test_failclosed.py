@@ -166,3 +166,51 @@ def test_restore_without_state_succeeds_and_touches_nothing(tmp_path):
     lines = []
     assert restore(str(tmp_path), lines.append, netlink=FakeNetlink(), list_table=None, apply_batch=None) == []
     assert "nothing to do" in lines[0]
+
+
+# --- the boot path for real: `kubespan failclosed` (cli.main) in a fresh network namespace -------------------------
+
+BOOT = r'''
+import json, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.kubespan.mesh.plugins.module_utils import cli
+rc = [cli.main(["--state-dir", sys.argv[2], "failclosed"]), cli.main(["--state-dir", sys.argv[2], "failclosed"])]
+shown = [subprocess.run(cmd.split(), capture_output=True, text=True, check=True).stdout
+         for cmd in ("ip rule show", "ip -6 rule show", "ip route show table 180", "ip -6 route show table 180",
+                     "ip -6 route show table main", "nft list table inet kubespan")]
+mods = sorted(m.split(".")[-1] for m in sys.modules if "module_utils." in m or m.split(".")[0] == "pyroute2")
+print(json.dumps({"rc": rc, "shown": shown, "modules": mods}))
+'''
+
+
+def test_boot_path_writes_through_the_kernel_and_imports_only_what_it_needs(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from ansible_collections.kubespan.mesh.plugins.module_utils import cli, engine
+    from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+    assert cli.DEFAULT_STATE_DIR == engine.DEFAULT_STATE_DIR
+    assert os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nft"), "needs root, unshare and nft (the suite runs as root)"
+    write_json(str(tmp_path / "state.json"), state())
+    root = os.path.abspath(os.path.join(os.path.dirname(cli.__file__), *[".."] * 5))
+    proc = subprocess.run(["unshare", "--net", sys.executable, "-c", BOOT, root, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    *logged, last = proc.stdout.splitlines()
+    out = json.loads(last)
+    assert out["rc"] == [0, 0]
+    assert logged[0] == "fail closed: added nftables table inet kubespan (2 routed prefixes)" and len(logged) == 7
+    assert logged[-1] == "fail closed: every piece is in place"
+    rules4, rules6, table4, table6, main6, nft = out["shown"]
+    assert "32500:\tfrom all fwmark 0x40/0x60 lookup 180" in rules4 and "32500:\tfrom all fwmark 0x40/0x60 lookup 180" in rules6
+    assert rules4.count("lookup 180") == 1  # the second run added nothing
+    assert "unreachable default proto static metric 4278198272" in table4
+    assert "unreachable default dev lo proto static metric 4278198272" in table6
+    assert "unreachable fd7f:175a:b97c:5602::/64 dev lo proto static metric 4278198272" in main6
+    assert "ip daddr { 10.89.50.12/31, 10.244.3.0/24 } meta mark set" in nft
+    # the boot path imported neither pyroute2 nor the agent: failclosed, its data plane and the readers/writers only
+    assert "pyroute2" not in out["modules"] and not {"agent", "engine", "listing", "peerstatus", "wgtypes"} & set(out["modules"])
+    assert "failclosed" in out["modules"] and "rtnl" in out["modules"]

@@ -219,3 +219,118 @@ def test_reads_do_not_import_pyroute2():
     reads, write = proc.stdout.splitlines()
     assert json.loads(reads) == []
     assert json.loads(write) is True  # the positive control: a write path does import it
+
+
+# --- the writes of the fail-closed unit, on a real network namespace -------------------------------------------
+# The same rules and device-less routes written by pyroute2 (netlink.Netlink, the path before) and by rtnl.py
+# (failclosed.StdlibNetlink), each in a fresh namespace, then read back with iproute2's own `ip -d` listings.
+
+ROUTES = [  # unreachable in a table and in main, with a metric, both families (dataplane.fail_closed_routes' shapes)
+    {"family": 4, "dst": "0.0.0.0/0", "table": 180, "type": "unreachable", "metric": 4278198272},
+    {"family": 6, "dst": "::/0", "table": 180, "type": "unreachable", "metric": 4278198272},
+    {"family": 6, "dst": "fd7f:175a:b97c:5602::/64", "table": 254, "type": "unreachable", "metric": 4278198272},
+    {"family": 4, "dst": "10.244.0.0/16", "table": 254, "type": "unreachable", "metric": 4278198272},
+    {"family": 4, "dst": "192.0.2.0/24", "table": 1000, "type": "unreachable", "metric": 7},
+]
+RULES = [{"family": 4, "priority": 32500, "fwmark": 0x40, "fwmask": 0x60, "table": 180},
+         {"family": 6, "priority": 32500, "fwmark": 0x40, "fwmask": 0x60, "table": 180},
+         {"family": 4, "priority": 32499, "fwmark": 0x20, "fwmask": 0x60, "table": 254},
+         {"family": 6, "priority": 32400, "fwmark": 0x1, "fwmask": 0xffffffff, "table": 1000}]
+
+WRITER = r'''
+import json, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+which, routes, rules = sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+from ansible_collections.kubespan.mesh.plugins.module_utils.netlink import Netlink, NetlinkError
+from ansible_collections.kubespan.mesh.plugins.module_utils.failclosed import StdlibNetlink
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+nl = Netlink() if which == "pyroute2" else StdlibNetlink()
+with nl:
+    for route in routes:
+        nl.add_route(route, replace=True)
+    for rule in rules:
+        nl.add_rule(rule)
+    nl.add_route(routes[0], replace=True)  # replace: the same route again is no error
+    errors = []
+    for again in (lambda: nl.add_rule(rules[0]), lambda: nl.add_route(routes[0], replace=False)):
+        try:
+            again()
+            errors.append(None)
+        except NetlinkError as exc:
+            errors.append(str(exc))
+    read = {"table180": nl.routes(180), "main": [r for r in nl.routes(254) if r.get("type")], "rules": nl.rules(32500, 180)}
+shown = [subprocess.run(["ip", "-d"] + fam + cmd, capture_output=True, text=True, check=True).stdout
+         for fam in (["-4"], ["-6"]) for cmd in (["rule", "show"], ["route", "show", "table", "all"])]
+print(json.dumps({"shown": shown, "errors": errors, "read": read,
+                  "pyroute2": sorted(m for m in sys.modules if m.split(".")[0] == "pyroute2")}))
+'''
+
+
+def _write_in_netns(which):
+    proc = subprocess.run(["unshare", "--net", sys.executable, "-c", WRITER, ROOT, which, json.dumps(ROUTES), json.dumps(RULES)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_writes_are_the_same_as_pyroute2s_on_a_real_namespace():
+    assert _netns_available(), "needs root, unshare and ip for a private network namespace (the suite runs as root)"
+    old, new = _write_in_netns("pyroute2"), _write_in_netns("rtnl")
+    assert new["shown"] == old["shown"]
+    assert new["read"] == old["read"]
+    assert new["pyroute2"] == [] and old["pyroute2"]  # the positive control: the old path did import it
+    v4_rules, v4_routes, v6_rules, v6_routes = new["shown"]
+    # what the comparison is about is really there (two empty listings would compare equal)
+    assert "32500:\tfrom all fwmark 0x40/0x60 lookup 180" in v4_rules and "32499:\tfrom all fwmark 0x20/0x60 lookup main" in v4_rules
+    assert "32500:\tfrom all fwmark 0x40/0x60 lookup 180" in v6_rules and "32400:\tfrom all fwmark 0x1 lookup 1000" in v6_rules
+    assert "unreachable default table 180 proto static scope global metric 4278198272" in v4_routes
+    assert "unreachable 10.244.0.0/16 table main proto static scope global metric 4278198272" in v4_routes
+    assert "unreachable 192.0.2.0/24 table 1000 proto static scope global metric 7" in v4_routes
+    assert "unreachable default dev lo table 180 proto static scope global metric 4278198272" in v6_routes
+    assert "unreachable fd7f:175a:b97c:5602::/64 dev lo table main proto static scope global metric 4278198272" in v6_routes
+    # errors: an existing rule is EEXIST (restore adds only what is missing), a replaced route is none
+    assert new["errors"][0] and "File exists" in new["errors"][0] and new["errors"][1] and "File exists" in new["errors"][1]
+    assert old["errors"][0] and old["errors"][1]
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda r: r.add_rule(5, 1, 180, 0x40, 0x60), "family 5"),
+    (lambda r: r.add_rule(4, -1, 180, 0x40, 0x60), "-1 is not a 32-bit"),
+    (lambda r: r.add_rule(4, 1, 2**32, 0x40, 0x60), "is not a 32-bit"),
+    (lambda r: r.add_typed_route(4, "10.0.0.0/8", 180, 1, "unicast"), "only blackhole, prohibit, throw, unreachable"),
+    (lambda r: r.add_typed_route(4, "10.0.0.1/8", 180, 1, "unreachable"), "not a network"),
+    (lambda r: r.add_typed_route(6, "10.0.0.0/8", 180, 1, "unreachable"), "not an IPv6 network"),
+    (lambda r: r.add_typed_route(4, "10.0.0.0/8", 180, True, "unreachable"), "not a 32-bit"),
+])
+def test_bad_write_arguments_raise_before_sending(call, needle):
+    class Sock:
+        def send(self, _data):
+            raise AssertionError("sent a malformed request")
+    r = rtnl.Rtnl.__new__(rtnl.Rtnl)
+    r.sock, r.seq = Sock(), 0
+    with pytest.raises(RtnlError, match=needle):
+        call(r)
+
+
+def test_a_write_is_acknowledged_or_raises_the_kernels_error():
+    class Sock:
+        def __init__(self, code):
+            self.code, self.sent = code, []
+
+        def send(self, data):
+            self.sent.append(data)
+
+        def recvfrom(self, _size):
+            seq = struct.unpack_from("=I", self.sent[-1], 8)[0]
+            return _msg(rtnl.NLMSG_ERROR, struct.pack("=i", self.code) + self.sent[-1][:16], seq), (0, 0)
+
+    for code, raises in ((0, None), (-17, "File exists"), (-1, "Operation not permitted")):
+        r = rtnl.Rtnl.__new__(rtnl.Rtnl)
+        r.sock, r.seq = Sock(code), 0
+        if raises is None:
+            r.add_rule(4, 32500, 180, 0x40, 0x60)
+            flags = struct.unpack_from("=H", r.sock.sent[0], 6)[0]
+            assert flags & rtnl.NLM_F_ACK and flags & rtnl.NLM_F_CREATE and flags & rtnl.NLM_F_EXCL
+        else:
+            with pytest.raises(RtnlError, match=raises):
+                r.add_typed_route(6, "::/0", 180, 1, "unreachable")
