@@ -79,7 +79,7 @@ def endpoint_refusal(endpoint, subnet=None):
 
 def _subnet(affiliate: Mapping):
     try:
-        return ipaddress.IPv6Network("%s/64" % str(affiliate.get("address") or "").split("/")[0], strict=False)
+        return ipaddress.IPv6Network("%s/64" % str(affiliate.get("address") or "").partition("/")[0], strict=False)
     except ValueError:
         return None
 
