@@ -182,6 +182,22 @@ def _failclosed_service(o: AgentOptions) -> str:
                       "ProtectSystem=strict"] + SANDBOX + FAILCLOSED_TAIL) + "\n"
 
 
+NETWORKD_DROPIN = "networkd.conf.d/kubespan.conf"  # beside the unit directory: /etc/systemd/networkd.conf.d
+
+
+def networkd_dropin_path(o: AgentOptions) -> str:
+    return os.path.dirname(o.unit_dir.rstrip("/")) + "/" + NETWORKD_DROPIN
+
+
+def _networkd_dropin() -> str:
+    """systemd-networkd removes, when it starts, every policy rule and route it did not make itself (its defaults
+    ManageForeignRoutingPolicyRules=yes, ManageForeignRoutes=yes): the KubeSpan rules, table 180 and the fail-closed
+    unreachable routes, so a boot (or a restart of networkd) would send mesh traffic in the clear until the agent's
+    next tick (found by tests/vm). Harmless where networkd is not used; removed when KubeSpan is disabled."""
+    return "\n".join([HEADER, "# Keep the KubeSpan policy rules and routes (docs/dataplane.md, fail closed).", "[Network]",
+                      "ManageForeignRoutingPolicyRules=no", "ManageForeignRoutes=no"]) + "\n"
+
+
 def _command(o: AgentOptions) -> str:
     return "\n".join([
         "#!/usr/bin/python3", HEADER,
@@ -206,6 +222,7 @@ def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
         (unit + AGENT_SERVICE, _agent_service(o).encode(), 0o644),
         (unit + AGENT_TIMER, _agent_timer(o).encode(), 0o644),
         (unit + FAILCLOSED_SERVICE, _failclosed_service(o).encode(), 0o644),
+        (networkd_dropin_path(o), _networkd_dropin().encode(), 0o644),
     ]
 
 

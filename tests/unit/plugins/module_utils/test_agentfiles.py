@@ -118,10 +118,10 @@ def test_install_writes_then_is_idempotent(tmp_path):
     o = opts(tmp_path)
     run = Recorder()
     check = install(o, check_mode=True, run=run)
-    assert len(check.changes) == 6 and check.units_changed and run.calls == []
+    assert len(check.changes) == 7 and check.units_changed and run.calls == []
     assert not (tmp_path / "units").exists()
     first = install(o, check_mode=False, run=run)
-    assert [c.split()[0] for c in first.changes] == ["install"] * 6
+    assert [c.split()[0] for c in first.changes] == ["install"] * 7
     assert run.calls == [("daemon-reload",)]
     assert oct(os.stat(o.command_path).st_mode & 0o777) == "0o755"
     assert oct(os.stat(o.lib_dir + "/kubespan-agent.pyz").st_mode & 0o777) == "0o644"
@@ -196,3 +196,14 @@ def test_failclosed_unit_runs_early_and_is_enabled(tmp_path):
     assert "Before=network-pre.target " in unit and "Requires=" not in unit
     assert plan_units(parse_show(SHOW.replace("failclosed.service\nUnitFileState=enabled", "failclosed.service\nUnitFileState=disabled")),
                       userspace=True) == [("enable", FAILCLOSED_SERVICE)]
+
+
+def test_networkd_is_told_to_keep_the_mesh_rules_and_routes(tmp_path):
+    """systemd-networkd removes foreign rules and routes when it starts (found by tests/vm: a boot leak after the
+    fail-closed unit had run); the drop-in beside the unit directory keeps them."""
+    o = opts(tmp_path)
+    install(o, check_mode=False, run=Recorder())
+    path = tmp_path / "networkd.conf.d" / "kubespan.conf"
+    lines = path.read_text().splitlines()
+    assert "[Network]" in lines and "ManageForeignRoutingPolicyRules=no" in lines and "ManageForeignRoutes=no" in lines
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
