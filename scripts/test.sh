@@ -28,10 +28,12 @@
 #               molecule test -s relay: symmetric NAT on two routers, a public relay member; A and B ping
 #               through the relay within 90 s, VIA column and metrics, a capture on the relay, direct
 #               entries keep probing, back to direct when the LANs get a route, iperf3 relayed vs direct
-#   (not a section yet: tests/vm/run.sh, two QEMU guests with Debian 12's kernel and systemd, the role on kernel
-#   WireGuard, agent, reboot, disable; about 30 min under load and one open failure: see tests/vm/README.md)
-#               image; site.yml on kernel WireGuard, the agent restoring a deleted link, a reboot, disable;
-#               fail closed by packet captures (wave 3, alone)
+#   vm-image    tests/vm/build-image.sh: the QEMU guests' disk (mmdebstrap; reused when unchanged), built in
+#               the background from the start, beside unit .. reliability
+#   vm          tests/vm/run.sh: two QEMU guests booting Debian 12's kernel and systemd from that disk;
+#               site.yml on kernel WireGuard (auto), the agent restoring a deleted link, a reboot, disable;
+#               fail closed by packet captures with positive controls (wave 3, beside relay and doublenat,
+#               which mostly wait)
 #   installed   tests/installed/run.sh --debian trixie: the release tarball installed into an empty
 #               collections path, the demo run from the installed FQCNs only, on Debian 13 nodes
 # Before them: docs (tests/installed/docs-lint.sh: antsibull-docs, changelog, links, role variables),
@@ -82,8 +84,19 @@ cleanup_testbed() {
         wait "${bg_pgids[$name]}" 2>/dev/null || true
         unset "bg_pgids[$name]"
     done
+    vm_stop_guests
     testbed_remove_containers "${TESTBED_CONTAINERS[@]}" || true
     testbed_remove_networks "${TESTBED_NETWORKS[@]}" || true
+}
+# vm: the QEMU guests of tests/vm/run.sh daemonize (out of the section's process group): stop them by pid file.
+vm_stop_guests() {
+    local f pid
+    for f in build/vm/run/vm1.pid build/vm/run/vm2.pid; do
+        pid=$(cat "$f" 2>/dev/null) || continue
+        [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == qemu-system* ]] && kill "$pid" 2>/dev/null
+        rm -f "$f"
+    done
+    return 0
 }
 on_exit() {
     local rc=$?
@@ -161,6 +174,9 @@ section_finish() {
     record "$name" "$rc" "$took"
 }
 
+# --- vm (1 of 2): the guests' disk image, in the background (CI clones fresh: mmdebstrap, 6-9 min) ----
+section_start vm-image bash tests/vm/build-image.sh
+
 # --- unit and controller integration tests ------------------------------------------------------
 section unit .venv/bin/python -m pytest tests/unit tests/integration -q -p no:cacheprovider
 
@@ -201,6 +217,8 @@ CONTAINER_SECTIONS=(molecule molecule-dataplane molecule-discovery molecule-fail
 if [[ " ${failed[*]} " == *" image ("* ]]; then
     for s in "${CONTAINER_SECTIONS[@]}"; do failed+=("$s (not run: no node image)"); done
     printf '\n==================== %s: FAILED (not run: the image build failed)\n' "${CONTAINER_SECTIONS[*]}"
+    section_finish vm-image   # the QEMU guests need no node image
+    section vm bash tests/vm/run.sh
 else
     # Two waves of three (the containers mostly wait for agent ticks and pings; six at once would
     # starve a 2-core machine): one section in the foreground, its output live, two in the background.
@@ -217,11 +235,14 @@ else
     section_finish molecule-failover
     section_finish molecule-nat
     section_finish molecule-monitoring
-    # wave 3
+    # wave 3, with the QEMU guests of vm (kernel WireGuard end to end, tests/vm/README.md) beside it
+    section_finish vm-image
+    section_start vm bash tests/vm/run.sh
     section_start molecule-relay molecule_test relay
     section_start molecule-doublenat molecule_test doublenat
     section_finish molecule-relay
     section_finish molecule-doublenat
+    section_finish vm
 fi
 
 # --- summary -------------------------------------------------------------------------------------
