@@ -52,6 +52,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubespan.mesh.attributes
   - kubespan.mesh.attributes.NODE_GROUP
+  - kubespan.mesh.identity.MESH
 options:
   state:
     description:
@@ -219,42 +220,61 @@ options:
     description: firewalld zone that gets the listen port; empty for the default zone.
     type: str
     default: ""
-  discovery_enabled:
+  discovery:
     description:
-      - Use a Talos-compatible discovery service (cluster.discovery.enabled with the service registry) besides
-        the inventory. The node agent publishes this node's affiliate (sealed with the cluster secret), lists the
-        cluster at every tick and adds the peers the inventory does not know; this run also keeps the peers the
-        agent discovered last.
-      - Turning it off removes this node's affiliate from the service (AffiliateDelete) and drops the discovered peers.
-    type: bool
-    default: false
-  discovery_endpoint:
-    description:
-      - The discovery service (cluster.discovery.registries.service.endpoint), C(https://host[:port]/) or
-        C(host:port) (TLS), C(http://host:port/) or C(host:port) with O(discovery_insecure) (plaintext).
-      - Required with O(discovery_enabled) unless O(discovery_endpoints) is given.
-    type: str
-    default: ""
-  discovery_endpoints:
-    description:
-      - Several discovery services at once (Talos 1.14 and later), in the forms of O(discovery_endpoint). Each gets
-        its own client; the affiliates they list are merged and this node publishes on each. When not empty, it
-        replaces O(discovery_endpoint).
-    type: list
-    elements: str
-    default: []
-  machine_type:
-    description:
-      - Talos's machine type of this node, published in its affiliate (C(talosctl get members) shows it).
-    type: str
-    choices: [controlplane, worker, init]
-    default: worker
-  api_server_port:
-    description:
-      - The Kubernetes API server port published with a control-plane O(machine_type) (Talos's
-        ControlPlane.api_server_port); not published for workers.
-    type: int
-    default: 6443
+      - Talos's C(cluster.discovery) with the service registry: the node agent publishes this node's affiliate (sealed
+        with the cluster secret) on each service and adds the peers the inventory does not know.
+      - Unset, or O(discovery.enabled) false, the inventory alone forms the mesh. A suboption that is not set takes
+        the node agent's default (C(discovery_agent.default_settings)); the C(kubespan.mesh.kubespan) role passes its
+        C(kubespan_discovery_*), C(kubespan_harvest_extra_endpoints), C(kubespan_machine_type) and
+        C(kubespan_api_server_port) variables here.
+    type: dict
+    suboptions:
+      enabled:
+        description:
+          - Use a Talos-compatible discovery service (cluster.discovery.enabled with the service registry) besides
+            the inventory. The node agent publishes this node's affiliate (sealed with the cluster secret), lists the
+            cluster at every tick and adds the peers the inventory does not know; this run also keeps the peers the
+            agent discovered last.
+          - Turning it off removes this node's affiliate from the service (AffiliateDelete) and drops the discovered peers.
+        type: bool
+      endpoint:
+        description:
+          - The discovery service (cluster.discovery.registries.service.endpoint), C(https://host[:port]/) or
+            C(host:port) (TLS), C(http://host:port/) or C(host:port) with O(discovery.insecure) (plaintext).
+          - Required with O(discovery.enabled) unless O(discovery.endpoints) is given.
+        type: str
+      endpoints:
+        description:
+          - Several discovery services at once (Talos 1.14 and later), in the forms of O(discovery.endpoint). Each gets
+            its own client; the affiliates they list are merged and this node publishes on each. When not empty, it
+            replaces O(discovery.endpoint).
+        type: list
+        elements: str
+      insecure:
+        description: Speak plaintext gRPC to the service (a private network only).
+        type: bool
+      ca_file:
+        description: PEM file on the node with the CA certificates that sign the service's certificate; empty for the system roots.
+        type: path
+      server_name:
+        description: Name to check in the service's certificate instead of the endpoint's host.
+        type: str
+      harvest_extra_endpoints:
+        description:
+          - Publish, for each peer that is up, the endpoint WireGuard observed for it (Talos's
+            C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
+        type: bool
+      machine_type:
+        description:
+          - Talos's machine type of this node, published in its affiliate (C(talosctl get members) shows it).
+        type: str
+        choices: [controlplane, worker, init]
+      api_server_port:
+        description:
+          - The Kubernetes API server port published with a control-plane O(discovery.machine_type) (Talos's
+            ControlPlane.api_server_port); not published for workers.
+        type: int
   peer_endpoint_filters:
     description:
       - Talos's C(machine.network.kubespan.filters.peerEndpoints) - CIDRs in the syntax of endpoint filters
@@ -269,24 +289,6 @@ options:
         Unset, the one of O(identity) (or C(auto)).
     type: str
     choices: [auto, mac, node-id]
-  discovery_insecure:
-    description: Speak plaintext gRPC to the service (a private network only).
-    type: bool
-    default: false
-  discovery_ca_file:
-    description: PEM file on the node with the CA certificates that sign the service's certificate; empty for the system roots.
-    type: path
-    default: ""
-  discovery_server_name:
-    description: Name to check in the service's certificate instead of the endpoint's host.
-    type: str
-    default: ""
-  harvest_extra_endpoints:
-    description:
-      - Publish, for each peer that is up, the endpoint WireGuard observed for it (Talos's
-        C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
-    type: bool
-    default: false
   allowed_peer_networks:
     description:
       - Networks (CIDRs) discovered peers may claim; their other claims are trimmed with a warning (the inventory's pod
@@ -296,49 +298,6 @@ options:
     type: list
     elements: str
     default: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, "fc00::/7"]
-  identity:
-    description:
-      - Ensure the node identity in this same call, as M(kubespan.mesh.identity) does with these options, and return
-        it (RV(identity), RV(affiliate)). Needed by O(settle).
-      - When something of O(identity.requirements) is missing, nothing else is done and RV(missing_requirements)
-        lists it.
-    type: dict
-    suboptions:
-      address_source:
-        description: As M(kubespan.mesh.identity)'s O(kubespan.mesh.identity#module:address_source).
-        type: str
-        choices: [auto, mac, node-id]
-        default: auto
-      endpoint_filters:
-        description: As M(kubespan.mesh.identity)'s.
-        type: list
-        elements: str
-      extra_endpoints:
-        description: As M(kubespan.mesh.identity)'s.
-        type: list
-        elements: str
-        default: []
-      advertised_networks:
-        description: As M(kubespan.mesh.identity)'s.
-        type: list
-        elements: str
-        default: []
-      exclude_advertised_networks:
-        description: As M(kubespan.mesh.identity)'s.
-        type: list
-        elements: str
-        default: []
-      kubernetes_networks:
-        description: As M(kubespan.mesh.identity)'s.
-        type: list
-        elements: str
-        default: []
-      requirements:
-        description: As M(kubespan.mesh.identity)'s.
-        type: list
-        elements: str
-        choices: [base, userspace, discovery]
-        default: []
   settle:
     description:
       - O(peers) is the controller's cache of the cluster's affiliates from an earlier run, not fresh data. The mesh
@@ -346,14 +305,14 @@ options:
         the peer set built from O(peers) is exactly the one the host already has, with the same O(members); then
         RV(settled) is true. Otherwise nothing from O(peers) is applied and RV(settled) is false, so the caller
         exchanges fresh affiliates and calls again. The C(kubespan.mesh.kubespan) role uses this to make a routine
-        run one remote call per host. Always false with O(discovery_enabled).
+        run one remote call per host. Always false with O(discovery.enabled).
     type: bool
     default: false
   report_observed:
     description:
       - Return RV(observed), what this node's WireGuard sees of its peers, for the controller to hand out as extra
         candidates (the C(kubespan.mesh.kubespan) role's C(kubespan_inventory_observed_endpoints)). Only without
-        discovery (with it, O(harvest_extra_endpoints) does this through the service).
+        discovery (with it, O(discovery.harvest_extra_endpoints) does this through the service).
     type: bool
     default: false
   compact_result:
@@ -476,7 +435,7 @@ observed:
     - With O(report_observed) and without discovery, for each peer that the node agent last saw up, the endpoint
       WireGuard uses for it when that is none of the endpoints the peer announced (O(peers[].endpoints)), that is a NAT's
       mapping seen from here. At most 64 entries; empty when the node has no statuses yet.
-  returned: when O(report_observed) is true and O(discovery_enabled) is false
+  returned: when O(report_observed) is true and O(discovery.enabled) is false
   type: list
   elements: dict
   sample: [{"public_key": "THtfKtfNnzJs1nMQKs5IXqK0DFXmM//0WMY+NnaZrhU=", "endpoint": "203.0.113.7:51820"}]
@@ -515,268 +474,89 @@ peers:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.agent import status_records
-from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions, decode_bundle, enable_units, install
-from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent import (
-    DiscoverySettingsError,
-    agent_warning,
-    delete_affiliate,
-    last_discovered,
-    local_affiliate,
-    normalize_settings,
-    plan_peers,
-    strip_affiliate,
-)
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import (
-    ReconcileError,
-    Settings,
-    address_change_message,
-    compute_peers,
-    ensure_identity,
-    host_never_routed,
-    load_state,
-    reconcile_mesh,
-    teardown_mesh,
-)
-from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.observed import observed_report, with_observed
+from ansible_collections.kubespan.mesh.plugins.module_utils.meshrun import finish, run
 from ansible_collections.kubespan.mesh.plugins.module_utils.peers import DEFAULT_ALLOWED_PEER_NETWORKS
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
-from ansible_collections.kubespan.mesh.plugins.module_utils.settle import affiliate_of
-from ansible_collections.kubespan.mesh.plugins.module_utils.settle import check as settle_check
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError, state_lock
+from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec
 
 
-def report_observed(state_dir, peers):
-    """observed.observed_report of this node's statuses; [] when there are none yet (never fails the call)."""
-    try:
-        records = status_records(state_dir)
-    except Exception:  # pylint: disable=broad-except  # no state, statuses or device yet: nothing observed
-        return []
-    announced = {}
-    for peer in peers or []:
-        if isinstance(peer.get("public_key"), str):
-            announced[peer["public_key"]] = list(peer.get("endpoints") or [])
-    return observed_report(records, announced)
+def _strings():
+    return dict(type="list", elements="str", default=[])
+
+
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    cluster_id=dict(type="str"),
+    cluster_secret=dict(type="str", no_log=True),
+    peers=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        public_key=dict(type="str", required=True),
+        address=dict(type="str", required=True),
+        node_id=dict(type="str"),
+        endpoints=_strings(),
+        addresses=_strings(),
+        additional_addresses=_strings(),
+        exclude_advertised_networks=_strings(),
+        observed_endpoints=_strings(),
+    )),
+    members=dict(type="list", elements="str"),
+    local_name=dict(type="str"),
+    interface=dict(type="str", default="kubespan"),
+    mtu=dict(type="int", default=1420),
+    listen_port=dict(type="int", default=51820),
+    fwmark=dict(type="int", default=0x20),
+    persistent_keepalive=dict(type="int", default=25, no_log=False),
+    implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
+    state_dir=dict(type="path", default="/var/lib/kubespan"),
+    allow_down_peer_bypass=dict(type="bool", default=False),
+    relay=dict(type="bool", default=False),
+    relay_members=_strings(),
+    route_table=dict(type="int", default=180),
+    rule_priority=dict(type="int", default=32500),
+    force_mark=dict(type="int", default=0x40),
+    mark_mask=dict(type="int", default=0x60),
+    nft_table=dict(type="str", default="kubespan"),
+    firewall_backend=dict(type="str", choices=["auto", "nftables", "firewalld", "ufw", "none"], default="auto"),
+    firewalld_zone=dict(type="str", default=""),
+    # unset suboptions: discovery_agent.default_settings() (normalize_settings ignores None)
+    discovery=dict(type="dict", options=dict(
+        enabled=dict(type="bool"),
+        endpoint=dict(type="str"),
+        endpoints=dict(type="list", elements="str"),
+        insecure=dict(type="bool"),
+        ca_file=dict(type="path"),
+        server_name=dict(type="str"),
+        harvest_extra_endpoints=dict(type="bool"),
+        machine_type=dict(type="str", choices=["controlplane", "worker", "init"]),
+        api_server_port=dict(type="int"),
+    )),
+    peer_endpoint_filters=dict(type="list", elements="str"),
+    address_source=dict(type="str", choices=["auto", "mac", "node-id"]),
+    allowed_peer_networks=dict(type="list", elements="str", default=list(DEFAULT_ALLOWED_PEER_NETWORKS)),
+    identity=dict(type="dict", options=identity_option_spec()),
+    settle=dict(type="bool", default=False),
+    report_observed=dict(type="bool", default=False),
+    compact_result=dict(type="bool", default=False),
+    agent=dict(type="dict", options=dict(
+        bundle=dict(type="str", required=True, no_log=True),
+        lib_dir=dict(type="path", default="/usr/lib/kubespan"),
+        interval=dict(type="int", default=30),
+        metrics_file=dict(type="path", default=""),
+        command_path=dict(type="path", default="/usr/local/sbin/kubespan"),
+    )),
+)
 
 
 def main():
+    """Parse the request, run it (module_utils/meshrun.py), return the result."""
     module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            cluster_id=dict(type="str"),
-            cluster_secret=dict(type="str", no_log=True),
-            peers=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str", required=True),
-                public_key=dict(type="str", required=True),
-                address=dict(type="str", required=True),
-                node_id=dict(type="str"),
-                endpoints=dict(type="list", elements="str", default=[]),
-                addresses=dict(type="list", elements="str", default=[]),
-                additional_addresses=dict(type="list", elements="str", default=[]),
-                exclude_advertised_networks=dict(type="list", elements="str", default=[]),
-                observed_endpoints=dict(type="list", elements="str", default=[]),
-            )),
-            members=dict(type="list", elements="str"),
-            local_name=dict(type="str"),
-            interface=dict(type="str", default="kubespan"),
-            mtu=dict(type="int", default=1420),
-            listen_port=dict(type="int", default=51820),
-            fwmark=dict(type="int", default=0x20),
-            persistent_keepalive=dict(type="int", default=25, no_log=False),
-            implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
-            state_dir=dict(type="path", default="/var/lib/kubespan"),
-            allow_down_peer_bypass=dict(type="bool", default=False),
-            relay=dict(type="bool", default=False),
-            relay_members=dict(type="list", elements="str", default=[]),
-            route_table=dict(type="int", default=180),
-            rule_priority=dict(type="int", default=32500),
-            force_mark=dict(type="int", default=0x40),
-            mark_mask=dict(type="int", default=0x60),
-            nft_table=dict(type="str", default="kubespan"),
-            firewall_backend=dict(type="str", choices=["auto", "nftables", "firewalld", "ufw", "none"], default="auto"),
-            firewalld_zone=dict(type="str", default=""),
-            discovery_enabled=dict(type="bool", default=False),
-            discovery_endpoint=dict(type="str", default=""),
-            discovery_endpoints=dict(type="list", elements="str", default=[]),
-            machine_type=dict(type="str", choices=["controlplane", "worker", "init"], default="worker"),
-            api_server_port=dict(type="int", default=6443),
-            peer_endpoint_filters=dict(type="list", elements="str"),
-            address_source=dict(type="str", choices=["auto", "mac", "node-id"]),
-            discovery_insecure=dict(type="bool", default=False),
-            discovery_ca_file=dict(type="path", default=""),
-            discovery_server_name=dict(type="str", default=""),
-            harvest_extra_endpoints=dict(type="bool", default=False),
-            allowed_peer_networks=dict(type="list", elements="str", default=list(DEFAULT_ALLOWED_PEER_NETWORKS)),
-            identity=dict(type="dict", options=identity_option_spec()),
-            settle=dict(type="bool", default=False),
-            report_observed=dict(type="bool", default=False),
-            compact_result=dict(type="bool", default=False),
-            agent=dict(type="dict", options=dict(
-                bundle=dict(type="str", required=True, no_log=True),
-                lib_dir=dict(type="path", default="/usr/lib/kubespan"),
-                interval=dict(type="int", default=30),
-                metrics_file=dict(type="path", default=""),
-                command_path=dict(type="path", default="/usr/local/sbin/kubespan"),
-            )),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         required_if=[("state", "present", ("cluster_id", "cluster_secret")), ("settle", True, ("identity", "local_name"))],
         supports_check_mode=True,
     )
-    p = module.params
-
-    def old_state():
-        try:
-            return load_state(p["state_dir"]) or {}
-        except StateFileError:
-            return {}
-
-    def leave_discovery(old, changes):
-        """AffiliateDelete of this node when the last run published it and it must not be published any more."""
-        disc = old.get("discovery") or {}
-        node_id = (old.get("local_affiliate") or {}).get("node_id")
-        if old.get("disabled") or not disc.get("enabled") or not node_id:
-            return
-        changes.append("remove this node's affiliate %s from the discovery service %s" % (node_id, disc.get("endpoint")))
-        if not module.check_mode:
-            try:
-                warning = delete_affiliate(normalize_settings(disc), old.get("cluster_id", ""), node_id)
-            except DiscoverySettingsError as exc:
-                warning = "discovery settings of the last run are unusable (%s): the affiliate expires by itself" % exc
-            if warning:
-                module.warn(warning)
-
-    def work():
-        if p["state"] == "absent":
-            with state_lock(p["state_dir"]):
-                changes = []
-                leave_discovery(old_state(), changes)
-                res = teardown_mesh(Settings(interface=p["interface"], state_dir=p["state_dir"], route_table=p["route_table"],
-                                             rule_priority=p["rule_priority"], nft_table=p["nft_table"],
-                                             listen_port=p["listen_port"]), check_mode=module.check_mode)
-            return dict(changed=res.changed or bool(changes), changes=changes + res.changes, peers=[], implementation="")
-        cluster_id = validate_cluster_id(p["cluster_id"])
-        secret = validate_cluster_secret(p["cluster_secret"])
-        settings = Settings(interface=p["interface"], mtu=p["mtu"], listen_port=p["listen_port"], fwmark=p["fwmark"],
-                            persistent_keepalive=p["persistent_keepalive"], implementation=p["implementation"],
-                            state_dir=p["state_dir"], allow_down_peer_bypass=p["allow_down_peer_bypass"], route_table=p["route_table"],
-                            rule_priority=p["rule_priority"], force_mark=p["force_mark"], mark_mask=p["mark_mask"], nft_table=p["nft_table"],
-                            firewall_backend=p["firewall_backend"], firewalld_zone=p["firewalld_zone"],
-                            allowed_peer_networks=p["allowed_peer_networks"], peer_endpoint_filters=p["peer_endpoint_filters"],
-                            relay=p["relay"],
-                            address_source=p["address_source"] or (p["identity"] or {}).get("address_source") or "auto")
-        settings.validate()
-        try:
-            discovery = normalize_settings(dict(enabled=p["discovery_enabled"], endpoint=p["discovery_endpoint"],
-                                                endpoints=p["discovery_endpoints"], machine_type=p["machine_type"],
-                                                api_server_port=p["api_server_port"],
-                                                insecure=p["discovery_insecure"], ca_file=p["discovery_ca_file"],
-                                                server_name=p["discovery_server_name"],
-                                                harvest_extra_endpoints=p["harvest_extra_endpoints"]))
-        except DiscoverySettingsError as exc:
-            raise ReconcileError(str(exc))
-        head = {}
-        if p["identity"] is not None:
-            i = p["identity"]
-            gaps = missing(i["requirements"])
-            if gaps:
-                return dict(changed=False, missing_requirements=gaps, changes=[], peers=[], implementation="",
-                            **(dict(settled=False, settle_reason="missing requirements") if p["settle"] else {}))
-            _ident, facts, id_changed = ensure_identity(
-                p["state_dir"], cluster_id, i["address_source"], module.check_mode, p["listen_port"], p["interface"],
-                i["endpoint_filters"], i["extra_endpoints"], i["advertised_networks"], i["exclude_advertised_networks"],
-                i["kubernetes_networks"])
-            if facts.get("would_create"):
-                return dict(changed=True, would_create=True, missing_requirements={}, peers=[], implementation="",
-                            changes=["create identity and mesh (identity does not exist yet)"],
-                            **(dict(settled=False, settle_reason="no identity yet") if p["settle"] else {}))
-            head = dict(identity=facts, affiliate=affiliate_of(p["local_name"] or "", facts), missing_requirements={})
-            if facts.get("previous_address"):
-                module.warn(address_change_message(facts["previous_address"], facts["address"], facts["address_source"]))
-            if id_changed:
-                head["identity_changed"] = True
-        ident = load_identity(p["state_dir"])
-        if ident is None:
-            if module.check_mode:
-                return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
-            raise ReconcileError("no identity in %s: run kubespan.mesh.identity first" % p["state_dir"])
-        agent = None
-        relay_names = set(p["relay_members"])
-        settings.relays = sorted({a["public_key"] for a in p["peers"] if a["name"] in relay_names and a["name"] != p["local_name"]
-                                  and a["public_key"] != ident.public_key})
-        with state_lock(p["state_dir"]):
-            never = []
-            for endpoint in (discovery["endpoints"] if discovery["enabled"] else [""]):
-                never += [a for a in host_never_routed(p["interface"], endpoint) if a not in never]
-            peers, warnings = compute_peers(ident, p["state_dir"], with_observed(p["peers"]), p["members"], p["local_name"], never)
-            if p["settle"]:
-                settled, reason = (False, "discovery is on") if discovery["enabled"] else settle_check(
-                    p["peers"], head["affiliate"], peers, old_state() or None, p["members"])
-                head.update(settled=settled, settle_reason=reason)
-                if not settled:
-                    return dict(head, changed=bool(head.pop("identity_changed", False)), changes=[], peers=[],
-                                implementation="")
-            if p["agent"]:
-                a = p["agent"]
-                agent = install(AgentOptions(bundle=decode_bundle(a["bundle"]), lib_dir=a["lib_dir"], state_dir=p["state_dir"],
-                                             interface=p["interface"], interval=a["interval"], metrics_file=a["metrics_file"],
-                                             discovery_endpoint=", ".join(discovery["endpoints"]) if discovery["enabled"] else None,
-                                             command_path=a["command_path"]), check_mode=module.check_mode)
-            extra = None
-            leaving = []
-            if discovery["enabled"]:
-                # the inventory's peers and this node's own affiliate are what the agent merges with the service's
-                # affiliates; this run keeps the peers the agent discovered last (their affiliates, re-checked)
-                local = local_affiliate(p["peers"], ident.public_key, p["local_name"])
-                extra = {"discovery": discovery, "inventory_peers": [strip_affiliate(x) for x in peers], "local_affiliate": local}
-                found = last_discovered(p["state_dir"])
-                if found:
-                    peers, _kept, reasons = plan_peers(peers, found, None, ident.public_key, ident.address, ident.subnet, local,
-                                                       p["local_name"], p["allowed_peer_networks"], never)
-                    warnings = warnings + reasons
-                problem = agent_warning(p["state_dir"])
-                if problem:
-                    warnings.append(problem)
-                if local is None:
-                    warnings.append("this host's own affiliate is not among the peers (local_name %r): it is not published to "
-                                    "the discovery service" % p["local_name"])
-            else:
-                leave_discovery(old_state(), leaving)
-            res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p["members"], check_mode=module.check_mode,
-                                 extra_state=extra)
-            if leaving:
-                res.changes = leaving + res.changes
-                res.changed = True
-        for w in warnings + res.warnings:
-            module.warn(w)
-        out = dict(head, changed=res.changed or bool(head.pop("identity_changed", False)), changes=res.changes, peers=res.peers,
-                   implementation=res.implementation, firewall_backend=res.firewall_backend)
-        diffs = []
-        if module._diff and res.changed:
-            diffs.append(dict(before=res.before, after=res.after,
-                              before_header="%s (before)" % p["interface"], after_header="%s (after)" % p["interface"]))
-        if agent is not None:
-            out["agent_changes"] = agent.changes + enable_units(res.implementation == "userspace", module.check_mode)
-            out["changed"] = out["changed"] or bool(out["agent_changes"])
-            diffs.extend(agent.diffs)
-        if module._diff and diffs:
-            out["diff"] = diffs if len(diffs) > 1 else diffs[0]
-        return out
-
-    result = run_guarded(module, work)
-    if p["report_observed"] and not p["discovery_enabled"] and p["state"] == "present" and not result.get("failed"):
-        result["observed"] = report_observed(p["state_dir"], p["peers"])
-    result["peer_count"] = len(result.get("peers") or [])
-    if p["compact_result"]:
-        # constant-size result: the peer list, and the n-sized arguments in the echo, are counts
-        del result["peers"]
-        args = dict(p, peers="%d affiliates" % len(p["peers"] or []))
-        if p["members"] is not None:
-            args["members"] = "%d hosts" % len(p["members"])
-        result["invocation"] = {"module_args": args}
-    module.exit_json(**result)
+    params = module.params
+    result = run_guarded(module, lambda: run(params, module.check_mode, module._diff, module.warn))
+    module.exit_json(**finish(params, result))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ LAYERS: List[Tuple[str, Set[str]]] = [
     ("discovery", {"discovery_server", "discovery_grpc", "discovery_agent", "discovery_cli"}),
     ("reconcile", {"engine"}),
     ("agent", {"agentfiles", "failclosed", "agent", "cli"}),
-    ("modules", {"common"}),
+    ("modules", {"common", "meshrun"}),
 ]
 
 # The boot unit's ``kubespan failclosed`` imports failclosed alone (emulated CPUs took minutes for the agent's
