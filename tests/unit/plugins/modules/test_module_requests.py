@@ -86,3 +86,36 @@ def test_identity_refuses_a_bad_cluster_id_before_any_file(tmp_path):
 def test_identity_argument_spec_refuses_an_unknown_choice(tmp_path):
     result = run(identity, {"cluster_id": CLUSTER_ID, "state_dir": str(tmp_path), "address_source": "dhcp"})
     assert result["failed"] is True and "address_source" in result["msg"] and "dhcp" in result["msg"]
+
+
+def test_peer_status_info_before_the_first_run_names_the_fix_and_never_the_key(tmp_path):
+    from ansible_collections.kubespan.mesh.plugins.modules import peer_status_info
+    state = str(tmp_path / "state")
+    empty = run(peer_status_info, {"state_dir": state}, check=True)
+    assert empty["failed"] is True and state in empty["msg"] and "run the kubespan.mesh playbook first" in empty["msg"]
+    run(identity, {"cluster_id": CLUSTER_ID, "state_dir": state, "address_source": "node-id"})
+    info = run(peer_status_info, {"state_dir": state})
+    assert info["failed"] is True and "desired state" in info["msg"]
+    with open(os.path.join(state, "kubespan-identity.yaml")) as handle:
+        private = [line.split(":", 1)[1].strip() for line in handle if line.startswith("privateKey")][0]
+    assert private not in json.dumps(info)
+
+
+def test_affiliates_cache_as_a_module_on_a_host_refuses_with_the_reason(tmp_path):
+    from ansible_collections.kubespan.mesh.plugins.modules import affiliates_cache
+    result = run(affiliates_cache, {"path": str(tmp_path / "a.json"), "affiliates": []})
+    assert result["failed"] is True and "action plugin" in result["msg"]
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_agent_bundle_lookup_returns_the_zipapp_of_module_utils_and_caches_it():
+    import base64
+    import zipfile
+    from ansible_collections.kubespan.mesh.plugins.lookup.agent_bundle import LookupModule
+    first = LookupModule().run([], variables={})
+    assert len(first) == 1
+    data = base64.b64decode(first[0])
+    with zipfile.ZipFile(io.BytesIO(data)) as zipped:
+        names = zipped.namelist()
+    assert "__main__.py" in names and any(n.endswith("cli.py") for n in names)
+    assert LookupModule().run([], variables={})[0] is first[0], "built once per controller process"
