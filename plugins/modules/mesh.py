@@ -222,7 +222,7 @@ options:
     default: ""
   discovery:
     description:
-      - Talos's C(cluster.discovery) with the service registry: the node agent publishes this node's affiliate (sealed
+      - Talos's C(cluster.discovery) with the service registry. The node agent publishes this node's affiliate (sealed
         with the cluster secret) on each service and adds the peers the inventory does not know.
       - Unset, or O(discovery.enabled) false, the inventory alone forms the mesh. A suboption that is not set takes
         the node agent's default (C(discovery_agent.default_settings)); the C(kubespan.mesh.kubespan) role passes its

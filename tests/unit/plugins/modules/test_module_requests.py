@@ -111,6 +111,7 @@ def test_affiliates_cache_as_a_module_on_a_host_refuses_with_the_reason(tmp_path
 def test_agent_bundle_lookup_returns_the_zipapp_of_module_utils_and_caches_it():
     import base64
     import zipfile
+
     from ansible_collections.kubespan.mesh.plugins.lookup.agent_bundle import LookupModule
     first = LookupModule().run([], variables={})
     assert len(first) == 1
