@@ -22,7 +22,7 @@ description:
   - Other keys of the input are ignored; the values are not checked (see P(kubespan.mesh.settings_errors#filter)).
 options:
   _input:
-    description: The model-held role variables that are set, e.g. C({'kubespan_mtu': 1380}).
+    description: "The model-held role variables that are set, e.g. C({'kubespan_mtu': 1380})."
     type: dict
     required: true
 author:

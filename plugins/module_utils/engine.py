@@ -345,7 +345,7 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
                                  "corrupt; %s" % (path, fix))
 
 
-def host_never_routed(interface: str = "kubespan", discovery_endpoint: str = "") -> List[str]:
+def host_never_routed(interface: str = model.LINK_NAME, discovery_endpoint: str = "") -> List[str]:
     """netlink.host_never_routed plus the discovery service's address when ``discovery_endpoint`` names it as an
     IP literal (a host name is not resolved: DNS is not trusted to decide routing)."""
     # lazy: the discovery code is imported only by the runs and ticks that use discovery (agent tick cost)
