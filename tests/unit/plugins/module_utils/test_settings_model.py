@@ -12,11 +12,14 @@ from dataclasses import fields
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from ansible_collections.kubespan.mesh.plugins.module_utils import settings as model
 from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions
 from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import DataPlaneConfig
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_VARIABLES, Settings
+from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_VARIABLES, ReconcileError, Settings
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
@@ -236,3 +239,60 @@ def test_the_role_readme_shows_the_models_defaults():
             continue
         spelled = "false" if value is False else "true" if value is True else str(value)
         assert "`%s`" % spelled in shown, (variable, shown, spelled)
+
+
+# ---------------------------------------------------------------------------------- property: the model refuses first
+_INTS = st.one_of(st.integers(min_value=-2, max_value=2 ** 33),
+                  st.sampled_from([0, 1, 5, 32, 64, 96, 128, 180, 253, 254, 255, 1279, 1280, 1420, 32500, 32765, 32766,
+                                   65535, 65536, 86400, 86401, 0xFFFFFFFE, 0xFFFFFFFF]))
+_NAMES = st.one_of(st.sampled_from(["kubespan", "ks:0", "a/b", "x y", "", "wg0", "k" * 15, "k" * 16, "1abc", "ks.1-2_3"]),
+                   st.text(max_size=17))
+_PATHS = st.one_of(st.sampled_from(["/var/lib/kubespan", "/a b", "/a//b", "/a/", "a", "/x%i", "/"]), st.text(max_size=12))
+
+
+def _user_values():
+    """Any subset of the model-held settings the data plane or the agent read, with good and bad values."""
+    optional = {}
+    for setting in model.SETTINGS:
+        if not setting.variable or not setting.options:
+            continue
+        if setting.kind == "int":
+            optional[setting.variable] = _INTS
+        elif setting.choices:
+            optional[setting.variable] = st.one_of(st.sampled_from(setting.choices), st.text(max_size=8))
+        elif setting.kind == "path":
+            optional[setting.variable] = _PATHS
+        elif setting.variable in ("kubespan_interface", "kubespan_nft_table"):
+            optional[setting.variable] = _NAMES
+    return st.fixed_dictionaries({}, optional=optional)
+
+
+@hyp_settings(max_examples=500, deadline=None)
+@given(_user_values())
+def test_whatever_the_module_or_the_agent_refuses_the_model_refuses(user):
+    """Property over the model: the user's values, the rest filled by the model as the module does (fill_options),
+    are refused by engine.Settings (validate and the data plane) or agentfiles.AgentOptions only if the role's early
+    check (settings_errors on the user's values alone) refused them first."""
+    params = {option: None for option in model.BY_OPTION if "." not in option}
+    params["agent"] = {"lib_dir": None, "interval": None, "metrics_file": None, "command_path": None}
+    for variable, value in user.items():
+        option = model.BY_VARIABLE[variable].options[0]
+        holder, _dot, key = option.rpartition(".")
+        (params[holder] if holder else params)[key] = value
+    model.fill_options(params)
+    refused = []
+    fields_ = {f.name for f in fields(Settings)}
+    try:
+        settings = Settings(**{k: v for k, v in params.items() if k in fields_})
+        settings.validate()
+        settings.dataplane()
+    except (ReconcileError, ValueError, TypeError) as exc:
+        refused.append(str(exc))
+    try:
+        AgentOptions(bundle=b"PK", state_dir=params["state_dir"], interface=params["interface"],
+                     metrics_file=params["agent"]["metrics_file"] or str(params["state_dir"]) + "/metrics.prom",
+                     **{k: params["agent"][k] for k in ("lib_dir", "interval", "command_path")}).validate()
+    except (ValueError, TypeError) as exc:
+        refused.append(str(exc))
+    if refused:
+        assert settings_errors(user), (user, refused)
