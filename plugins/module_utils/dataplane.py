@@ -35,9 +35,9 @@ from typing import List, Optional, Tuple
 
 from .errors import KubeSpanError
 from .ipset import BITS, IPSet, format_address
+
 # The defaults live in the settings model (settings.py); these names are kept for the data plane's callers.
-from .settings import (FORCE_MARK, LINK_NAME, MARK_MASK, MAX_MTU, MAX_RULE_PRIORITY, MIN_MTU, NFT_TABLE, ROUTE_TABLE,
-                       RULE_PRIORITY, WIREGUARD_MARK)
+from .settings import FORCE_MARK, LINK_NAME, MARK_MASK, MAX_MTU, MAX_RULE_PRIORITY, MIN_MTU, NFT_TABLE, ROUTE_TABLE, RULE_PRIORITY, WIREGUARD_MARK
 from .settings import MTU as DEFAULT_MTU
 
 NFT_FAMILY = "inet"

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from . import settings as model
 from .addressing import first_physical_link, node_address
 from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .errors import KubeSpanError
@@ -27,7 +28,6 @@ from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .relay import move_allowed_ips
 from .rpfilter import CONF, rp_filter_plan
-from . import settings as model
 from .statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
 from .systemd import systemctl
 from .wgtypes import WireGuardError, count_exceeds

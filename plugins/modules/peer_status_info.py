@@ -159,6 +159,7 @@ def main():
         argument_spec=dict(state_dir=dict(type="path")),
         supports_check_mode=True,
     )
+    fill_options(module.params)  # the settings model fills what the caller left unset
 
     def work():
         ident = load_identity(module.params["state_dir"])
