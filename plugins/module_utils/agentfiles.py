@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .dataplane import IFNAME, IFNAME_RULE
 from .engine import WIREGUARD_GO_UNIT
 from .errors import KubeSpanError
+from .settings import AGENT_INTERVAL, COMMAND_PATH, LIB_DIR, LINK_NAME, MAX_AGENT_INTERVAL, METRICS_FILE, STATE_DIR
 from .settingscheck import UNIT_PATH_RULE, unit_path_problem
 from .statefile import StateFileError, atomic_write
 from .systemd import systemctl
@@ -55,13 +56,13 @@ class AgentFilesError(KubeSpanError, ValueError):
 @dataclass
 class AgentOptions:
     bundle: bytes
-    lib_dir: str = "/usr/lib/kubespan"
-    state_dir: str = "/var/lib/kubespan"
-    interface: str = "kubespan"
-    interval: int = 30
-    metrics_file: str = ""
+    lib_dir: str = LIB_DIR
+    state_dir: str = STATE_DIR
+    interface: str = LINK_NAME
+    interval: int = AGENT_INTERVAL
+    metrics_file: str = METRICS_FILE
     discovery_endpoint: Optional[str] = None  # set when the discovery client is on: the unit must allow IP traffic
-    command_path: str = "/usr/local/sbin/kubespan"
+    command_path: str = COMMAND_PATH
     unit_dir: str = "/etc/systemd/system"
 
     def validate(self) -> None:
@@ -69,8 +70,8 @@ class AgentOptions:
                              ("command_path", self.command_path), ("unit_dir", self.unit_dir)):
             if unit_path_problem(value):
                 raise AgentFilesError("agent %s %r: %s" % (label, value, UNIT_PATH_RULE))
-        if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= 86400:
-            raise AgentFilesError("agent interval %r: must be a whole number of seconds from 1 to 86400" % (self.interval,))
+        if not isinstance(self.interval, int) or isinstance(self.interval, bool) or not 1 <= self.interval <= MAX_AGENT_INTERVAL:
+            raise AgentFilesError("agent interval %r: must be a whole number of seconds from 1 to %d" % (self.interval, MAX_AGENT_INTERVAL))
         if not isinstance(self.interface, str) or not IFNAME.match(self.interface):
             raise AgentFilesError("interface %r: %s" % (self.interface, IFNAME_RULE))
         if not self.bundle.startswith(b"PK"):

@@ -15,12 +15,11 @@ import socket
 import sys
 import time
 
-# Only the standard library (and the one exception base, which imports nothing) at import time: ``kubespan
+# Only the standard library (and the exception base and the settings model, which import nothing else) at import time: ``kubespan
 # failclosed`` runs at every boot before the network, on machines that may be slow, and needs none of the agent
 # (main() imports it for every other command).
 from .errors import KubeSpanError
-
-DEFAULT_STATE_DIR = "/var/lib/kubespan"  # engine.DEFAULT_STATE_DIR (test_failclosed checks they agree)
+from .settings import STATE_DIR as DEFAULT_STATE_DIR  # the settings model (standard library only)
 
 
 def _table(headers, rows):

@@ -36,26 +36,19 @@ from typing import List, Optional, Tuple
 from .errors import KubeSpanError
 from .ipset import BITS, IPSet, format_address
 
-LINK_NAME = "kubespan"
+# The defaults live in the settings model (settings.py); these names are kept for the data plane's callers.
+from .settings import FORCE_MARK, LINK_NAME, MARK_MASK, MAX_MTU, MAX_RULE_PRIORITY, MIN_MTU, NFT_TABLE, ROUTE_TABLE, RULE_PRIORITY, WIREGUARD_MARK
+from .settings import MTU as DEFAULT_MTU
+
 NFT_FAMILY = "inet"
-NFT_TABLE = "kubespan"
 PREROUTING_CHAIN = "kubespan_prerouting"
 OUTPUT_CHAIN = "kubespan_outgoing"
 FORWARD_CHAIN = "kubespan_forward"  # only on a relay (relay.py)
-ROUTE_TABLE = 180
 ROUTE_METRIC = 1
 # The metric of the fail-closed unreachable routes: the one the kernel's VRF documentation gives the
 # "unreachable default" of a VRF table (0xff000000), far worse than any route the role or an admin adds.
 FAIL_CLOSED_METRIC = 4278198272
 MAIN_TABLE = 254
-RULE_PRIORITY = 32500
-MAX_RULE_PRIORITY = 32765  # below the main table's rule (32766)
-WIREGUARD_MARK = 0x20
-FORCE_MARK = 0x40
-MARK_MASK = 0x60
-DEFAULT_MTU = 1420
-MIN_MTU = 1280
-MAX_MTU = 65535
 # IP header + TCP header + 12 bytes of TCP options (Talos: 1368 and 1348 at MTU 1420).
 MSS_OVERHEAD = {4: 20 + 20 + 12, 6: 40 + 20 + 12}
 U32 = 0xFFFFFFFF

@@ -34,6 +34,7 @@ from .endpoints import endpoint_problem, endpoints_from_inputs, filter_peer_endp
 from .errors import KubeSpanError
 from .netlink import host_never_routed
 from .peers import PeerError, build_peer_set
+from .settings import LINK_NAME, LISTEN_PORT
 from .statefile import StateFileError, read_json, write_json
 from .wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
 
@@ -753,7 +754,7 @@ class DiscoveryRound:
                 list_reasons.append("the service lists more than %d affiliates (the limit of a cluster): only the first "
                                     "%d were read (%s)" % (MAX_AFFILIATES, MAX_AFFILIATES, svc.endpoint))
             if hello is not None:
-                public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or 51820), state.get("subnet"))
+                public_ep = public_endpoint(hello.client_ip, int(settings.get("listen_port") or LISTEN_PORT), state.get("subnet"))
                 if public_ep != svc.memory.get("public_endpoint") or "public_endpoint" not in svc.memory:
                     self.log("discovery: the service %s sees this node at %s" % (svc.endpoint, hello.client_ip or "(not reported)"))
                 svc.memory["public_endpoint"] = public_ep
@@ -823,7 +824,7 @@ class DiscoveryRound:
         found = merge_discovered(lists)
         from .peers import DEFAULT_ALLOWED_PEER_NETWORKS
         allowed = settings.get("allowed_peer_networks")
-        never = host_never_routed(str(settings.get("interface") or "kubespan"), [endpoint_literal(s.endpoint) for s in self.services])
+        never = host_never_routed(str(settings.get("interface") or LINK_NAME), [endpoint_literal(s.endpoint) for s in self.services])
         peers, new_last, merge_reasons = plan_peers(state.get("inventory_peers") or [], found, self.memory.get("affiliates"),
                                                     ident_key, state.get("address") or "", state["subnet"], local,
                                                     (local or {}).get("name"),

@@ -15,9 +15,10 @@ import ipaddress
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from .ipset import IPSet, parse_canonical
+from .settings import LISTEN_PORT
 from .wgtypes import format_endpoint, normalize_endpoint
 
-DEFAULT_PORT = 51820
+DEFAULT_PORT = LISTEN_PORT  # the settings model's
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]

@@ -16,15 +16,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from . import settings as model
 from .addressing import first_physical_link, node_address
-from .dataplane import DEFAULT_MTU, FORCE_MARK, LINK_NAME, MARK_MASK, NFT_TABLE, ROUTE_TABLE, RULE_PRIORITY, WIREGUARD_MARK
 from .endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .errors import KubeSpanError
 from .identity import Identity, load_identity, new_identity, save_identity
 from .netlink import Netlink, endpoint_candidates
 from .netlink import host_never_routed as netlink_never_routed
 from .nft import apply_batch, list_table, nft_available
-from .peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
+from .peers import build_peer_set
 from .plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
 from .relay import move_allowed_ips
 from .rpfilter import CONF, rp_filter_plan
@@ -32,7 +32,7 @@ from .statefile import StateFileError, ensure_dir, read_json, read_text, state_l
 from .systemd import systemctl
 from .wgtypes import WireGuardError, count_exceeds
 
-DEFAULT_STATE_DIR = "/var/lib/kubespan"
+DEFAULT_STATE_DIR = model.STATE_DIR
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
@@ -46,25 +46,26 @@ class ReconcileError(KubeSpanError):
 
 @dataclass
 class Settings:
-    interface: str = LINK_NAME
-    mtu: int = DEFAULT_MTU
-    listen_port: int = 51820
-    fwmark: int = WIREGUARD_MARK
-    persistent_keepalive: int = 25
-    implementation: str = "auto"
-    state_dir: str = DEFAULT_STATE_DIR
-    address_source: str = "auto"
-    route_table: int = ROUTE_TABLE
-    rule_priority: int = RULE_PRIORITY
-    force_mark: int = FORCE_MARK
-    mark_mask: int = MARK_MASK
-    nft_table: str = NFT_TABLE
-    allow_down_peer_bypass: bool = False
-    firewall_backend: str = "auto"
-    firewalld_zone: str = ""
-    allowed_peer_networks: List[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_PEER_NETWORKS))
-    peer_endpoint_filters: Optional[List[str]] = None  # Talos filters.peerEndpoints; None: no filtering
-    relay: bool = False  # this node forwards mesh traffic from kubespan to kubespan (relay.py)
+    """The module's and the agent's view of the settings; every default comes from the settings model (settings.py)."""
+    interface: str = model.LINK_NAME
+    mtu: int = model.MTU
+    listen_port: int = model.LISTEN_PORT
+    fwmark: int = model.WIREGUARD_MARK
+    persistent_keepalive: int = model.PERSISTENT_KEEPALIVE
+    implementation: str = model.IMPLEMENTATION
+    state_dir: str = model.STATE_DIR
+    address_source: str = model.ADDRESS_SOURCE
+    route_table: int = model.ROUTE_TABLE
+    rule_priority: int = model.RULE_PRIORITY
+    force_mark: int = model.FORCE_MARK
+    mark_mask: int = model.MARK_MASK
+    nft_table: str = model.NFT_TABLE
+    allow_down_peer_bypass: bool = model.ALLOW_DOWN_PEER_BYPASS
+    firewall_backend: str = model.FIREWALL_BACKEND
+    firewalld_zone: str = model.FIREWALLD_ZONE
+    allowed_peer_networks: List[str] = field(default_factory=lambda: model.default("kubespan_allowed_peer_networks"))
+    peer_endpoint_filters: Optional[List[str]] = model.PEER_ENDPOINT_FILTERS  # Talos filters.peerEndpoints; None: no filtering
+    relay: bool = model.RELAY  # this node forwards mesh traffic from kubespan to kubespan (relay.py)
     relays: List[str] = field(default_factory=list)  # public keys of the peers marked as relays
 
     def dataplane(self):
@@ -87,29 +88,15 @@ class Settings:
                                  "kubespan.mesh playbook to rewrite the state" % "; ".join(errors))
 
 
-# Settings field -> the role variable settingscheck knows it by (its messages name the variable)
-ROLE_VARIABLES = {
-    "interface": "kubespan_interface",
-    "mtu": "kubespan_mtu",
-    "listen_port": "kubespan_listen_port",
-    "fwmark": "kubespan_fwmark",
-    "persistent_keepalive": "kubespan_persistent_keepalive",
-    "implementation": "kubespan_wireguard_implementation",
-    "route_table": "kubespan_route_table",
-    "rule_priority": "kubespan_rule_priority",
-    "force_mark": "kubespan_force_mark",
-    "mark_mask": "kubespan_mark_mask",
-    "firewall_backend": "kubespan_firewall_backend",
-    "allowed_peer_networks": "kubespan_allowed_peer_networks",
-    "peer_endpoint_filters": "kubespan_filters_peer_endpoints",
-    "relay": "kubespan_relay",
-}
+# Settings field -> the role variable settingscheck knows it by (its messages name the variable), from the model
+ROLE_VARIABLES = model.option_variables(Settings.__dataclass_fields__)
+ROLE_VARIABLES["address_source"] = "kubespan_address_source"
 
 
 # ----------------------------------------------------------------------------------------------- identity
 
 def ensure_identity(state_dir: str, cluster_id: str, address_source: str = "auto", check_mode: bool = False,
-                    listen_port: int = 51820, interface: str = "kubespan", endpoint_filters=None, extra_endpoints=(),
+                    listen_port: int = model.LISTEN_PORT, interface: str = model.LINK_NAME, endpoint_filters=None, extra_endpoints=(),
                     advertised_networks=(), exclude_advertised_networks=(), kubernetes_networks=()):
     """Load or create this node's identity and compute its address and endpoints.
 
@@ -358,7 +345,7 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
                                  "corrupt; %s" % (path, fix))
 
 
-def host_never_routed(interface: str = "kubespan", discovery_endpoint: str = "") -> List[str]:
+def host_never_routed(interface: str = model.LINK_NAME, discovery_endpoint: str = "") -> List[str]:
     """netlink.host_never_routed plus the discovery service's address when ``discovery_endpoint`` names it as an
     IP literal (a host name is not resolved: DNS is not trusted to decide routing)."""
     # lazy: the discovery code is imported only by the runs and ticks that use discovery (agent tick cost)

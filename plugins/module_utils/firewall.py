@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+from .settings import FIREWALL_BACKENDS
+
 COMMENT = "kubespan.mesh"
 
 
@@ -82,7 +84,7 @@ def plan_openings(ruleset: dict, port: int, ifname: str, own_table: str, enabled
 
 # ----------------------------------------------------------------------------------------------- ufw
 
-BACKENDS = ("auto", "nftables", "firewalld", "ufw", "none")
+BACKENDS = FIREWALL_BACKENDS  # the settings model's choices
 
 
 def ufw_wanted(port: int, ifname: str) -> List[str]:

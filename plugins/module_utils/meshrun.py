@@ -40,6 +40,7 @@ from .engine import (
 from .identity import load_identity
 from .observed import observed_report, with_observed
 from .requirements import missing
+from .settings import fill_options
 from .settle import affiliate_of
 from .settle import check as settle_check
 from .statefile import StateFileError, state_lock
@@ -208,7 +209,9 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
 
 
 def run(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
-    """The module's result for the request ``p`` (its parameters); the project's errors propagate to the caller."""
+    """The module's result for the request ``p`` (its parameters); the project's errors propagate to the caller.
+    Options left unset are filled in place from the settings model first (``finish`` reads them too)."""
+    fill_options(p)
     if p.get("state") == "absent":
         return teardown(p, check_mode, warn)
     return present(p, check_mode, diff, warn)

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 from .errors import KubeSpanError
 from .rtnl import Rtnl, RtnlError
+from .settings import LINK_NAME
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
@@ -289,7 +290,7 @@ def endpoint_candidates(addresses, exclude_networks=()) -> List[str]:
     return v4 + v6
 
 
-def host_never_routed(interface: str = "kubespan", extra=()) -> List[str]:
+def host_never_routed(interface: str = LINK_NAME, extra=()) -> List[str]:
     """Addresses never routed into the mesh (docs/security.md, bounded claims): this host's addresses (all links
     but the KubeSpan one), the gateways of its default routes (main table) and ``extra`` (the discovery services'
     IP literals; None entries are skipped). Read from the kernel; without netlink only ``extra`` (the plan then

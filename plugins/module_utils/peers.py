@@ -13,6 +13,7 @@ from .errors import KubeSpanError
 from .ipset import BITS, IPSet, format_address, parse_canonical, parse_canonical_exact
 from .keys import BASE62_ALPHABET, valid_node_id
 from .peerspec import assign_claims, local_ipset
+from .settings import ALLOWED_PEER_NETWORKS
 from .wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
@@ -20,7 +21,7 @@ MAX_NETWORKS = 1024
 # kubespan_allowed_peer_networks' default (discovery_affiliates trims discovered claims to it): the private ranges
 # (RFC 1918, RFC 6598 shared space, IPv6 ULA, which holds every cluster's KubeSpan prefix); the inventory's pod
 # networks are always added
-DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+DEFAULT_ALLOWED_PEER_NETWORKS = ALLOWED_PEER_NETWORKS  # the settings model's
 
 
 class PeerError(KubeSpanError, ValueError):

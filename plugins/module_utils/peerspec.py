@@ -25,6 +25,7 @@ from operator import add, attrgetter, gt, is_, itemgetter, le
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .ipset import IPSet, parse_range
+from .settings import ALLOW_DOWN_PEER_BYPASS
 
 MAX_LISTED = 8
 
@@ -250,7 +251,7 @@ def assign_claims(peers: List[dict], claims: List[IPSet], local_set: IPSet, copy
 def routed_set(
     peers: Iterable[dict],
     kubespan_prefix,
-    allow_down_peer_bypass: bool = False,
+    allow_down_peer_bypass: bool = ALLOW_DOWN_PEER_BYPASS,
     up_peers: Optional[Iterable[str]] = None,
 ) -> IPSet:
     """Networks the node forces into KubeSpan (the nftables set): the union of the peers' ``allowed_ips``

@@ -89,6 +89,7 @@ from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from .plan import PEER_DOWN_INTERVAL
+from .settings import PERSISTENT_KEEPALIVE
 from .wgtypes import DeviceState, PeerState, PeerUpdate, normalize_endpoint
 
 STATE_UNKNOWN = "unknown"
@@ -120,7 +121,7 @@ STATUS_FILE_VERSION = 1
 class StatusSettings:
     """Knobs of the status logic. ``stall_after`` 0 turns the fast detector off (Talos's rules only)."""
 
-    persistent_keepalive: int = 25
+    persistent_keepalive: int = PERSISTENT_KEEPALIVE
     stall_after: float = STALL_AFTER
     never_up_dwell: float = NEVER_UP_DWELL  # 0: never-up peers follow Talos's rules (no ranking, no kick)
     sample_interval: float = SAMPLE_INTERVAL

@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import List, Optional, Tuple
 
 from .collector import collector_off
+from .settings import PERSISTENT_KEEPALIVE
 from .wgtypes import DeviceState, DeviceUpdate, PeerState, PeerUpdate
 
 # Talos: a peer without a handshake for this long is down (180 s + 5 s + 90 s).
@@ -28,7 +29,7 @@ class DesiredPeer:
     public_key: str
     allowed_ips: List[str]
     endpoints: List[str] = field(default_factory=list)
-    persistent_keepalive: int = 25
+    persistent_keepalive: int = PERSISTENT_KEEPALIVE
     preshared_key: Optional[str] = field(default=None, repr=False)  # never in a repr
     label: str = ""
 

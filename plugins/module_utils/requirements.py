@@ -17,6 +17,8 @@ import os
 import shutil
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from .settings import ADDRESS_SOURCE, ADDRESS_SOURCES
+
 GROUPS: Dict[str, Tuple[Tuple[str, str], ...]] = {
     # (kind, name): a Python module importable by the node's Python, or a command on the PATH (sbin included)
     "base": (("python", "nacl"), ("python", "pyroute2"), ("command", "nft"), ("command", "ip"), ("command", "wg")),
@@ -57,7 +59,7 @@ def identity_option_spec() -> Dict[str, dict]:
     def strings():
         return dict(type="list", elements="str", default=[])
     return dict(
-        address_source=dict(type="str", choices=["auto", "mac", "node-id"], default="auto"),
+        address_source=dict(type="str", choices=list(ADDRESS_SOURCES), default=ADDRESS_SOURCE),
         endpoint_filters=dict(type="list", elements="str"),  # None (unset): no filtering; []: announce no address
         extra_endpoints=strings(),
         advertised_networks=strings(),

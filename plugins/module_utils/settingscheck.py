@@ -18,12 +18,12 @@ import re
 from typing import List, Optional
 
 from . import dataplane
+from . import settings as model
 from .endpoints import parse_filter
-from .firewall import BACKENDS
 from .wgtypes import parse_endpoint
 
-MIN_MTU = dataplane.MIN_MTU
-IMPLEMENTATIONS = ("auto", "kernel", "userspace")
+MIN_MTU = model.MIN_MTU
+IMPLEMENTATIONS = model.IMPLEMENTATIONS
 # Paths end up unquoted in unit files: systemd would split them at white space and expand "%" specifiers.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+\-/@:,=]*$")
 UNIT_PATH_RULE = ("must be an absolute path of letters, digits and ._+-/@:,= (no spaces, no '%', no '//', no trailing "
@@ -37,6 +37,7 @@ DATAPLANE_VARIABLES = {
     "wireguard_mark": "kubespan_fwmark",
     "force_mark": "kubespan_force_mark",
     "mark_mask": "kubespan_mark_mask",
+    "nft_table": "kubespan_nft_table",
 }
 # Role variables that become paths in the agent's systemd units (agentfiles.AgentOptions)
 UNIT_PATH_VARIABLES = ("kubespan_state_dir", "kubespan_lib_dir", "kubespan_agent_metrics_file")
@@ -81,7 +82,7 @@ def _dataplane(errors: List[str], settings: dict, checked: int) -> None:
     values = {}
     for field, var in DATAPLANE_VARIABLES.items():
         if var in settings:
-            values[field] = settings[var] if field == "link" else _number(settings[var])
+            values[field] = settings[var] if field in ("link", "nft_table") else _number(settings[var])
     try:
         dataplane.DataPlaneConfig(**values).validate()
     except dataplane.DataPlaneValueError as exc:
@@ -98,6 +99,7 @@ _DATAPLANE_FIX = {
     "wireguard_mark": "use marks inside kubespan_mark_mask that differ from each other (Talos: fwmark 0x20, force 0x40, mask 0x60)",
     "force_mark": "use marks inside kubespan_mark_mask that differ from each other (Talos: fwmark 0x20, force 0x40, mask 0x60)",
     "mark_mask": "use a mask that covers both marks (Talos: 0x60)",
+    "nft_table": "use a letter, then letters, digits, '_', '.' or '-' (default: kubespan)",
 }
 
 
@@ -159,22 +161,12 @@ def settings_errors(settings: dict) -> List[str]:
     """Every problem of the given role variables (names as in roles/kubespan/defaults), [] when fine."""
     errors: List[str] = cluster_secret_errors(settings)
     checked = len(errors)
-    _int(errors, settings, "kubespan_mtu", MIN_MTU, 65535,
-         "the MTU must be %d-65535 (WireGuard over IPv6 needs %d; use the underlay MTU minus 80, e.g. 1420 for 1500)" % (MIN_MTU, MIN_MTU))
-    _int(errors, settings, "kubespan_listen_port", 1, 65535, "the UDP port must be 1-65535")
-    _int(errors, settings, "kubespan_persistent_keepalive", 0, 65535, "seconds, 0-65535 (0 turns keepalives off)")
-    _int(errors, settings, "kubespan_route_table", 1, 0xFFFFFFFE, "a routing table number, 1-4294967294 (Talos: 180)")
-    _int(errors, settings, "kubespan_rule_priority", 1, dataplane.MAX_RULE_PRIORITY,
-         "a policy rule priority, 1-%d, below the main table's rule 32766 (Talos: 32500)" % dataplane.MAX_RULE_PRIORITY)
-    for name in ("kubespan_fwmark", "kubespan_force_mark", "kubespan_mark_mask"):
-        _int(errors, settings, name, 1, 0xFFFFFFFF, "a 32-bit firewall mark (Talos: fwmark 0x20, force 0x40, mask 0x60)")
-    _int(errors, settings, "kubespan_agent_interval", 5, 86400, "seconds between agent ticks, 5-86400")
-    implementation = settings.get("kubespan_wireguard_implementation")
-    if implementation is not None and implementation not in IMPLEMENTATIONS:
-        errors.append("kubespan_wireguard_implementation=%r: use one of %s" % (implementation, ", ".join(IMPLEMENTATIONS)))
-    backend = settings.get("kubespan_firewall_backend")
-    if backend is not None and backend not in BACKENDS:
-        errors.append("kubespan_firewall_backend=%r: use one of %s" % (backend, ", ".join(BACKENDS)))
+    for rule in model.int_rules():  # the model's ranges
+        _int(errors, settings, rule.variable, rule.low, rule.high, rule.hint)
+    for rule in model.SETTINGS:  # the model's choices
+        value = settings.get(rule.variable) if rule.variable else None
+        if rule.choices and value is not None and value not in rule.choices:
+            errors.append("%s=%r: use one of %s" % (rule.variable, value, ", ".join(rule.choices)))
     for name in ("kubespan_filters_endpoints", "kubespan_filters_peer_endpoints"):
         for item in _list(errors, settings, name):
             try:

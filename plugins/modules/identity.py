@@ -54,15 +54,12 @@ options:
   state_dir:
     description: Directory holding the identity files.
     type: path
-    default: /var/lib/kubespan
   listen_port:
     description: WireGuard port announced with each endpoint address.
     type: int
-    default: 51820
   interface:
     description: The KubeSpan interface, whose own addresses are never announced as endpoints.
     type: str
-    default: kubespan
 """
 
 EXAMPLES = r"""
@@ -151,19 +148,21 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import valid
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import address_change_message, ensure_identity
 from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
+from ansible_collections.kubespan.mesh.plugins.module_utils.settings import fill_options
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             cluster_id=dict(type="str", required=True),
-            state_dir=dict(type="path", default="/var/lib/kubespan"),
-            listen_port=dict(type="int", default=51820),
-            interface=dict(type="str", default="kubespan"),
+            state_dir=dict(type="path"),
+            listen_port=dict(type="int"),
+            interface=dict(type="str"),
             **identity_option_spec()
         ),
         supports_check_mode=True,
     )
+    fill_options(module.params)  # the settings model fills what the caller left unset
 
     def work():
         cluster_id = validate_cluster_id(module.params["cluster_id"])

@@ -134,33 +134,26 @@ options:
   interface:
     description: Name of the WireGuard interface.
     type: str
-    default: kubespan
   mtu:
     description: MTU of the interface; at least 1280 (underlay MTU minus 80).
     type: int
-    default: 1420
   listen_port:
     description: UDP port WireGuard listens on.
     type: int
-    default: 51820
   fwmark:
     description: Firewall mark WireGuard puts on its own packets (Talos uses 0x20).
     type: int
-    default: 32
   persistent_keepalive:
     description: Persistent keepalive interval in seconds for every peer.
     type: int
-    default: 25
   implementation:
     description:
       - V(kernel) for the kernel module over netlink, V(userspace) for wireguard-go, V(auto) to pick kernel when available.
     type: str
     choices: [auto, kernel, userspace]
-    default: auto
   state_dir:
     description: Directory with the identity and the persisted desired state.
     type: path
-    default: /var/lib/kubespan
   allow_down_peer_bypass:
     description:
       - V(false) (Talos's default) keeps every peer's networks forced into KubeSpan, so traffic to a down
@@ -168,7 +161,6 @@ options:
       - V(true) forces only the networks of peers that are up (as the node agent last saw them), so traffic
         to a down peer takes the normal routes until it is back.
     type: bool
-    default: false
   relay:
     description:
       - V(true) makes this node a relay, which forwards mesh traffic from the interface back into the interface
@@ -176,7 +168,6 @@ options:
         restored when turned off). Peers that cannot reach each other directly route through it.
       - A relay is a cluster member and sees the inner packets it forwards (docs/security.md).
     type: bool
-    default: false
   relay_members:
     description:
       - Inventory names of the members marked as relays (C(kubespan_relay)); the peers among O(peers) with these
@@ -187,23 +178,18 @@ options:
   route_table:
     description: Routing table holding the default routes through the interface.
     type: int
-    default: 180
   rule_priority:
     description: Priority of the C(fwmark force/mask lookup table) policy rules (IPv4 and IPv6).
     type: int
-    default: 32500
   force_mark:
     description: Firewall mark that forces a packet into KubeSpan (Talos 0x40).
     type: int
-    default: 64
   mark_mask:
     description: Mask of the KubeSpan marks (Talos 0x60).
     type: int
-    default: 96
   nft_table:
     description: Name of the C(inet) nftables table that marks traffic to the peers' networks and clamps the TCP MSS.
     type: str
-    default: kubespan
   firewall_backend:
     description:
       - How the listen port is opened inbound and the interface trusted.
@@ -215,11 +201,9 @@ options:
       - Only what this module added is ever removed (also with O(state=absent), whatever the backend).
     type: str
     choices: [auto, nftables, firewalld, ufw, none]
-    default: auto
   firewalld_zone:
     description: firewalld zone that gets the listen port; empty for the default zone.
     type: str
-    default: ""
   discovery:
     description:
       - Talos's C(cluster.discovery) with the service registry. The node agent publishes this node's affiliate (sealed
@@ -297,7 +281,6 @@ options:
         literal) are never routed into the mesh, whoever claims them.
     type: list
     elements: str
-    default: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, "fc00::/7"]
   settle:
     description:
       - O(peers) is the controller's cache of the cluster's affiliates from an earlier run, not fresh data. The mesh
@@ -344,19 +327,15 @@ options:
       lib_dir:
         description: Directory of the agent's code on the node.
         type: path
-        default: /usr/lib/kubespan
       interval:
         description: Seconds between two agent ticks (the timer's C(OnUnitActiveSec)).
         type: int
-        default: 30
       metrics_file:
         description: The agent's Prometheus text file; empty for C(metrics.prom) in O(state_dir).
         type: path
-        default: ""
       command_path:
         description: Where the C(kubespan) command is installed.
         type: path
-        default: /usr/local/sbin/kubespan
 """
 
 EXAMPLES = r"""
@@ -476,8 +455,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.meshrun import finish, run
-from ansible_collections.kubespan.mesh.plugins.module_utils.peers import DEFAULT_ALLOWED_PEER_NETWORKS
 from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec
+from ansible_collections.kubespan.mesh.plugins.module_utils.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS
 
 
 def _strings():
@@ -501,23 +480,23 @@ ARGUMENT_SPEC = dict(
     )),
     members=dict(type="list", elements="str"),
     local_name=dict(type="str"),
-    interface=dict(type="str", default="kubespan"),
-    mtu=dict(type="int", default=1420),
-    listen_port=dict(type="int", default=51820),
-    fwmark=dict(type="int", default=0x20),
-    persistent_keepalive=dict(type="int", default=25, no_log=False),
-    implementation=dict(type="str", choices=["auto", "kernel", "userspace"], default="auto"),
-    state_dir=dict(type="path", default="/var/lib/kubespan"),
-    allow_down_peer_bypass=dict(type="bool", default=False),
-    relay=dict(type="bool", default=False),
+    interface=dict(type="str"),
+    mtu=dict(type="int"),
+    listen_port=dict(type="int"),
+    fwmark=dict(type="int"),
+    persistent_keepalive=dict(type="int", no_log=False),
+    implementation=dict(type="str", choices=list(IMPLEMENTATIONS)),
+    state_dir=dict(type="path"),
+    allow_down_peer_bypass=dict(type="bool"),
+    relay=dict(type="bool"),
     relay_members=_strings(),
-    route_table=dict(type="int", default=180),
-    rule_priority=dict(type="int", default=32500),
-    force_mark=dict(type="int", default=0x40),
-    mark_mask=dict(type="int", default=0x60),
-    nft_table=dict(type="str", default="kubespan"),
-    firewall_backend=dict(type="str", choices=["auto", "nftables", "firewalld", "ufw", "none"], default="auto"),
-    firewalld_zone=dict(type="str", default=""),
+    route_table=dict(type="int"),
+    rule_priority=dict(type="int"),
+    force_mark=dict(type="int"),
+    mark_mask=dict(type="int"),
+    nft_table=dict(type="str"),
+    firewall_backend=dict(type="str", choices=list(FIREWALL_BACKENDS)),
+    firewalld_zone=dict(type="str"),
     # unset suboptions: discovery_agent.default_settings() (normalize_settings ignores None)
     discovery=dict(type="dict", options=dict(
         enabled=dict(type="bool"),
@@ -532,17 +511,17 @@ ARGUMENT_SPEC = dict(
     )),
     peer_endpoint_filters=dict(type="list", elements="str"),
     address_source=dict(type="str", choices=["auto", "mac", "node-id"]),
-    allowed_peer_networks=dict(type="list", elements="str", default=list(DEFAULT_ALLOWED_PEER_NETWORKS)),
+    allowed_peer_networks=dict(type="list", elements="str"),
     identity=dict(type="dict", options=identity_option_spec()),
     settle=dict(type="bool", default=False),
     report_observed=dict(type="bool", default=False),
     compact_result=dict(type="bool", default=False),
     agent=dict(type="dict", options=dict(
         bundle=dict(type="str", required=True, no_log=True),
-        lib_dir=dict(type="path", default="/usr/lib/kubespan"),
-        interval=dict(type="int", default=30),
-        metrics_file=dict(type="path", default=""),
-        command_path=dict(type="path", default="/usr/local/sbin/kubespan"),
+        lib_dir=dict(type="path"),
+        interval=dict(type="int"),
+        metrics_file=dict(type="path"),
+        command_path=dict(type="path"),
     )),
 )
 

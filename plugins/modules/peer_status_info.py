@@ -37,7 +37,6 @@ options:
   state_dir:
     description: Directory with the identity, the desired state and the agent's statuses.
     type: path
-    default: /var/lib/kubespan
 """
 
 EXAMPLES = r"""
@@ -123,6 +122,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.agent import status_
 from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import load_state
 from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.settings import fill_options
 
 
 def _host(endpoint):
@@ -156,9 +156,10 @@ def nat_paths(records, specs):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(state_dir=dict(type="path", default="/var/lib/kubespan")),
+        argument_spec=dict(state_dir=dict(type="path")),
         supports_check_mode=True,
     )
+    fill_options(module.params)  # the settings model fills what the caller left unset
 
     def work():
         ident = load_identity(module.params["state_dir"])

@@ -232,6 +232,9 @@ def test_values_the_data_plane_refuses_stop_every_host_before_any_change(tmp_pat
                                                                                "203.0.113.7:0"]),
         "port": ("kubespan_listen_port: 65536", ["kubespan_listen_port=65536", "1-65535"]),
         "path": ("kubespan_state_dir: /var/lib/kube span", ["kubespan_state_dir", "systemd units"]),
+        # the settings model's defaults fill what is not set: the mask alone leaves the default fwmark 0x20 outside it
+        "mask": ("kubespan_mark_mask: 0x40", ["kubespan_fwmark=(default)", "kubespan_mark_mask=64", "outside the mark mask"]),
+        "nft": ("kubespan_nft_table: 1bad", ["kubespan_nft_table=1bad", "not a valid name"]),
     }
     before = _kubespan_host_state()
     inv = inventory({name: [line] for name, (line, _needles) in bad.items()},

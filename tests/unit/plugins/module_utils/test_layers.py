@@ -23,7 +23,7 @@ MODULE_UTILS = os.path.join(HERE, "..", "..", "..", "..", "plugins", "module_uti
 # Low to high. The one declaration of the layer order.
 LAYERS: List[Tuple[str, Set[str]]] = [
     ("base", {"errors", "collector"}),
-    ("core", {"wgtypes", "keys", "addressing", "ipset", "endpoints", "peerspec", "peers", "plan", "peerstatus",
+    ("core", {"settings", "wgtypes", "keys", "addressing", "ipset", "endpoints", "peerspec", "peers", "plan", "peerstatus",
               "dataplane", "firewall", "relay", "rpfilter", "observed", "settingscheck", "cluster", "settle", "discovery_wire",
               "discovery_crypto", "discovery_affiliates", "listing"}),
     ("host", {"statefile", "rtnl", "netlink", "nft", "hostfw", "systemd", "wg_kernel", "wg_uapi", "identity",

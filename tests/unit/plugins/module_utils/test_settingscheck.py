@@ -93,7 +93,7 @@ def test_values_later_steps_refuse_are_refused_early(changes, needles):
 
 _DATAPLANE_FIELDS = {"mtu": "kubespan_mtu", "link": "kubespan_interface", "route_table": "kubespan_route_table",
                      "rule_priority": "kubespan_rule_priority", "wireguard_mark": "kubespan_fwmark",
-                     "force_mark": "kubespan_force_mark", "mark_mask": "kubespan_mark_mask"}
+                     "force_mark": "kubespan_force_mark", "mark_mask": "kubespan_mark_mask", "nft_table": "kubespan_nft_table"}
 _SPECIAL_NUMBERS = [0, 1, 32, 64, 96, 180, 253, 254, 255, 1280, 1420, 32500, 32765, 32766, 0xFFFFFFFF, 0x100000000]
 _numbers = st.one_of(st.integers(min_value=-2, max_value=2 ** 33), st.sampled_from(_SPECIAL_NUMBERS))
 _names = st.one_of(st.sampled_from(["kubespan", "ks:0", "a/b", "x y", "", "wg0", "k" * 15, "k" * 16, "kube+span", "ks.1-2_3"]),
@@ -103,7 +103,7 @@ _names = st.one_of(st.sampled_from(["kubespan", "ks:0", "a/b", "x y", "", "wg0",
 @settings(max_examples=400, deadline=None)
 @given(st.fixed_dictionaries({}, optional={"mtu": _numbers, "link": _names, "route_table": _numbers,
                                            "rule_priority": _numbers, "wireguard_mark": _numbers, "force_mark": _numbers,
-                                           "mark_mask": _numbers}))
+                                           "mark_mask": _numbers, "nft_table": _names}))
 def test_whatever_the_data_plane_refuses_the_early_check_refuses(values):
     """Property: the data plane (module and agent) never refuses a value the role's early check let through."""
     try:
@@ -119,7 +119,7 @@ def test_whatever_the_data_plane_refuses_the_early_check_refuses(values):
 @settings(max_examples=300, deadline=None)
 @given(st.fixed_dictionaries({}, optional={"interface": _names, "state_dir": st.text(max_size=12),
                                            "lib_dir": st.sampled_from(["/usr/lib/kubespan", "/a b", "/a//b", "/a/", "a"]),
-                                           "metrics_file": st.text(max_size=12)}))
+                                           "metrics_file": st.text(max_size=12), "interval": _numbers}))
 def test_whatever_the_agent_files_refuse_the_early_check_refuses(values):
     """Property: the agent's unit files (agentfiles.AgentOptions) never refuse what the early check let through."""
     try:
@@ -128,7 +128,7 @@ def test_whatever_the_agent_files_refuse_the_early_check_refuses(values):
     except ValueError:
         refused = True
     names = {"interface": "kubespan_interface", "state_dir": "kubespan_state_dir", "lib_dir": "kubespan_lib_dir",
-             "metrics_file": "kubespan_agent_metrics_file"}
+             "metrics_file": "kubespan_agent_metrics_file", "interval": "kubespan_agent_interval"}
     errors = settings_errors({names[k]: v for k, v in values.items()})
     if refused:
         assert errors, values
