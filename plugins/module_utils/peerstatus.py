@@ -108,6 +108,11 @@ STALL_AFTER = 20.0
 # Proposed agent schedule: within one run, sample every SAMPLE_INTERVAL seconds for WATCH_SECONDS.
 SAMPLE_INTERVAL = 5.0
 WATCH_SECONDS = 20.0
+# While a peer carries data, or its data is unanswered: sample every FAST_SAMPLE_INTERVAL seconds, and past
+# WATCH_SECONDS (by up to STALL_AFTER + SAMPLE_INTERVAL) until the detector has decided (``next_sample_delay``).
+FAST_SAMPLE_INTERVAL = 1.0
+# WireGuard's KEEPALIVE_TIMEOUT (10 s: a peer answers received data by then, at least with a keepalive) plus margin.
+SUSPECT_AFTER = 12.0
 # A peer that never had a handshake moves on to its next ranked candidate after this long without one.
 NEVER_UP_DWELL = 10.0
 # WireGuard's REJECT_AFTER_TIME: an older handshake means no session, a handshake is needed first.
@@ -468,6 +473,40 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
         events.append("%s is %s (was %s)" % (who, status.state, old_state))
     bump_version(prev, status)
     return status, target, events
+
+
+def next_sample_delay(previous: Dict[str, PeerStatus], statuses: Dict[str, PeerStatus], elapsed: float, now: float,
+                      settings: Optional[StatusSettings] = None) -> float:
+    """Seconds until the agent's next sample within this run, 0.0 to end the run (docs/reliability.md#failover).
+
+    ``previous``: the statuses before the sample that gave ``statuses`` (for a run's first sample, the persisted ones);
+    ``elapsed``: the planned seconds since the run's first sample; ``now``: the sample's time. Talos's and the detector's rules are unchanged; only
+    when they are looked at is:
+
+    - every FAST_SAMPLE_INTERVAL (1 s) while a peer carries data (it sent more than two keepalives since the last
+      sample): a path that dies under traffic is seen unanswered within about a second, not up to SAMPLE_INTERVAL
+      later, and STALL_AFTER counts from there;
+    - past ``watch_seconds``, while a peer's data has been unanswered for SUSPECT_AFTER (longer than a live peer's
+      passive keepalive takes) and is not yet judged stalled, until the detector decides (the data is answered, or
+      the peer is moved), at most STALL_AFTER + SAMPLE_INTERVAL more: a dead path is left at the first sample the
+      rule allows, not at the next timer tick. A one-way stream (answered by a keepalive every 10 s) does not
+      lengthen the runs.
+
+    With the detector off (``stall_after`` 0) the schedule is the plain one: every ``sample_interval`` for
+    ``watch_seconds``."""
+    settings = settings or StatusSettings()
+    interval = max(settings.sample_interval, 0.1)
+    limit = settings.watch_seconds
+    if settings.stall_after > 0:
+        suspect = any(st.unanswered_since > 0 and not st.stalled and now - st.unanswered_since >= SUSPECT_AFTER
+                      for st in statuses.values())
+        busy = any(key in previous and st.tx_bytes - previous[key].tx_bytes > keepalive_allowance(0, 0)
+                   for key, st in statuses.items())
+        if busy or any(st.unanswered_since > 0 and not st.stalled for st in statuses.values()):
+            interval = min(interval, FAST_SAMPLE_INTERVAL)
+        if suspect:
+            limit += settings.stall_after + settings.sample_interval
+    return interval if elapsed + interval <= limit + 1e-9 else 0.0
 
 
 def up_peers(statuses: Dict[str, PeerStatus]) -> List[str]:
