@@ -4,8 +4,9 @@
 
 Run by ``kubespan-agent.timer`` (oneshot). A tick re-applies the desired state the last playbook run
 persisted (under the node lock), then samples the WireGuard device every ``sample_interval`` seconds
-for ``watch_seconds`` and feeds each sample to :func:`peerstatus.tick`, applying the endpoint changes
-it asks for (under the lock, briefly). All memory between ticks is the status file.
+for ``watch_seconds`` (every second while data flows, and longer while data is unanswered:
+:func:`peerstatus.next_sample_delay`) and feeds each sample to :func:`peerstatus.tick`, applying the
+endpoint changes it asks for (under the lock, briefly). All memory between ticks is the status file.
 """
 
 from __future__ import annotations

@@ -54,7 +54,11 @@ Sampling: the detector is time based, so ``tick`` may be called at any rate. Wit
 tick, traffic comes back 60 to 90 s after the path died (one sample sees the unanswered data, the next
 confirms it). The 60 s goal needs the agent to keep sampling within a run: every SAMPLE_INTERVAL (5 s)
 for WATCH_SECONDS (20 s), the timer starting the next run 30 s after the last. Then traffic comes back
-25 to 40 s after the path died (tests/unit/.../test_peerstatus.py simulates both schedules).
+25 to 40 s after the path died (tests/unit/.../test_peerstatus.py simulates both schedules). Issue 18
+(< 20 s): ``next_sample_delay`` samples every FAST_SAMPLE_INTERVAL (1 s) while a peer carries data, and
+goes on past the window while data is unanswered, so the peer is moved STALL_AFTER after the death was
+first seen, in the same run: 21 to 22 s inside a run's window, up to 30 s in the 10 s between two runs.
+STALL_AFTER is the floor (docs/reliability.md#failover-to-another-endpoint-issue-18).
 Limitation: a path dead in one direction only, while the peer's keepalives still arrive, is left to
 Talos's 275 s rule on this side; the other side, which receives nothing, detects it as soon as it has
 data to send.
@@ -483,9 +487,9 @@ def next_sample_delay(previous: Dict[str, PeerStatus], statuses: Dict[str, PeerS
     ``elapsed``: the planned seconds since the run's first sample; ``now``: the sample's time. Talos's and the detector's rules are unchanged; only
     when they are looked at is:
 
-    - every FAST_SAMPLE_INTERVAL (1 s) while a peer carries data (it sent more than two keepalives since the last
-      sample): a path that dies under traffic is seen unanswered within about a second, not up to SAMPLE_INTERVAL
-      later, and STALL_AFTER counts from there;
+    - every FAST_SAMPLE_INTERVAL (1 s) while an up peer carries data (it sent more than two keepalives since the
+      last sample) or has data unanswered: a path that dies under traffic is seen unanswered within about a second,
+      not up to SAMPLE_INTERVAL later, and STALL_AFTER counts from there;
     - past ``watch_seconds``, while a peer's data has been unanswered for SUSPECT_AFTER (longer than a live peer's
       passive keepalive takes) and is not yet judged stalled, until the detector decides (the data is answered, or
       the peer is moved), at most STALL_AFTER + SAMPLE_INTERVAL more: a dead path is left at the first sample the
@@ -498,13 +502,17 @@ def next_sample_delay(previous: Dict[str, PeerStatus], statuses: Dict[str, PeerS
     interval = max(settings.sample_interval, 0.1)
     limit = settings.watch_seconds
     if settings.stall_after > 0:
-        suspect = any(st.unanswered_since > 0 and not st.stalled and now - st.unanswered_since >= SUSPECT_AFTER
-                      for st in statuses.values())
-        busy = any(key in previous and st.tx_bytes - previous[key].tx_bytes > keepalive_allowance(0, 0)
-                   for key, st in statuses.items())
-        if busy or any(st.unanswered_since > 0 and not st.stalled for st in statuses.values()):
+        # only peers the detector may move: not down (Talos's rule has them), had a handshake (never-up peers have
+        # their own dwell), on the endpoint we set (a roamed one is left to Talos); so a dead peer, or a never-up
+        # one sending handshake initiations, does not make every run longer or denser
+        movable = {key: st for key, st in statuses.items() if st.state != STATE_DOWN and st.last_handshake > 0
+                   and st.endpoint != "" and st.endpoint == st.last_used_endpoint}
+        unanswered = [st for st in movable.values() if st.unanswered_since > 0 and not st.stalled]
+        busy = any(st.state == STATE_UP and key in previous and st.tx_bytes - previous[key].tx_bytes > keepalive_allowance(0, 0)
+                   for key, st in movable.items())
+        if busy or unanswered:
             interval = min(interval, FAST_SAMPLE_INTERVAL)
-        if suspect:
+        if any(now - st.unanswered_since >= SUSPECT_AFTER for st in unanswered):
             limit += settings.stall_after + settings.sample_interval
     return interval if elapsed + interval <= limit + 1e-9 else 0.0
 

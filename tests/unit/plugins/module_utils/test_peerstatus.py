@@ -471,18 +471,27 @@ def test_agents_sampling_fails_over_in_the_same_run_at_every_phase():
 
 def test_next_sample_delay_plain_busy_suspect_and_detector_off():
     cfg = StatusSettings()
-    idle = {KEY: PeerStatus(tx_bytes=1000)}
-    assert next_sample_delay(idle, {KEY: PeerStatus(tx_bytes=1064)}, 0.0, NOW, cfg) == 5.0  # two keepalives: idle
-    assert next_sample_delay(idle, {KEY: PeerStatus(tx_bytes=1065)}, 0.0, NOW, cfg) == 1.0  # data flows
-    assert next_sample_delay({}, {KEY: PeerStatus(tx_bytes=9000)}, 0.0, NOW, cfg) == 5.0  # a new peer: no baseline
+
+    def peer(**kw):  # an up peer on the endpoint we set, with a session
+        return PeerStatus(**dict(dict(state=STATE_UP, endpoint=EP0, last_used_endpoint=EP0, last_handshake=NOW - 30), **kw))
+
+    idle = {KEY: peer(tx_bytes=1000)}
+    assert next_sample_delay(idle, {KEY: peer(tx_bytes=1064)}, 0.0, NOW, cfg) == 5.0  # two keepalives: idle
+    assert next_sample_delay(idle, {KEY: peer(tx_bytes=1065)}, 0.0, NOW, cfg) == 1.0  # data flows
+    assert next_sample_delay({}, {KEY: peer(tx_bytes=9000)}, 0.0, NOW, cfg) == 5.0  # a new peer: no baseline
     assert next_sample_delay(idle, idle, 15.0, NOW, cfg) == 5.0 and next_sample_delay(idle, idle, 20.0, NOW, cfg) == 0.0
-    assert next_sample_delay(idle, {KEY: PeerStatus(tx_bytes=2000)}, 20.0, NOW, cfg) == 0.0  # busy alone: usual window
-    suspect = {KEY: PeerStatus(tx_bytes=1000, unanswered_since=NOW - 12)}
+    assert next_sample_delay(idle, {KEY: peer(tx_bytes=2000)}, 20.0, NOW, cfg) == 0.0  # busy alone: usual window
+    # peers the detector does not move: down, never up (handshake initiations), roamed
+    for other in (peer(tx_bytes=2000, state=STATE_DOWN, unanswered_since=NOW - 12), peer(tx_bytes=2000, last_handshake=0.0,
+                  state=STATE_UNKNOWN, unanswered_since=NOW - 12), peer(tx_bytes=2000, endpoint=EP1, unanswered_since=NOW - 12)):
+        assert next_sample_delay(idle, {KEY: other}, 5.0, NOW, cfg) == 5.0, other
+        assert next_sample_delay(idle, {KEY: other}, 20.0, NOW, cfg) == 0.0, other
+    suspect = {KEY: peer(tx_bytes=1000, unanswered_since=NOW - 12)}
     assert next_sample_delay(idle, suspect, 5.0, NOW - 2, cfg) == 1.0  # unanswered: 1 s samples
     assert next_sample_delay(idle, suspect, 20.0, NOW - 1, cfg) == 0.0  # not for longer than a keepalive takes
     assert next_sample_delay(idle, suspect, 20.0, NOW, cfg) == 1.0 and next_sample_delay(idle, suspect, 44.0, NOW, cfg) == 1.0
     assert next_sample_delay(idle, suspect, 45.0, NOW, cfg) == 0.0  # at most STALL_AFTER + SAMPLE_INTERVAL more
-    stalled = {KEY: PeerStatus(tx_bytes=1000, unanswered_since=NOW - 12, stalled=True)}  # decided: nothing to wait for
+    stalled = {KEY: peer(tx_bytes=1000, unanswered_since=NOW - 12, stalled=True)}  # decided: nothing to wait for
     assert next_sample_delay(idle, stalled, 20.0, NOW, cfg) == 0.0
     off = StatusSettings(stall_after=0)
     assert next_sample_delay(idle, suspect, 5.0, NOW, off) == 5.0 and next_sample_delay(idle, suspect, 20.0, NOW, off) == 0.0
