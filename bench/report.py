@@ -8,13 +8,17 @@ docs/benchmarks.md with its plot, generated from ALL of those files.
   report.py failover-entry ...   bench/failover.sh output -> raw JSON
   report.py relay-entry ...      bench/relay.sh output -> raw JSON
   report.py doublenat-entry ...  bench/doublenat.sh output -> raw JSON
+  report.py import-measurements --file build/test-logs/measurements.txt [--commit C] [--date D] --results DIR
+                                 a test run's measurements (CI: scripts/test.sh) -> one result file per section they
+                                 measured (failover, discovery, relay, doublenat), with that run's commit and date
   report.py record --section S --raw RAW --results DIR --load-start "1 5 15" --started DATE
                                  RAW wrapped with commit, dirty flag, dates, load at start and end, nproc
   report.py write --results DIR --doc docs/benchmarks.md --plot docs/benchmarks/scale.png
 
 Every figure in the document comes from a result file; the only fixed numbers here are the goals (GOALS) and
 Talos's reference failover time. The summary shows, per goal, ALL runs of the newest code commit that measured
-it (a range, never a chosen subset), with their dates and commit.
+it (a range, never a chosen subset), with their dates and commit; for a goal not met (or not measured), the
+reason written in bench/notes/goals.json under the goal's key, with the code commit it was written for.
 """
 
 from __future__ import annotations
@@ -81,20 +85,31 @@ def agent_entry(args):
         json.dump({"rows": rows, "importtime": imports}, f, indent=1)
 
 
-def failover_entry(args):
-    text = open(args.text).read()
+def failover_parse(text):
     times = [float(x) for x in re.findall(r"failover: (\d+(?:\.\d+)?) s", text)]
     if not times:
         raise SystemExit("failover: no time measured: nothing recorded")
+    return {"text": text, "times_s": times, "talos_s": TALOS_FAILOVER_S}
+
+
+def discovery_parse(text):
+    """molecule/discovery's join lines: "discovery join (...): <node> up on <nodes> after N s"."""
+    joins = [(label, float(t)) for label, t in re.findall(r"^discovery join \(([^)\n]*)\):[^\n]* after (\d+(?:\.\d+)?) s$", text, re.M)]
+    if not joins:
+        raise SystemExit("discovery: no join time measured: nothing recorded")
+    return {"text": text, "joins": [{"label": label, "seconds": t} for label, t in joins]}
+
+
+def failover_entry(args):
+    data = failover_parse(open(args.text).read())
+    times = data["times_s"]
     with open(args.out, "w") as f:
-        json.dump({"text": text, "times_s": times, "talos_s": TALOS_FAILOVER_S}, f, indent=1)
+        json.dump(data, f, indent=1)
     for t in times:
         print("  failover %.1f s" % t)
 
 
-def relay_entry(args):
-    text = open(args.text).read()
-
+def relay_parse(text):
     def one(pattern, what):
         found = re.findall(pattern, text)
         if not found:
@@ -106,19 +121,33 @@ def relay_entry(args):
             "back_to_direct_s": one(r"relay: time back to the direct path[^\n]*?: (\d+(?:\.\d+)?) s", "time back to direct")}
     data["relayed_mbps"], data["direct_mbps"] = one(
         r"through the relay (\d+(?:\.\d+)?) Mbit/s, direct (\d+(?:\.\d+)?) Mbit/s", "throughput")
+    return data
+
+
+def relay_entry(args):
+    data = relay_parse(open(args.text).read())
     with open(args.out, "w") as f:
         json.dump(data, f, indent=1)
     print("  relay: %.1f s to the relayed path, %.1f s back to direct, %.0f Mbit/s relayed, %.0f Mbit/s direct" % (
         data["to_relayed_s"], data["back_to_direct_s"], data["relayed_mbps"], data["direct_mbps"]))
 
 
-def doublenat_entry(args):
-    text = open(args.text).read()
-    pairs = {k: float(v) for k, v in re.findall(r"(dn-[a-z]+ <-> dn-[a-z]+) (\d+(?:\.\d+)?) s", text)}
+def doublenat_parse(text):
+    """The pairs' times to a direct path after the second agent start (only that line: the scenario also prints the
+    times back after an outage, with the same pair names)."""
+    lines = [line for line in text.splitlines() if "time to a direct path" in line] or text.splitlines()[:1]
+    pairs = {k: float(v) for k, v in re.findall(r"(dn-[a-z]+ <-> dn-[a-z]+) (\d+(?:\.\d+)?) s", "\n".join(lines[-1:]))}
     if "dn-a <-> dn-b" not in pairs:
         raise SystemExit("doublenat: no time to the direct path measured: nothing recorded")
+    return {"text": text, "pairs_s": pairs, "direct_s": pairs["dn-a <-> dn-b"]}
+
+
+def doublenat_entry(args):
+    text = open(args.text).read()
+    data = doublenat_parse(text)
+    pairs = data["pairs_s"]
     with open(args.out, "w") as f:
-        json.dump({"text": text, "pairs_s": pairs, "direct_s": pairs["dn-a <-> dn-b"]}, f, indent=1)
+        json.dump(data, f, indent=1)
     for k, v in sorted(pairs.items()):
         print("  %s: first up %.1f s after the second agent start" % (k, v))
 
@@ -137,9 +166,17 @@ def record(args):
             "load_start": [float(x) for x in args.load_start.split()] if args.load_start else None,
             "load_end": list(os.getloadavg()), "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
             "kernel": os.uname().release, "python": subprocess.run(["python3", "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]}
-    folder = os.path.join(args.results, args.section)
+    write_result(args.results, meta, data)
+
+
+def write_result(results, meta, data):
+    """bench/results/<section>/<finished>-<code commit>[-dirty].json, atomically; refuses to overwrite a run."""
+    finished, code, dirty = meta["finished"], meta["code_commit"], meta["dirty"]
+    folder = os.path.join(results, meta["section"])
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "%s-%s%s.json" % (finished.replace("-", "").replace(":", ""), code[:7], "-dirty" if dirty else ""))
+    if os.path.exists(path):
+        raise SystemExit("%s exists: that run is already recorded" % os.path.relpath(path, ROOT))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump({"meta": meta, "data": data}, f, indent=1)
@@ -147,6 +184,43 @@ def record(args):
         os.fsync(f.fileno())
     os.rename(tmp, path)
     print("recorded %s" % os.path.relpath(path, ROOT))
+
+
+# the sections a test run's measurements.txt can give: (section, the lines that belong to it, parser)
+MEASURED_SECTIONS = [
+    ("failover", lambda line: line.startswith("failover round "), failover_parse),
+    ("discovery", lambda line: line.startswith("discovery join "), discovery_parse),
+    ("relay", lambda line: line.startswith("relay: "), relay_parse),
+    ("doublenat", lambda line: line.startswith("doublenat: "), doublenat_parse),
+]
+
+
+def import_measurements(args):
+    """One result file per section that ``--file`` (a test run's measurements.txt) measured, with the run's commit
+    (default: HEAD of the checkout holding the file) and date (default: the file's modification time, UTC). The
+    run's load was not recorded: its rows say so."""
+    with open(args.file) as f:
+        lines = [line.rstrip("\n") for line in f]
+    where = os.path.dirname(os.path.abspath(args.file))
+    commit = args.commit or subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           check=True).stdout.strip()
+    head = git("rev-parse", "--verify", commit + "^{commit}")
+    code = git("log", "-1", "--format=%H", head, "--", *CODE_PATHS) or head
+    date = args.date or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(args.file)))
+    if not re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", date):
+        raise SystemExit("--date %r: give it as YYYY-MM-DDTHH:MM:SSZ (UTC)" % date)
+    done = 0
+    for section, mine, parse in MEASURED_SECTIONS:
+        text = "\n".join(line for line in lines if mine(line))
+        if not text:
+            continue
+        meta = {"section": section, "commit": head, "code_commit": code, "dirty": args.dirty, "started": date, "finished": date,
+                "load_start": None, "load_end": None, "nproc": None,
+                "source": args.source or "a test run's measurements.txt"}
+        write_result(args.results, meta, parse(text))
+        done += 1
+    if not done:
+        raise SystemExit("%s: no failover, discovery, relay or doublenat measurement in it: nothing recorded" % args.file)
 
 
 # --- reading every run ----------------------------------------------------------------------------------
@@ -178,6 +252,8 @@ def commit_label(meta):
 
 
 def load_label(meta):
+    if not meta.get("load_end"):
+        return "not recorded (imported: %s)" % meta.get("source", "?")
     start = meta.get("load_start") or [float("nan")]
     return "%.1f -> %.1f (%d cores)" % (start[0], meta["load_end"][0], meta["nproc"])
 
@@ -227,6 +303,18 @@ def _failover(run):
     return [(t, "%.1f s" % t) for t in run["data"]["times_s"]]
 
 
+def _discovery(run):
+    joins = [j["seconds"] for j in run["data"]["joins"]]
+    med = statistics.median(joins)
+    return [(med, "median %.1f s (%s)" % (med, ", ".join("%.1f s" % t for t in joins)))]
+
+
+def _relay_ratio(run):
+    d = run["data"]
+    ratio = d["relayed_mbps"] / d["direct_mbps"] if d["direct_mbps"] else 0.0
+    return [(ratio, "%.2f (%.0f / %.0f Mbit/s)" % (ratio, d["relayed_mbps"], d["direct_mbps"]))]
+
+
 def _doublenat(run):
     return [(run["data"]["direct_s"], "%.1f s" % run["data"]["direct_s"])]
 
@@ -264,45 +352,75 @@ def _dataplane(run):
     return [(run["data"]["kubespan_vs_wgquick"], "%.3f" % run["data"]["kubespan_vs_wgquick"])]
 
 
+# Each goal: (key in bench/notes/goals.json, figure, goal text, section, extract, met); the issue 18 goals first.
 GOALS = [
-    ("Cold converge, N=3, to every peer up, ratio to a fact-gathering play", "<= 2.0x", "converge-3",
+    ("converge-cold", "Cold converge, N=3, to every peer up, ratio to a fact-gathering play", "<= 2.0x", "converge-3",
      _converge("cold_ratio", 3), lambda v: v <= 2.0),
-    ("Idempotent re-run, N=3, same ratio", "<= 1.1x", "converge-3", _converge("rerun_ratio", 3), lambda v: v <= 1.1),
-    ("Agent tick, whole process (`kubespan agent` as the timer runs it), 100 peers, CPU", "< 100 ms", "agent", _agent_cpu,
-     lambda v: v < 0.1),
-    ("Agent tick, whole process, 100 peers, max RSS", "< 32 MB", "agent", _agent_rss, lambda v: v < 32),
-    ("Failover to another endpoint (`failover` scenario)", "< 20 s", "failover", _failover, lambda v: v < 20),
-    ("Time to a direct path between two nodes behind two NATs (`doublenat` scenario; moonshot < 30 s)", "< 60 s", "doublenat",
-     _doublenat, lambda v: v < 60),
-    ("Join via discovery", "< 10 s median", None, None, None),
-    ("Controller side, 1,000 fake hosts, first run: ratio to the same-run fact play; peak memory", "<= 2x, < 1 GB", "controller",
-     _controller, lambda v: v[0] <= 2 and v[1] <= 2 and v[2] < 1),
-    ("Controller side, largest inventory below 1,000 hosts of a run, first run: ratio to the fact play (for information)",
-     "(goal applies at 1,000)", "controller", _controller_largest, None),
-    ("Whole cluster planned by the shipped path (every node's own planning), 1,000 nodes, measured", "< 10 s CPU", "scale",
-     _shipped, lambda v: v < 10),
-    ("CI suite on 2 cores, with the new scenarios", "< 45 min", None, None, None),
-    ("One node's planning, 1,000 nodes (issue 6)", "< 50 ms CPU", "scale", _per_node, lambda v: v < 0.05),
-    ("Data plane, kubespan / wg-quick throughput (issue 6)", ">= 0.95", "dataplane", _dataplane, lambda v: v >= 0.95),
+    ("converge-rerun", "Idempotent re-run, N=3, same ratio", "<= 1.1x", "converge-3", _converge("rerun_ratio", 3), lambda v: v <= 1.1),
+    ("agent-cpu", "Agent tick, whole process (`kubespan agent` as the timer runs it), 100 peers, CPU", "< 100 ms", "agent",
+     _agent_cpu, lambda v: v < 0.1),
+    ("agent-rss", "Agent tick, whole process, 100 peers, max RSS", "< 32 MB", "agent", _agent_rss, lambda v: v < 32),
+    ("failover", "Failover to another endpoint (`failover` scenario)", "< 20 s", "failover", _failover, lambda v: v < 20),
+    ("join", "Join via discovery (`discovery` scenario: a fourth node up on the three others)", "< 10 s median", "discovery",
+     _discovery, lambda v: v < 10),
+    ("controller-1000", "Controller side, 1,000 fake hosts, first run: ratio to the same-run fact play; peak memory",
+     "<= 2x, < 1 GB", "controller", _controller, lambda v: v[0] <= 2 and v[1] <= 2 and v[2] < 1),
+    ("controller-largest", "Controller side, largest inventory below 1,000 hosts of a run, first run: ratio to the fact play "
+     "(for information)", "(goal applies at 1,000)", "controller", _controller_largest, None),
+    ("shipped-1000", "Whole cluster planned by the shipped path (every node's own planning), 1,000 nodes, measured", "< 10 s CPU",
+     "scale", _shipped, lambda v: v < 10),
+    ("ci-suite", "CI suite on 2 cores, with the new scenarios", "< 45 min", None, None, None),
+    ("doublenat", "Time to a direct path between two nodes behind two NATs (`doublenat` scenario; moonshot < 30 s)", "< 60 s",
+     "doublenat", _doublenat, lambda v: v < 60),
+    ("per-node", "One node's planning, 1,000 nodes (issue 6)", "< 50 ms CPU", "scale", _per_node, lambda v: v < 0.05),
+    ("dataplane", "Data plane, kubespan / wg-quick throughput (issue 6)", ">= 0.95", "dataplane", _dataplane, lambda v: v >= 0.95),
+    ("relay-throughput", "Data plane through a relay: iperf3 relayed / direct, same nodes (`relay` scenario; for information)",
+     "(no goal)", "relay", _relay_ratio, None),
 ]
-NOT_BENCHED = {"Join via discovery": "no bench section measures it yet",
-               "CI suite on 2 cores, with the new scenarios": "not a bench/run.sh section: the CI log times it"}
+GOALS_NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes", "goals.json")
 
 
-def summary(runs):
+def load_goal_notes(path):
+    """bench/notes/goals.json: {goal key: {"reason": text, "written_for": code commit}}; every key must be a goal's."""
+    if not path or not os.path.exists(path):
+        return {}
+    notes_ = load(path)
+    keys = {g[0] for g in GOALS}
+    bad = sorted(set(notes_) - keys)
+    if bad:
+        raise SystemExit("%s: %s: not a goal key (keys: %s)" % (path, ", ".join(bad), ", ".join(sorted(keys))))
+    for key, note in notes_.items():
+        if not isinstance(note, dict) or not isinstance(note.get("reason"), str) or not isinstance(note.get("written_for"), str):
+            raise SystemExit("%s: %s: needs a \"reason\" text and the \"written_for\" code commit" % (path, key))
+    return notes_
+
+
+def reason_text(note, newest_code):
+    """The written reason, flagged when the newest measuring code commit is not the one it was written for."""
+    if not note:
+        return "**no reason written** (bench/notes/goals.json)"
+    text = note["reason"].replace("|", "\\|")
+    if newest_code and not newest_code.startswith(note["written_for"]):
+        text += " *(written for `%s`; the figure is of `%s`: check it still holds)*" % (note["written_for"][:7], newest_code[:7])
+    return text
+
+
+def summary(runs, goal_notes=None):
+    goal_notes = goal_notes or {}
     out = ["## Summary: goals (issue 18)", "",
            "Per goal: every run of the newest code commit that measured it (the range of all of them), its dates and",
-           "commit. \"met\" only when every one of those runs meets the goal.", "",
-           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | load (1-min) start -> end | result |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for figure, goal, section, extract, met in GOALS:
+           "commit. \"met\" only when every one of those runs meets the goal. Why a goal is not met: written in",
+           "`bench/notes/goals.json` for the code commit named there.", "",
+           "| figure | goal | measured (newest code commit, all its runs) | runs | commit | dates | load (1-min) start -> end | result "
+           "| why not met |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, figure, goal, section, extract, met in GOALS:
         measured = []
         for run in runs.get(section, []) if section else []:
             for value, text in extract(run):
                 measured.append((run, value, text))
         if not measured:
-            why = NOT_BENCHED.get(figure, "no run yet")
-            out.append("| %s | %s | - | 0 | - | - | - | not measured (%s) |" % (figure, goal, why))
+            out.append("| %s | %s | - | 0 | - | - | - | not measured | %s |" % (figure, goal, reason_text(goal_notes.get(key), None)))
             continue
         newest = max(measured, key=lambda m: m[0]["meta"]["finished"])[0]["meta"]["code_commit"]
         mine = [m for m in measured if m[0]["meta"]["code_commit"] == newest]
@@ -318,9 +436,10 @@ def summary(runs):
         dates = sorted({date_label(r["meta"]) for r, _v, _t in mine})
         result = "information only" if not met else "met" if all(ok) else "not met" if not any(ok) else "not met (%d of %d runs met)" % (sum(ok), len(ok))
         loads = sorted({load_label(r["meta"]) for r, _v, _t in mine})
-        out.append("| %s | %s | %s | %d | %s | %s | %s | **%s** |" % (
+        why = reason_text(goal_notes.get(key), newest) if met and not all(ok) else ""
+        out.append("| %s | %s | %s | %d | %s | %s | %s | **%s** | %s |" % (
             figure, goal, shown, len(mine), commit_label(mine[0][0]["meta"]),
-            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), "; ".join(loads), result))
+            dates[0] if len(dates) == 1 else "%s to %s" % (dates[0], dates[-1]), "; ".join(loads), result, why))
     return out + [""]
 
 
@@ -450,6 +569,21 @@ def failover_section(runs):
     for run in runs["failover"]:
         m = run["meta"]
         out.append("| %s | %s | %s | %s |" % (date_label(m), commit_label(m), load_label(m), ", ".join("%.1f s" % t for t in run["data"]["times_s"])))
+    return out + [""]
+
+
+def discovery_section(runs):
+    out = ["## Join via discovery", "",
+           "Molecule scenario `discovery` (imported from a test run's measurements.txt, or run by hand): a fourth node",
+           "joins a three-node mesh through the discovery service's Watch; seconds until it is up on the three others,",
+           "with one service, then with the first of two services stopped.", ""]
+    if "discovery" not in runs:
+        return out + ["No run recorded yet (`bench/report.py import-measurements`).", ""]
+    out += ["| date | commit | load | joins |", "| --- | --- | --- | --- |"]
+    for run in runs["discovery"]:
+        m = run["meta"]
+        out.append("| %s | %s | %s | %s |" % (date_label(m), commit_label(m), load_label(m), "; ".join(
+            "%s: %.1f s" % (j["label"], j["seconds"]) for j in run["data"]["joins"])))
     return out + [""]
 
 
@@ -628,16 +762,20 @@ def write(args):
            "Generated by `bash bench/run.sh` (`--only scale,controller,agent,converge,dataplane,failover,doublenat`) from every result",
            "file in `bench/results/<section>/` (one file per section run, committed with the code); nothing in this file",
            "is typed by hand. Each row names the code commit it measured (the last commit touching `plugins/`, `roles/`,",
-           "`playbooks/` or `bench/`; \"dirty\" when that code had uncommitted changes), its date and the machine's load.", "",
+           "`playbooks/` or `bench/`; \"dirty\" when that code had uncommitted changes), its date and the machine's load.",
+           "Scenario runs of the test suite (failover, discovery, relay, doublenat) are imported from their",
+           "`build/test-logs/measurements.txt` by `bench/report.py import-measurements`, with that run's commit and date",
+           "(their load was not recorded: the rows say so).", "",
            "**Why ratios and load.** The machine is shared (other engineers' containers and test suites run at the same",
            "time): absolute seconds move with the load, so figures are also given as a ratio to a baseline measured in",
            "the same run, and every row carries the load average at its start and end. Pure-Python figures are CPU",
            "time, not wall time.", ""]
-    out += summary(runs)
+    out += summary(runs, load_goal_notes(args.goal_notes))
     out += converge_section(runs)
     out += scale_section(runs) + notes(args, "scale.md")
     out += controller_section(runs) + notes(args, "controller.md")
     out += failover_section(runs)
+    out += discovery_section(runs)
     out += doublenat_section(runs)
     out += dataplane_section(runs)
     out += relay_section(runs)
@@ -683,15 +821,23 @@ def main():
     r.add_argument("--results", required=True)
     r.add_argument("--load-start", default="")
     r.add_argument("--started", default="")
+    im = sub.add_parser("import-measurements")
+    im.add_argument("--file", required=True, help="a test run's measurements.txt (scripts/test.sh: build/test-logs/)")
+    im.add_argument("--commit", default="", help="the commit the run tested (default: HEAD of the checkout holding the file)")
+    im.add_argument("--date", default="", help="when it ran, YYYY-MM-DDTHH:MM:SSZ (default: the file's modification time)")
+    im.add_argument("--dirty", action="store_true", help="the run tested uncommitted changes")
+    im.add_argument("--source", default="", help="what produced the file (shown in the rows, e.g. \"CI on a fresh clone\")")
+    im.add_argument("--results", required=True)
     w = sub.add_parser("write")
     w.add_argument("--results", required=True)
     w.add_argument("--doc", required=True)
     w.add_argument("--plot", required=True)
+    w.add_argument("--goal-notes", default=GOALS_NOTES, help="why a goal is not met, by goal key (bench/notes/goals.json)")
     w.add_argument("--notes", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes"),
                    help="hand-written reasoning included in the document (bench/notes/*.md; no figures: they go stale)")
     args = ap.parse_args()
     {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "relay-entry": relay_entry,
-     "doublenat-entry": doublenat_entry, "record": record,
+     "doublenat-entry": doublenat_entry, "record": record, "import-measurements": import_measurements,
      "write": write}[args.cmd](args)
 
 

@@ -4,8 +4,9 @@
 
 Run by ``kubespan-agent.timer`` (oneshot). A tick re-applies the desired state the last playbook run
 persisted (under the node lock), then samples the WireGuard device every ``sample_interval`` seconds
-for ``watch_seconds`` and feeds each sample to :func:`peerstatus.tick`, applying the endpoint changes
-it asks for (under the lock, briefly). All memory between ticks is the status file.
+for ``watch_seconds`` (every second while data flows, and longer while data is unanswered:
+:func:`peerstatus.next_sample_delay`) and feeds each sample to :func:`peerstatus.tick`, applying the
+endpoint changes it asks for (under the lock, briefly). All memory between ticks is the status file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .peerstatus import (
     StatusSettings,
     bump_version,
     calculate_state,
+    next_sample_delay,
     statuses_from_json,
     statuses_to_json,
     tick,
@@ -268,14 +270,15 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
     if problem:
         log(problem)
         rc = 1
-    samples = max(1, int(settings_status.watch_seconds // max(settings_status.sample_interval, 0.1)) + 1)
     dev = open_device(res.implementation, settings.interface)
     applied_up: Optional[List[str]] = None
     relays = list(getattr(settings, "relays", None) or [])
     eligible = _relay_eligible(state) if relays else []
     applied_via: Optional[dict] = via_map(statuses)  # what the re-apply above used
     try:
-        for i in range(samples):
+        elapsed = 0.0
+        while True:
+            before = statuses
             try:
                 device = dev.read()
             except WireGuardError as exc:
@@ -300,15 +303,19 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
                 applied_via = _follow_relays(state_dir, statuses, applied_via, log, lock_timeout)
             if settings.allow_down_peer_bypass:
                 applied_up = _follow_bypass(state_dir, statuses, applied_up, log, lock_timeout)
-            if i + 1 < samples:
-                if disc is not None and disc.watching():
-                    # sleep until the next sample, applying what the Watch streams bring as it arrives
-                    end = time.monotonic() + settings_status.sample_interval
-                    while time.monotonic() < end:
-                        if disc.wait(end - time.monotonic()):
-                            peers = _discovery_poll(state_dir, state, disc, log, lock_timeout, peers)
-                else:
-                    sleep_fn(settings_status.sample_interval)
+            # every 5 s for 20 s; every 1 s while data flows, and on while data is unanswered (peerstatus.next_sample_delay)
+            delay = next_sample_delay(before, statuses, elapsed, now_fn(), settings_status)
+            if not delay:
+                break
+            elapsed += delay
+            if disc is not None and disc.watching():
+                # sleep until the next sample, applying what the Watch streams bring as it arrives
+                end = time.monotonic() + delay
+                while time.monotonic() < end:
+                    if disc.wait(end - time.monotonic()):
+                        peers = _discovery_poll(state_dir, state, disc, log, lock_timeout, peers)
+            else:
+                sleep_fn(delay)
     finally:
         dev.close()
     write_json(status_path(state_dir), statuses_to_json(statuses))

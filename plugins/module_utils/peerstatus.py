@@ -54,7 +54,11 @@ Sampling: the detector is time based, so ``tick`` may be called at any rate. Wit
 tick, traffic comes back 60 to 90 s after the path died (one sample sees the unanswered data, the next
 confirms it). The 60 s goal needs the agent to keep sampling within a run: every SAMPLE_INTERVAL (5 s)
 for WATCH_SECONDS (20 s), the timer starting the next run 30 s after the last. Then traffic comes back
-25 to 40 s after the path died (tests/unit/.../test_peerstatus.py simulates both schedules).
+25 to 40 s after the path died (tests/unit/.../test_peerstatus.py simulates both schedules). Issue 18
+(< 20 s): ``next_sample_delay`` samples every FAST_SAMPLE_INTERVAL (1 s) while a peer carries data, and
+goes on past the window while data is unanswered, so the peer is moved STALL_AFTER after the death was
+first seen, in the same run: 21 to 22 s inside a run's window, up to 30 s in the 10 s between two runs.
+STALL_AFTER is the floor (docs/reliability.md#failover-to-another-endpoint-issue-18).
 Limitation: a path dead in one direction only, while the peer's keepalives still arrive, is left to
 Talos's 275 s rule on this side; the other side, which receives nothing, detects it as soon as it has
 data to send.
@@ -109,6 +113,11 @@ STALL_AFTER = 20.0
 # Proposed agent schedule: within one run, sample every SAMPLE_INTERVAL seconds for WATCH_SECONDS.
 SAMPLE_INTERVAL = 5.0
 WATCH_SECONDS = 20.0
+# While a peer carries data, or its data is unanswered: sample every FAST_SAMPLE_INTERVAL seconds, and past
+# WATCH_SECONDS (by up to STALL_AFTER + SAMPLE_INTERVAL) until the detector has decided (``next_sample_delay``).
+FAST_SAMPLE_INTERVAL = 1.0
+# WireGuard's KEEPALIVE_TIMEOUT (10 s: a peer answers received data by then, at least with a keepalive) plus margin.
+SUSPECT_AFTER = 12.0
 # A peer that never had a handshake moves on to its next ranked candidate after this long without one.
 NEVER_UP_DWELL = 10.0
 # WireGuard's REJECT_AFTER_TIME: an older handshake means no session, a handshake is needed first.
@@ -469,6 +478,44 @@ def _tick_peer(prev: Optional[PeerStatus], peer: Optional[PeerState], spec: dict
         events.append("%s is %s (was %s)" % (who, status.state, old_state))
     bump_version(prev, status)
     return status, target, events
+
+
+def next_sample_delay(previous: Dict[str, PeerStatus], statuses: Dict[str, PeerStatus], elapsed: float, now: float,
+                      settings: Optional[StatusSettings] = None) -> float:
+    """Seconds until the agent's next sample within this run, 0.0 to end the run (docs/reliability.md#failover).
+
+    ``previous``: the statuses before the sample that gave ``statuses`` (for a run's first sample, the persisted ones);
+    ``elapsed``: the planned seconds since the run's first sample; ``now``: the sample's time. Talos's and the detector's rules are unchanged; only
+    when they are looked at is:
+
+    - every FAST_SAMPLE_INTERVAL (1 s) while an up peer carries data (it sent more than two keepalives since the
+      last sample) or has data unanswered: a path that dies under traffic is seen unanswered within about a second,
+      not up to SAMPLE_INTERVAL later, and STALL_AFTER counts from there;
+    - past ``watch_seconds``, while a peer's data has been unanswered for SUSPECT_AFTER (longer than a live peer's
+      passive keepalive takes) and is not yet judged stalled, until the detector decides (the data is answered, or
+      the peer is moved), at most STALL_AFTER + SAMPLE_INTERVAL more: a dead path is left at the first sample the
+      rule allows, not at the next timer tick. A one-way stream (answered by a keepalive every 10 s) does not
+      lengthen the runs.
+
+    With the detector off (``stall_after`` 0) the schedule is the plain one: every ``sample_interval`` for
+    ``watch_seconds``."""
+    settings = settings or StatusSettings()
+    interval = max(settings.sample_interval, 0.1)
+    limit = settings.watch_seconds
+    if settings.stall_after > 0:
+        # only peers the detector may move: not down (Talos's rule has them), had a handshake (never-up peers have
+        # their own dwell), on the endpoint we set (a roamed one is left to Talos); so a dead peer, or a never-up
+        # one sending handshake initiations, does not make every run longer or denser
+        movable = {key: st for key, st in statuses.items() if st.state != STATE_DOWN and st.last_handshake > 0
+                   and st.endpoint != "" and st.endpoint == st.last_used_endpoint}
+        unanswered = [st for st in movable.values() if st.unanswered_since > 0 and not st.stalled]
+        busy = any(st.state == STATE_UP and key in previous and st.tx_bytes - previous[key].tx_bytes > keepalive_allowance(0, 0)
+                   for key, st in movable.items())
+        if busy or unanswered:
+            interval = min(interval, FAST_SAMPLE_INTERVAL)
+        if any(now - st.unanswered_since >= SUSPECT_AFTER for st in unanswered):
+            limit += settings.stall_after + settings.sample_interval
+    return interval if elapsed + interval <= limit + 1e-9 else 0.0
 
 
 def up_peers(statuses: Dict[str, PeerStatus]) -> List[str]:

@@ -18,6 +18,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import (
     calculate_state,
     calculate_state_with_durations,
     keepalive_allowance,
+    next_sample_delay,
     pick_new_endpoint,
     should_change_endpoint,
     statuses_from_json,
@@ -389,6 +390,112 @@ def test_dead_path_fails_over_within_the_bound(schedule, bound):
         assert len(log["updates"]) == 1 and log["states"][-1][1] == STATE_UP  # settles on the working endpoint
         worst = max(worst, took)
     assert worst > 25  # the bound is not met by accident of a too-short window
+
+
+def simulate_agent(wire, seconds, endpoints=(EP0, EP1), start=T0, cfg=None, period=30):
+    """Drive the agent as it runs: a timer run every ``period`` s (OnUnitActiveSec: a start while a run is still going
+    is lost, the next is ``period`` s after it), each run sampling as peerstatus.next_sample_delay says, the statuses
+    through JSON between runs. Also returns each run's (start, samples, length)."""
+    cfg = cfg or StatusSettings()
+    statuses = {}
+    log = {"updates": [], "events": [], "states": [], "stalled": [], "runs": []}
+    run_start, next_sample, elapsed, count = start, start, 0.0, 0
+    for t in range(start, start + seconds):
+        wire.step(t)
+        if t != next_sample:
+            continue
+        if t == run_start:
+            statuses = statuses_from_json(json.loads(json.dumps(statuses_to_json(statuses))))
+        before = statuses
+        statuses, updates, events = tick(before, wire.read(), [spec(endpoints)], float(t), cfg)
+        count += 1
+        for u in updates:
+            wire.endpoint = u.endpoint
+            log["updates"].append((t - start, u.endpoint))
+        log["events"].extend(events)
+        log["states"].append((t - start, statuses[KEY].state))
+        if statuses[KEY].stalled:
+            log["stalled"].append(t - start)
+        delay = next_sample_delay(before, statuses, elapsed, float(t), cfg)
+        assert delay in (0.0, 1.0, 5.0)
+        if delay:
+            elapsed += delay
+            next_sample = t + int(delay)
+        else:
+            log["runs"].append((run_start - start, count, t - run_start))
+            while run_start <= t:
+                run_start += period
+            next_sample, elapsed, count = run_start, 0.0, 0
+    return log
+
+
+@settings(max_examples=60, deadline=None)
+@given(traffic=st.sampled_from(["idle", "oneway", "ping"]), a_first=st.booleans(), phase=st.integers(0, 24),
+       offset=st.integers(0, 29))
+def test_healthy_peer_never_flaps_with_the_agents_sampling(traffic, a_first, phase, offset):
+    # As above, with the schedule the agent really follows (1 s while data flows, longer while data is unanswered).
+    start = T0 + offset
+    wire = Wire(EP0, traffic=traffic, a_first=a_first, phase=phase, start=start)
+    log = simulate_agent(wire, 3600, start=start)
+    assert log["updates"] == [] and log["stalled"] == []
+    assert {state for when, state in log["states"]} == {STATE_UP}
+    # a healthy peer never makes a run longer than the window
+    assert max(length for _start, _count, length in log["runs"]) <= StatusSettings().watch_seconds
+
+
+def test_agents_sampling_fails_over_in_the_same_run_at_every_phase():
+    # The path dies at every second of a 30 s timer period, under traffic. Inside a run's 20 s window the death is
+    # seen within a second (1 s sampling while data flows) and the peer is moved STALL_AFTER (20 s) later, in that run
+    # (it goes on past its window): traffic is back 21 to 22 s after the death. In the 10 s between two runs nobody
+    # looks: the next run's first sample starts the count, so up to 31 s. The plain schedule (every 5 s for 20 s, the
+    # stall acted on at the next tick) is printed beside. 21 s is the floor while STALL_AFTER is 20 s
+    # (docs/reliability.md#failover).
+    took_all, plain = {}, {}
+    for died_after in range(300, 330):
+        wire = Wire(EP0, traffic="ping", start=T0)
+        wire.dead[EP0] = T0 + died_after
+        log = simulate_agent(wire, 600, start=T0)
+        restored = [t - T0 for t in wire.replies if t >= T0 + died_after]
+        took = restored[0] - died_after if restored else None
+        in_window = (died_after - 300) <= 20
+        assert took is not None and took <= (22 if in_window else 31), (died_after, took, log["events"], log["runs"])
+        assert [ep for _when, ep in log["updates"]] == [EP1] and log["states"][-1][1] == STATE_UP
+        # a run went on past the 20 s window only to move the peer, by at most STALL_AFTER + SAMPLE_INTERVAL
+        assert max(length for _start, _count, length in log["runs"]) <= 20 + 20 + 5
+        took_all[died_after - 300] = took
+        plain[died_after - 300] = failover("watch", died_after)[0]
+    print("agent's sampling: failover %s s by phase" % took_all)
+    print("plain schedule:   failover %s s by phase" % plain)
+    assert all(took_all[k] <= plain[k] for k in took_all) and sum(took_all.values()) < sum(plain.values())
+
+
+def test_next_sample_delay_plain_busy_suspect_and_detector_off():
+    cfg = StatusSettings()
+
+    def peer(**kw):  # an up peer on the endpoint we set, with a session
+        return PeerStatus(**dict(dict(state=STATE_UP, endpoint=EP0, last_used_endpoint=EP0, last_handshake=NOW - 30), **kw))
+
+    idle = {KEY: peer(tx_bytes=1000)}
+    assert next_sample_delay(idle, {KEY: peer(tx_bytes=1064)}, 0.0, NOW, cfg) == 5.0  # two keepalives: idle
+    assert next_sample_delay(idle, {KEY: peer(tx_bytes=1065)}, 0.0, NOW, cfg) == 1.0  # data flows
+    assert next_sample_delay({}, {KEY: peer(tx_bytes=9000)}, 0.0, NOW, cfg) == 5.0  # a new peer: no baseline
+    assert next_sample_delay(idle, idle, 15.0, NOW, cfg) == 5.0 and next_sample_delay(idle, idle, 20.0, NOW, cfg) == 0.0
+    assert next_sample_delay(idle, {KEY: peer(tx_bytes=2000)}, 20.0, NOW, cfg) == 0.0  # busy alone: usual window
+    # peers the detector does not move: down, never up (handshake initiations), roamed
+    for other in (peer(tx_bytes=2000, state=STATE_DOWN, unanswered_since=NOW - 12), peer(tx_bytes=2000, last_handshake=0.0,
+                  state=STATE_UNKNOWN, unanswered_since=NOW - 12), peer(tx_bytes=2000, endpoint=EP1, unanswered_since=NOW - 12)):
+        assert next_sample_delay(idle, {KEY: other}, 5.0, NOW, cfg) == 5.0, other
+        assert next_sample_delay(idle, {KEY: other}, 20.0, NOW, cfg) == 0.0, other
+    suspect = {KEY: peer(tx_bytes=1000, unanswered_since=NOW - 12)}
+    assert next_sample_delay(idle, suspect, 5.0, NOW - 2, cfg) == 1.0  # unanswered: 1 s samples
+    assert next_sample_delay(idle, suspect, 20.0, NOW - 1, cfg) == 0.0  # not for longer than a keepalive takes
+    assert next_sample_delay(idle, suspect, 20.0, NOW, cfg) == 1.0 and next_sample_delay(idle, suspect, 44.0, NOW, cfg) == 1.0
+    assert next_sample_delay(idle, suspect, 45.0, NOW, cfg) == 0.0  # at most STALL_AFTER + SAMPLE_INTERVAL more
+    stalled = {KEY: peer(tx_bytes=1000, unanswered_since=NOW - 12, stalled=True)}  # decided: nothing to wait for
+    assert next_sample_delay(idle, stalled, 20.0, NOW, cfg) == 0.0
+    off = StatusSettings(stall_after=0)
+    assert next_sample_delay(idle, suspect, 5.0, NOW, off) == 5.0 and next_sample_delay(idle, suspect, 20.0, NOW, off) == 0.0
+    assert next_sample_delay(idle, idle, 0.0, NOW, StatusSettings(watch_seconds=0)) == 0.0  # one sample per run
 
 
 def test_idle_dead_path_is_noticed_when_the_rekey_goes_unanswered():
