@@ -43,7 +43,7 @@ def _import(tmp_path, text=MEASUREMENTS, date="2026-12-05T10:01:11Z"):
 
 def test_import_measurements_makes_one_run_per_section_with_commit_and_date(tmp_path):
     runs = _import(tmp_path)
-    assert sorted(runs) == ["discovery", "doublenat", "failover", "relay"]
+    assert sorted(runs) == ["discovery", "doublenat", "failover", "relay"]  # no "ci suite:" line in MEASUREMENTS
     for section, [run] in runs.items():
         assert run["meta"]["finished"] == "2026-12-05T10:01:11Z" and run["meta"]["commit"] == _head(), section
         assert run["meta"]["code_commit"] and run["meta"]["load_end"] is None
@@ -116,3 +116,21 @@ def test_the_committed_doc_is_the_one_the_results_give(tmp_path, monkeypatch):
     report.write(SimpleNamespace(results=os.path.join(report.ROOT, "bench", "results"), doc=str(doc), plot=str(tmp_path / "scale.png"),
                                  goal_notes=report.GOALS_NOTES, notes=os.path.join(report.ROOT, "bench", "notes")))
     assert doc.read_text() == open(os.path.join(report.ROOT, "docs", "benchmarks.md")).read()
+
+
+def test_the_ci_suite_total_is_imported_and_a_failed_run_gives_no_figure(tmp_path):
+    runs = _import(tmp_path, text=MEASUREMENTS + "ci suite: 2110 s on 2 cores, 19 passed, 0 failed\n")
+    [run] = runs["ci-suite"]
+    assert (run["data"]["seconds"], run["data"]["cores"], run["data"]["passed"], run["data"]["failed"]) == (2110, 2, 19, 0)
+    assert report._ci_suite(run)[0][0] == pytest.approx(2110 / 60.0)
+    failed = dict(run, data=dict(run["data"], failed=1))
+    assert report._ci_suite(failed) == []
+
+
+def test_the_test_script_writes_the_line_the_import_reads():
+    with open(os.path.join(report.ROOT, "scripts", "test.sh")) as handle:
+        script = handle.read()
+    line = [x for x in script.splitlines() if 'echo "ci suite: ' in x]
+    assert line and ">>\"$KUBESPAN_TEST_MEASUREMENTS\"" in line[0]
+    sample = "ci suite: 2110 s on 2 cores, 19 passed, 0 failed"
+    assert report.ci_suite_parse(sample)["seconds"] == 2110
