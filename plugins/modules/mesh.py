@@ -30,6 +30,10 @@ description:
     C(--limit)) keep their last known configuration, and peers whose host left the group are removed.
   - Persists the desired state in O(state_dir)/state.json (mode 0600) for the node agent, which
     re-applies it at boot and after drift.
+  - The KubeSpan settings (O(interface), O(mtu), O(listen_port), the marks, O(route_table), O(rule_priority), the paths,
+    the agent's interval and others) have no default here; when unset each takes the default of the collection's
+    settings model (C(plugins/module_utils/settings.py); the C(kubespan.mesh.kubespan) role's README lists them with
+    their Talos keys), the same for the module, the role's early check and the node agent.
 author:
   - kubespan.mesh contributors (!UNKNOWN)
 requirements:
