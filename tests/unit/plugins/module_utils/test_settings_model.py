@@ -23,7 +23,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_V
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-MODEL_FILE = os.path.join("plugins", "module_utils", "settings.py")
+MODEL_FILE = os.path.relpath(os.path.abspath(model.__file__), ROOT)  # wherever the model lives (layer folders)
 SCANNED = ["plugins", "playbooks"] + [os.path.join("roles", "kubespan", d)
                                       for d in ("defaults", "meta", "tasks", "templates", "vars", "handlers")]
 # Names a setting goes by besides its role variable and module options (the data plane's and the agent's fields)
