@@ -213,7 +213,7 @@ def _command(o: AgentOptions) -> str:
 def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
     """Every file of the agent as (path, content, mode), in the order they are installed."""
     if not o.metrics_file:
-        o = replace(o, metrics_file=o.state_dir + "/metrics.prom")
+        o = replace(o, metrics_file=o.state_dir.rstrip("/") + "/metrics.prom")  # state dir "/": "/metrics.prom"
     o.validate()
     unit = o.unit_dir + "/"
     return [

@@ -23,7 +23,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_V
 from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-MODEL_FILE = os.path.relpath(os.path.abspath(model.__file__), ROOT)  # wherever the model lives (layer folders)
+MODEL_FILE = os.path.relpath(os.path.realpath(model.__file__), os.path.realpath(ROOT))  # wherever it lives (layer folders)
 SCANNED = ["plugins", "playbooks"] + [os.path.join("roles", "kubespan", d)
                                       for d in ("defaults", "meta", "tasks", "templates", "vars", "handlers")]
 # Names a setting goes by besides its role variable and module options (the data plane's and the agent's fields)
@@ -290,7 +290,7 @@ def test_whatever_the_module_or_the_agent_refuses_the_model_refuses(user):
         refused.append(str(exc))
     try:
         AgentOptions(bundle=b"PK", state_dir=params["state_dir"], interface=params["interface"],
-                     metrics_file=params["agent"]["metrics_file"] or str(params["state_dir"]) + "/metrics.prom",
+                     metrics_file=params["agent"]["metrics_file"] or str(params["state_dir"]).rstrip("/") + "/metrics.prom",
                      **{k: params["agent"][k] for k in ("lib_dir", "interval", "command_path")}).validate()
     except (ValueError, TypeError) as exc:
         refused.append(str(exc))
