@@ -758,7 +758,8 @@ def main():
             diffs.append(dict(before=res.before, after=res.after,
                               before_header="%s (before)" % p["interface"], after_header="%s (after)" % p["interface"]))
         if agent is not None:
-            out["agent_changes"] = agent.changes + enable_units(res.implementation == "userspace", module.check_mode)
+            out["agent_changes"] = agent.changes + enable_units(res.implementation == "userspace", module.check_mode,
+                                                                watcher=bool(discovery["enabled"]), restart_watcher=bool(agent.changes))
             out["changed"] = out["changed"] or bool(out["agent_changes"])
             diffs.extend(agent.diffs)
         if module._diff and diffs:
