@@ -34,6 +34,7 @@ STALE_AFTER = 35.0  # a heartbeat older than this (or from the future) is a dead
 BACKOFF_MIN = 1.0  # the first reconnection waits 0.5-1 s, then doubling up to BACKOFF_MAX (Talos: backoff with jitter)
 BACKOFF_MAX = 60.0
 LOCK_TIMEOUT = 20.0
+MERGE_EVERY = 30.0  # merge again without an event as often as the tick did (local changes: a new default route, filters)
 
 
 def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
@@ -360,6 +361,7 @@ class Watcher:
     def run(self, stop: threading.Event) -> int:
         self.log("discovery watch: started (pid %d)" % os.getpid())
         next_beat = 0.0
+        last_merge = time.monotonic()
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -367,8 +369,11 @@ class Watcher:
                     self.reconfigure()
                     self.heartbeat()
                     next_beat = now + HEARTBEAT
+                if now - last_merge >= MERGE_EVERY:
+                    self.changed.set()
                 if self.changed.wait(max(0.0, min(1.0, next_beat - time.monotonic()))):
                     self.changed.clear()
+                    last_merge = time.monotonic()
                     try:
                         self.merge()
                     except Exception as exc:  # pylint: disable=broad-except  # the tick's fallback covers a failed merge
