@@ -208,6 +208,7 @@ class _ServiceWatch:
         from .discovery_agent import MAX_AFFILIATES, MAX_REASON_CHARS, _errors
         errors = _errors()
         while not self.stop.is_set():
+            error = ""
             try:
                 client, endpoint, hello = self._connect()
                 with self.lock:

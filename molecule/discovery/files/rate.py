@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Requests per node per minute between two copies of the discovery service's --stats-file (RequestCounter).
 
-Usage: rate.py BEFORE.json AFTER.json SECONDS IP[,IP...]   -> one JSON object on stdout:
+Usage: python3 rate.py BEFORE.json AFTER.json SECONDS IP[,IP...]   -> one JSON object on stdout:
   {"seconds": S, "per_node": {ip: {method: count}}, "total": {ip: n}, "rate": {ip: n per minute}, "max_rate": r}
 Counts are differences of the service's cumulative counters; the window is measured by the caller."""
 import json
