@@ -14,6 +14,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .discovery_watchfile import load_watcher
 from .engine import ReconcileError, load_state, open_device, reapply_from_state, refresh_address, replace_state_peers, settings_from_state
 from .peerstatus import (
     STATE_UP,
@@ -172,7 +173,6 @@ def tick_watcher(state_dir: str, state: dict, now: float, endpoints: List[str]):
     """The tick's choice (discovery_watch.current_watcher): the resident watcher's entries when it is alive, current and
     connected to every configured service (then the tick opens no Watch or List and says no Hello), else None (the
     tick's own Hello, Watch and List, as without a watcher: fail safe)."""
-    from .discovery_watch import load_watcher
     return load_watcher(state_dir, str(state.get("cluster_id") or ""), endpoints, now)
 
 
@@ -210,11 +210,11 @@ def _discovery_poll(state_dir: str, state: dict, disc, log: Callable[[str], None
     """Apply the affiliates the Watch streams brought (new, changed, gone) within the sampling window: the new peer set
     goes into the desired state and onto the device at once (a node joins within seconds, not at the next tick).
     Returns the peers to sample with. Never ends the tick."""
-    current = _discovery_poll_apply(state_dir, state, disc.poll, log, lock_timeout, "applied (watch)")
+    current = discovery_poll_apply(state_dir, state, disc.poll, log, lock_timeout, "applied (watch)")
     return current.get("peers", peers) if isinstance(current, dict) else peers
 
 
-def _discovery_poll_apply(state_dir: str, state: dict, merge, log: Callable[[str], None], lock_timeout: float, prefix: str):
+def discovery_poll_apply(state_dir: str, state: dict, merge, log: Callable[[str], None], lock_timeout: float, prefix: str):
     """``merge(update_peers)`` (DiscoveryRound.poll, or merge_views for the resident watcher, discovery_watch.py); when the
     peer set changed, re-apply the desired state under the node lock. Returns the desired state then in force, or None
     when nothing changed or it failed (logged; never raises)."""

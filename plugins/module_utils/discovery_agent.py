@@ -30,6 +30,7 @@ import threading
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
+from .discovery_watchfile import self_listing
 from .endpoints import endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .errors import KubeSpanError
 from .netlink import host_never_routed
@@ -463,6 +464,11 @@ def _errors():
     return (DiscoveryRPCError, DiscoveryCryptoError, OSError, ValueError)
 
 
+def service_errors():
+    """The errors a discovery service's call may raise (transport, crypto, OS, bad data): logged, never fatal."""
+    return _errors()
+
+
 def delete_affiliate(settings: dict, cluster_id: str, node_id: str, client_factory: Callable = make_client) -> Optional[str]:
     """AffiliateDelete of this node on every configured service (KubeSpan or discovery disabled). Returns a warning, or
     None when done."""
@@ -778,7 +784,6 @@ class DiscoveryRound:
         for svc in self.services:
             try:
                 if self.watcher:
-                    from .discovery_watch import self_listing
                     hello = svc.adopt(self.watcher[svc.configured])
                     listed = self_listing(self.watcher[svc.configured], node_id)
                 else:

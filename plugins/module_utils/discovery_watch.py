@@ -19,18 +19,33 @@ tick falls back to what it did before (fail safe).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import random
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
-WATCH_FILE = "watch.json"
-WATCH_VERSION = 1
+from .agent import discovery_poll_apply
+from .discovery_affiliates import apply_watch_event
+from .discovery_agent import (
+    MAX_AFFILIATES,
+    MAX_REASON_CHARS,
+    MAX_REDIRECTS,
+    DiscoveryRound,
+    DiscoverySettingsError,
+    make_client,
+    normalize_settings,
+    service_errors,
+    service_settings,
+    service_target,
+)
+from .discovery_crypto import key_from_secret
+from .discovery_watchfile import STALE_AFTER, WATCH_FILE, WATCH_VERSION, cluster_tag, current_watcher, load_watcher, self_listing, watch_path  # noqa: F401  # re-exported: the watcher's file and the tick's choice
+from .engine import load_state
+from .statefile import write_json
+
 HEARTBEAT = 10.0  # seconds between two writes of watch.json (also how often the desired state is re-read)
-STALE_AFTER = 35.0  # a heartbeat older than this (or from the future) is a dead watcher: the tick falls back
 BACKOFF_MIN = 1.0  # the first reconnection waits 0.5-1 s, then doubling up to BACKOFF_MAX (Talos: backoff with jitter)
 BACKOFF_MAX = 60.0
 LOCK_TIMEOUT = 20.0
@@ -44,90 +59,6 @@ def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> f
     n = max(1, int(failures))
     base = min(BACKOFF_MAX, BACKOFF_MIN * (2.0 ** min(n - 1, 30)))
     return base / 2.0 + base / 2.0 * min(1.0, max(0.0, rand()))
-
-
-def cluster_tag(cluster_id: str) -> str:
-    """What watch.json keeps of the cluster ID (a digest: the ID itself is not written there)."""
-    return hashlib.sha256(str(cluster_id).encode("utf-8")).hexdigest()[:16]
-
-
-def watch_path(state_dir: str) -> str:
-    return os.path.join(state_dir, WATCH_FILE)
-
-
-def pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def current_watcher(status, cluster_id: str, endpoints: List[str], now: float,
-                    alive: Callable[[object], bool] = pid_alive) -> Optional[Dict[str, dict]]:
-    """The watcher's per-service entries (configured endpoint -> entry) when the tick may rely on it, else None.
-
-    Relied on only when: the file is well formed, its heartbeat is at most STALE_AFTER old and not from the future,
-    its process is alive, it watches this cluster and exactly the configured services, and every service's stream is
-    connected with a snapshot. Anything else (no watcher, an old one, a service down): None, the tick's own
-    Watch/List as before."""
-    if not isinstance(status, dict) or status.get("version") != WATCH_VERSION or not endpoints:
-        return None
-    at = status.get("at")
-    if not isinstance(at, (int, float)) or isinstance(at, bool) or not now - STALE_AFTER <= at <= now + 5.0:
-        return None
-    if not alive(status.get("pid")):
-        return None
-    if status.get("cluster") != cluster_tag(cluster_id):
-        return None
-    services = status.get("services")
-    if not isinstance(services, dict) or sorted(services) != sorted(endpoints):
-        return None
-    out = {}
-    for endpoint in endpoints:
-        entry = services.get(endpoint)
-        if not isinstance(entry, dict) or entry.get("connected") is not True:
-            return None
-        out[endpoint] = entry
-    return out
-
-
-def load_watcher(state_dir: str, cluster_id: str, endpoints: List[str], now: float) -> Optional[Dict[str, dict]]:
-    """current_watcher of the state directory's watch.json (None when missing or unreadable)."""
-    from .statefile import StateFileError, read_json
-    try:
-        status = read_json(watch_path(state_dir))
-    except (OSError, StateFileError, ValueError):
-        return None
-    return current_watcher(status, cluster_id, endpoints, now)
-
-
-class _Self:
-    """This node's own affiliate as the watcher saw it, in the shape stored_is_current reads (id, data, endpoints)."""
-
-    def __init__(self, node_id: str, entry) -> None:
-        self.id = node_id
-        self.data = b""
-        self.endpoints: List[bytes] = []
-        if isinstance(entry, dict):
-            try:
-                self.data = base64.b64decode(str(entry.get("data") or ""), validate=True)
-                self.endpoints = [base64.b64decode(str(e), validate=True) for e in list(entry.get("endpoints") or [])[:64]]
-            except (ValueError, TypeError):
-                self.data, self.endpoints = b"", []
-
-
-def self_listing(entry: dict, node_id: str) -> list:
-    """What the tick gives stored_is_current instead of a List: this node's own affiliate as the watcher last saw it
-    ([] when the service does not have it: the tick publishes again at once, as after a List without it)."""
-    own = entry.get("self") if isinstance(entry, dict) else None
-    return [_Self(node_id, own)] if isinstance(own, dict) and node_id else []
 
 
 class _ServiceWatch:
@@ -181,7 +112,6 @@ class _ServiceWatch:
 
     def _connect(self):
         """Hello on a new connection, following redirects as the agent does (at most MAX_REDIRECTS, never back)."""
-        from .discovery_agent import MAX_REDIRECTS, DiscoverySettingsError, service_target
         settings = self.settings
         client = self.owner.client_factory(settings)
         self.client = client
@@ -204,9 +134,7 @@ class _ServiceWatch:
         return client, asked[-1], hello
 
     def run(self) -> None:
-        from .discovery_affiliates import apply_watch_event
-        from .discovery_agent import MAX_AFFILIATES, MAX_REASON_CHARS, _errors
-        errors = _errors()
+        errors = service_errors()
         while not self.stop.is_set():
             error = ""
             try:
@@ -268,7 +196,6 @@ class Watcher:
 
     def __init__(self, state_dir: str, log: Callable[[str], None], now_fn: Callable[[], float] = time.time,
                  client_factory: Optional[Callable] = None, lock_timeout: float = LOCK_TIMEOUT):
-        from .discovery_agent import make_client
         self.state_dir = state_dir
         self.log = log
         self.now_fn = now_fn
@@ -281,8 +208,6 @@ class Watcher:
 
     def _config(self):
         """(cluster ID, settings, node ID) of the desired state when discovery is on, else None."""
-        from .discovery_agent import DiscoverySettingsError, normalize_settings
-        from .engine import load_state
         try:
             state = load_state(self.state_dir)
         except Exception as exc:  # pylint: disable=broad-except  # unreadable now: keep what runs, try again
@@ -299,7 +224,6 @@ class Watcher:
         return (state.get("cluster_id") or "", json.dumps(settings, sort_keys=True), node_id, settings)
 
     def reconfigure(self) -> None:
-        from .discovery_agent import service_settings
         config = self._config()
         key = config[:3] if config else None
         if key == (self.key_of[:3] if self.key_of else None):
@@ -324,7 +248,6 @@ class Watcher:
             w.thread.join(timeout=2.0)
 
     def heartbeat(self) -> None:
-        from .statefile import write_json
         config = self.key_of
         if config is None:
             status = {"version": WATCH_VERSION, "pid": os.getpid(), "at": self.now_fn(), "cluster": "", "services": {}}
@@ -340,10 +263,6 @@ class Watcher:
     def merge(self) -> bool:
         """Merge the services' views and apply, as the agent's sampling window does (DiscoveryRound.merge_views, the
         agent's peer updater and re-apply under the node lock). True when the peer set changed."""
-        from .agent import _discovery_poll_apply
-        from .discovery_agent import DiscoveryRound
-        from .discovery_crypto import key_from_secret
-        from .engine import load_state
         state = load_state(self.state_dir)
         if not state or state.get("disabled") or not (state.get("discovery") or {}).get("enabled"):
             return False
@@ -356,7 +275,7 @@ class Watcher:
                     views[ep] = list(w.current.values())
         if not views:
             return False
-        return _discovery_poll_apply(self.state_dir, state, lambda update: rnd.merge_views(views, update), self.log,
+        return discovery_poll_apply(self.state_dir, state, lambda update: rnd.merge_views(views, update), self.log,
                                      self.lock_timeout, "applied (discovery watch)")
 
     def run(self, stop: threading.Event) -> int:

@@ -218,7 +218,8 @@ def test_watcher_holds_one_stream_and_applies_joins_as_they_happen(tmp_path, ser
         # a node joins after the watcher connected: it becomes a peer from the stream, no tick involved
         run_round(tmp_path, "a", node_state(1, target), Clock(), logs)
         wait_for(lambda: [p["name"] for p in load_state(d).get("peers") or []] == ["n1"], "n1 became a peer")
-        assert any("peer set updated (added: n1" in line for line in logs)
+        # the updater logs right after it replaced the peers (outside the lock): wait for the line, do not race it
+        wait_for(lambda: any("peer set updated (added: n1" in line for line in list(logs)), "the peer set update logged")
         # this node publishes (the tick's job): the watcher records what the service holds for it
         run_round(tmp_path, "b2", node_state(2, target), Clock(), logs)
         wait_for(lambda: read_json(os.path.join(d, dw.WATCH_FILE))["services"][target].get("self") is not None, "own affiliate seen")
