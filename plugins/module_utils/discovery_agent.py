@@ -946,6 +946,7 @@ class DiscoveryRound:
             if not svc.reachable or svc.client is None:
                 continue
             harvested = svc.memory.setdefault("harvested", {})
+            refreshed = 0
             for node_id, endpoint in harvest_plan(statuses, peers, harvested, now, self.settings["ttl"], local_node):
                 try:
                     svc.client.update(self.state["cluster_id"], node_id, None, seal_endpoints(self.key, [endpoint]), ttl=self.settings["ttl"])
@@ -954,7 +955,11 @@ class DiscoveryRound:
                     break
                 if harvested.get(node_id, {}).get("endpoint") != endpoint:
                     self.log("discovery: published harvested endpoint %s for %s on %s" % (endpoint, node_id, svc.endpoint))
+                else:
+                    refreshed += 1
                 harvested[node_id] = {"endpoint": endpoint, "at": now}
+            if refreshed:  # one line per tick: every AffiliateUpdate of the node is in its journal with its reason
+                self.log("discovery: refreshed the harvested endpoints of %d peers on %s (TTL/2)" % (refreshed, svc.endpoint))
             for node_id in [n for n in harvested if n not in known]:
                 del harvested[node_id]
         if self.watcher:
