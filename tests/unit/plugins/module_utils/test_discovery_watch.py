@@ -344,3 +344,46 @@ def test_service_counts_requests_per_source_and_method(tmp_path):
     with pytest.raises(ds.LimitError):
         svc.hello(HelloRequest(cluster_id="c", client_version="t").encode(), "10.1.0.1")
     assert svc.requests.snapshot() == {"10.1.0.1": {"Hello": 2}}
+
+
+def test_every_harvest_publication_is_in_the_journal_with_its_reason(tmp_path, service):
+    """The discovery scenario's steady-state rate (molecule/discovery/rate.yml) tells TTL/2 refreshes from other
+    AffiliateUpdates by the node's journal: a harvested endpoint refreshed at TTL/2 is published again (as Talos's
+    refreshData does) and logged as a refresh; nothing is published or logged before TTL/2 when nothing changed."""
+    from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus
+    server, target = service
+    counts = server.service.requests
+    clock, logs = Clock(1000000.0), []
+    run_round(tmp_path, "a", node_state(1, target), clock, logs)
+    b = node_state(2, target)
+    b["discovery"]["harvest_extra_endpoints"] = True
+    d = str(tmp_path / "b")
+    os.makedirs(d)
+    key1 = aff(1)["public_key"]
+
+    def tick():
+        rnd = dag.DiscoveryRound(d, b, logs.append, clock, hostname="b")
+        try:
+            changed = []
+            rnd.sync(changed.append)
+            peers = changed[0] if changed else b["peers"]
+            b["peers"] = peers
+            rnd.harvest({key1: PeerStatus(state="up", endpoint="198.51.100.1:40000")}, peers)
+        finally:
+            rnd.close()
+
+    def updates():
+        return counts.snapshot()["127.0.0.1"].get("AffiliateUpdate", 0)
+
+    tick()
+    first = updates()
+    assert any("published harvested endpoint 198.51.100.1:40000 for Node1Id" in line for line in logs)
+    logs.clear()
+    clock.t += 60.0  # a minute later, nothing changed: no AffiliateUpdate, no line
+    tick()
+    assert updates() == first and not any("harvested" in line for line in logs), logs
+    clock.t += 1800 / 2.0  # TTL/2 since the harvest: published again (own affiliate and harvested endpoint), both logged
+    tick()
+    assert updates() == first + 2
+    assert sum("refreshed the harvested endpoints of 1 peers on %s (TTL/2)" % target in line for line in logs) == 1, logs
+    assert sum("published this node's affiliate (refresh (TTL/2)" in line for line in logs) == 1, logs
