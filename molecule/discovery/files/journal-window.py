@@ -15,7 +15,7 @@ def main(argv):
     since, until = int(float(argv[1])), int(float(argv[2])) + 1
     text = subprocess.run(["journalctl", "-u", "kubespan-agent", "-u", "kubespan-watch", "--since", "@%d" % since,
                            "--until", "@%d" % until, "-o", "short-unix", "--no-pager"],
-                          check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+                          check=True, stdout=subprocess.PIPE, text=True).stdout
     lines = [line for line in text.splitlines() if "discovery" in line and INTERESTING.search(line)]
     refreshes = sum(1 for line in lines if "published this node's affiliate (refresh (TTL/2)" in line)
     refreshes += sum(int(m.group(1)) for m in (re.search(r"refreshed the harvested endpoints of (\d+) peers", line) for line in lines) if m)
