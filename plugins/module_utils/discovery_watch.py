@@ -12,7 +12,7 @@ reconnects with exponential backoff and jitter. It never publishes: AffiliateUpd
 
 While it is alive and every service's stream is open (``watch.json`` in the state directory: a heartbeat every
 HEARTBEAT seconds, per service whether its stream has a snapshot), the agent's tick opens no Watch or List and says
-no Hello of its own (:func:`current_watcher`); when the watcher is dead, stale or disconnected from any service, the
+no Hello of its own (discovery_watchfile.current_watcher); when the watcher is dead, stale or disconnected from any service, the
 tick falls back to what it did before (fail safe).
 """
 
@@ -41,7 +41,7 @@ from .discovery_agent import (
     service_target,
 )
 from .discovery_crypto import key_from_secret
-from .discovery_watchfile import STALE_AFTER, WATCH_FILE, WATCH_VERSION, cluster_tag, current_watcher, load_watcher, self_listing, watch_path  # noqa: F401  # re-exported: the watcher's file and the tick's choice
+from .discovery_watchfile import WATCH_FILE, WATCH_VERSION, cluster_tag, watch_path
 from .engine import load_state
 from .statefile import write_json
 
@@ -276,7 +276,7 @@ class Watcher:
         if not views:
             return False
         return discovery_poll_apply(self.state_dir, state, lambda update: rnd.merge_views(views, update), self.log,
-                                     self.lock_timeout, "applied (discovery watch)")
+                                    self.lock_timeout, "applied (discovery watch)")
 
     def run(self, stop: threading.Event) -> int:
         self.log("discovery watch: started (pid %d)" % os.getpid())

@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.kubespan.mesh.plugins.module_utils import agent
 from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_agent as dag
 from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_watch as dw
+from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_watchfile as dwf
 from ansible_collections.kubespan.mesh.plugins.module_utils.engine import STATE_VERSION, load_state, state_path
 from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import read_json, write_json
 
@@ -80,8 +81,8 @@ def status(at=1000.0, pid=4242, cluster=CLUSTER, services=None):
 
 @pytest.mark.parametrize("why, doc, now, alive, current", [
     ("fresh, alive, every service connected", status(), 1000.0, True, True),
-    ("a heartbeat just within STALE_AFTER", status(at=1000.0 - dw.STALE_AFTER), 1000.0, True, True),
-    ("stale heartbeat: the watcher hangs or died", status(at=1000.0 - dw.STALE_AFTER - 1), 1000.0, True, False),
+    ("a heartbeat just within STALE_AFTER", status(at=1000.0 - dwf.STALE_AFTER), 1000.0, True, True),
+    ("stale heartbeat: the watcher hangs or died", status(at=1000.0 - dwf.STALE_AFTER - 1), 1000.0, True, False),
     ("a heartbeat from the future (clock went back)", status(at=1010.0), 1000.0, True, False),
     ("its process is gone", status(), 1000.0, False, False),
     ("another cluster", status(cluster="other"), 1000.0, True, False),
@@ -93,7 +94,7 @@ def status(at=1000.0, pid=4242, cluster=CLUSTER, services=None):
     ("another version", dict(status(), version=99), 1000.0, True, False),
 ])
 def test_staleness_decision(why, doc, now, alive, current):
-    got = dw.current_watcher(doc, CLUSTER, EPS, now, alive=lambda _pid: alive)
+    got = dwf.current_watcher(doc, CLUSTER, EPS, now, alive=lambda _pid: alive)
     assert (got is not None) == current, why
     if current:
         assert sorted(got) == sorted(EPS)
@@ -105,10 +106,10 @@ def test_the_cluster_id_is_not_written_in_clear():
 
 def test_self_listing_feeds_stored_is_current():
     entry = {"self": {"data": "AAEC", "endpoints": ["AwQ="]}}
-    [own] = dw.self_listing(entry, "Node1Id")
+    [own] = dwf.self_listing(entry, "Node1Id")
     assert (own.id, own.data, own.endpoints) == ("Node1Id", b"\x00\x01\x02", [b"\x03\x04"])
-    assert dw.self_listing({"self": None}, "Node1Id") == []  # the service does not have it: publish again
-    [bad] = dw.self_listing({"self": {"data": "!!", "endpoints": []}}, "Node1Id")
+    assert dwf.self_listing({"self": None}, "Node1Id") == []  # the service does not have it: publish again
+    [bad] = dwf.self_listing({"self": {"data": "!!", "endpoints": []}}, "Node1Id")
     assert bad.data == b""  # junk on disk: not current, so published again (never trusted)
 
 
@@ -181,7 +182,7 @@ def test_tick_falls_back_when_the_watcher_is_stale_or_disconnected(tmp_path, ser
     os.makedirs(d)
     state = node_state(2, target)
     write_json(state_path(d), state)
-    for why, kwargs in (("stale", dict(at=time.time() - dw.STALE_AFTER - 5)), ("disconnected", dict(connected=False))):
+    for why, kwargs in (("stale", dict(at=time.time() - dwf.STALE_AFTER - 5)), ("disconnected", dict(connected=False))):
         write_watcher(d, target, **kwargs)
         factory = CountingFactory()
         rnd, new_state = agent._discovery_sync(d, load_state(d), logs.append, time.time, lock_timeout=5, client_factory=factory)
@@ -213,7 +214,7 @@ def test_watcher_holds_one_stream_and_applies_joins_as_they_happen(tmp_path, ser
     counts = server.service.requests
     thread.start()
     try:
-        wait_for(lambda: dw.load_watcher(d, CLUSTER, [target], time.time()) is not None, "the watcher connected")
+        wait_for(lambda: dwf.load_watcher(d, CLUSTER, [target], time.time()) is not None, "the watcher connected")
         assert counts.snapshot() == {"127.0.0.1": {"Hello": 1, "Watch": 1}}
         # a node joins after the watcher connected: it becomes a peer from the stream, no tick involved
         run_round(tmp_path, "a", node_state(1, target), Clock(), logs)
@@ -248,14 +249,14 @@ def test_watcher_reconnects_with_backoff_after_the_service_went_away(tmp_path, m
     thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        wait_for(lambda: dw.load_watcher(d, CLUSTER, [target], time.time()) is not None, "connected")
+        wait_for(lambda: dwf.load_watcher(d, CLUSTER, [target], time.time()) is not None, "connected")
         server.stop(grace=0)
-        wait_for(lambda: dw.load_watcher(d, CLUSTER, [target], time.time()) is None, "disconnect seen by the tick")
+        wait_for(lambda: dwf.load_watcher(d, CLUSTER, [target], time.time()) is None, "disconnect seen by the tick")
         assert any("reconnecting in" in line for line in logs)
         server2 = dg.DiscoveryServer(svc, listen=target, max_workers=8, logger=logging.getLogger("test"))
         server2.start()
         try:
-            wait_for(lambda: dw.load_watcher(d, CLUSTER, [target], time.time()) is not None, "connected again")
+            wait_for(lambda: dwf.load_watcher(d, CLUSTER, [target], time.time()) is not None, "connected again")
             assert any("connected again" in line for line in logs)
         finally:
             stop.set()
