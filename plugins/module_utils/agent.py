@@ -15,6 +15,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .discovery_watchfile import load_watcher
 from .engine import ReconcileError, load_state, open_device, reapply_from_state, refresh_address, replace_state_peers, settings_from_state
 from .peerstatus import (
     STATE_UP,
@@ -170,6 +171,13 @@ def _peer_updater(state_dir: str, state: dict, log: Callable[[str], None], lock_
     return update
 
 
+def tick_watcher(state_dir: str, state: dict, now: float, endpoints: List[str]):
+    """The tick's choice (discovery_watch.current_watcher): the resident watcher's entries when it is alive, current and
+    connected to every configured service (then the tick opens no Watch or List and says no Hello), else None (the
+    tick's own Hello, Watch and List, as without a watcher: fail safe)."""
+    return load_watcher(state_dir, str(state.get("cluster_id") or ""), endpoints, now)
+
+
 def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now_fn, lock_timeout: float, client_factory=None,
                     watch_seconds: float = 0.0):
     """The discovery part of a tick (discovery_agent): returns (DiscoveryRound or None, the desired state to use).
@@ -177,9 +185,11 @@ def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now
 
     Nothing here can end the tick: an unreachable service, bad settings or a bug is logged and the tick goes on
     with the peers it had."""
-    from .discovery_agent import DiscoveryRound, DiscoverySettingsError, make_client
+    from .discovery_agent import DiscoveryRound, DiscoverySettingsError, make_client, normalize_settings
     try:
-        disc = DiscoveryRound(state_dir, state, log, now_fn, client_factory=client_factory or make_client, watch_seconds=watch_seconds)
+        watcher = tick_watcher(state_dir, state, now_fn(), normalize_settings(state.get("discovery"))["endpoints"])
+        disc = DiscoveryRound(state_dir, state, log, now_fn, client_factory=client_factory or make_client, watch_seconds=watch_seconds,
+                              watcher=watcher)
     except DiscoverySettingsError as exc:
         log("discovery skipped: %s" % exc)
         return None, state
@@ -202,20 +212,28 @@ def _discovery_poll(state_dir: str, state: dict, disc, log: Callable[[str], None
     """Apply the affiliates the Watch streams brought (new, changed, gone) within the sampling window: the new peer set
     goes into the desired state and onto the device at once (a node joins within seconds, not at the next tick).
     Returns the peers to sample with. Never ends the tick."""
+    current = discovery_poll_apply(state_dir, state, disc.poll, log, lock_timeout, "applied (watch)")
+    return current.get("peers", peers) if isinstance(current, dict) else peers
+
+
+def discovery_poll_apply(state_dir: str, state: dict, merge, log: Callable[[str], None], lock_timeout: float, prefix: str):
+    """``merge(update_peers)`` (DiscoveryRound.poll, or merge_views for the resident watcher, discovery_watch.py); when the
+    peer set changed, re-apply the desired state under the node lock. Returns the desired state then in force, or None
+    when nothing changed or it failed (logged; never raises)."""
     try:
-        if not disc.poll(_peer_updater(state_dir, state, log, lock_timeout)):
-            return peers
+        if not merge(_peer_updater(state_dir, state, log, lock_timeout)):
+            return None
         with state_lock(state_dir, timeout=lock_timeout):
             res = reapply_from_state(state_dir)
             current = load_state(state_dir) or {}
         for change in res.changes:
-            log("applied (watch): %s" % change)
-        return current.get("peers", peers)
+            log("%s: %s" % (prefix, change))
+        return current
     except LockBusy as exc:
         log("discovery: watched changes not applied now: %s" % exc)
     except Exception as exc:  # pylint: disable=broad-except  # discovery must never stop the agent's repairs
         log("discovery: watched changes not applied (%s: %s)" % (type(exc).__name__, exc))
-    return peers
+    return None
 
 
 def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep_fn=time.sleep,

@@ -30,6 +30,9 @@ from .systemd import systemctl
 AGENT_SERVICE = "kubespan-agent.service"
 AGENT_TIMER = "kubespan-agent.timer"
 FAILCLOSED_SERVICE = "kubespan-failclosed.service"
+WATCH_SERVICE = "kubespan-watch.service"  # the resident discovery watcher (discovery_watch.py), only with discovery on
+WATCH_MEMORY_MAX = "256M"
+WATCH_TASKS_MAX = 32
 # Resource bounds of the units (generous: they stop a runaway process, not normal work). An agent tick needs
 # about 40 MB and well under a minute (its peer watch is about 20 s); TimeoutStartSec ends a hung one, so the
 # timer's next tick can start.
@@ -199,6 +202,25 @@ def _networkd_dropin() -> str:
                       "ManageForeignRoutingPolicyRules=no", "ManageForeignRoutes=no"]) + "\n"
 
 
+def _watch_service(o: AgentOptions) -> str:
+    """The resident discovery watcher (docs/discovery.md, "Requests per node per minute"): one Hello and one Watch
+    stream per discovery service and connection, peers applied as they change; the sandbox of the agent's tick (it
+    applies through the same code), and a restart after a crash (its own reconnections back off with jitter)."""
+    return "\n".join([HEADER, "[Unit]",
+                      "Description=KubeSpan discovery watcher: one Watch stream per discovery service, peers applied as they change",
+                      "After=network.target %s %s" % (WIREGUARD_GO_UNIT, FAILCLOSED_SERVICE), "StartLimitIntervalSec=0", "",
+                      "[Service]", "Type=simple", "ExecStart=%s watch" % o.command_path,
+                      "Restart=always", "RestartSec=10", "TimeoutStartSec=30", "TimeoutStopSec=15",
+                      "# Bounds: one Python process with a gRPC channel per service (docs/discovery.md has its RSS).",
+                      "MemoryMax=%s" % WATCH_MEMORY_MAX, "TasksMax=%d" % WATCH_TASKS_MAX, "",
+                      "# Least privilege: as the agent's tick (it merges and applies through the same code): CAP_NET_ADMIN,",
+                      "# netlink, unix and IP sockets (gRPC to %s), its state directory only." % (o.discovery_endpoint or "").replace("\n", " "),
+                      "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_NET_ADMIN", "AmbientCapabilities=",
+                      "ProtectSystem=strict", "ReadWritePaths=%s" % o.state_dir] + SANDBOX
+                     + ["RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6", "UMask=0077", "",
+                        "[Install]", "WantedBy=multi-user.target"]) + "\n"
+
+
 def _command(o: AgentOptions) -> str:
     return "\n".join([
         "#!/usr/bin/python3", HEADER,
@@ -224,7 +246,7 @@ def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
         (unit + AGENT_TIMER, _agent_timer(o).encode(), 0o644),
         (unit + FAILCLOSED_SERVICE, _failclosed_service(o).encode(), 0o644),
         (networkd_dropin_path(o), _networkd_dropin().encode(), 0o644),
-    ]
+    ] + ([(unit + WATCH_SERVICE, _watch_service(o).encode(), 0o644)] if o.discovery_endpoint is not None else [])
 
 
 def _current(path: str) -> Tuple[Optional[bytes], Optional[int]]:
@@ -276,6 +298,19 @@ def install(o: AgentOptions, check_mode: bool, run: Callable = None) -> InstallR
                 except OSError as exc:
                     raise StateFileError("cannot create %s: %s" % (directory, exc.strerror or exc))
             atomic_write(path, data, mode)
+    watch_unit = o.unit_dir + "/" + WATCH_SERVICE
+    if o.discovery_endpoint is None and os.path.lexists(watch_unit):
+        # discovery off: the resident watcher goes (stopped and disabled first, while systemd still has its file)
+        old, _mode = _current(watch_unit)
+        changes.append("remove %s" % watch_unit)
+        diffs.append(dict(before_header=watch_unit, after_header=watch_unit, before=_diff_text(watch_unit, old), after=""))
+        units_changed = True
+        if not check_mode:
+            _check(run("disable", "--now", WATCH_SERVICE), "systemctl disable --now %s" % WATCH_SERVICE)
+            try:
+                os.unlink(watch_unit)
+            except OSError as exc:
+                raise StateFileError("cannot remove %s: %s" % (watch_unit, exc.strerror or exc))
     if units_changed and not check_mode:
         _check(run("daemon-reload"), "systemctl daemon-reload")
     return InstallResult(changes, diffs, units_changed)
@@ -296,9 +331,12 @@ def parse_show(text: str) -> Dict[str, Dict[str, str]]:
     return units
 
 
-def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple[str, ...]]:
+def plan_units(states: Dict[str, Dict[str, str]], userspace: bool, watcher: bool = False,
+               restart_watcher: bool = False) -> List[Tuple[str, ...]]:
     """The systemctl calls that bring the units to the wanted state: wireguard-go enabled at boot exactly when the
-    userspace data path is in use, the agent timer enabled and running."""
+    userspace data path is in use, the agent timer enabled and running; with ``watcher`` (discovery on) the resident
+    watcher enabled and running, restarted when ``restart_watcher`` (its code or unit changed). Discovery off:
+    install() removed the watcher."""
     calls: List[Tuple[str, ...]] = []
     wg = states.get(WIREGUARD_GO_UNIT, {}).get("UnitFileState", "")
     if userspace and wg != "enabled":
@@ -310,16 +348,23 @@ def plan_units(states: Dict[str, Dict[str, str]], userspace: bool) -> List[Tuple
     timer = states.get(AGENT_TIMER, {})
     if timer.get("UnitFileState", "") != "enabled" or timer.get("ActiveState", "") != "active":
         calls.append(("enable", "--now", AGENT_TIMER))
+    if watcher:
+        watch = states.get(WATCH_SERVICE, {})
+        if watch.get("UnitFileState", "") != "enabled" or watch.get("ActiveState", "") != "active":
+            calls.append(("enable", "--now", WATCH_SERVICE))
+        elif restart_watcher:
+            calls.append(("restart", WATCH_SERVICE))
     return calls
 
 
-def enable_units(userspace: bool, check_mode: bool, run: Callable = None) -> List[str]:
+def enable_units(userspace: bool, check_mode: bool, run: Callable = None, watcher: bool = False,
+                 restart_watcher: bool = False) -> List[str]:
     """Bring the units' enablement and the timer to the wanted state; returns the changes made (or to make)."""
     run = run or systemctl
     res = run("show", "-p", "Id", "-p", "UnitFileState", "-p", "ActiveState", WIREGUARD_GO_UNIT, AGENT_TIMER,
-              FAILCLOSED_SERVICE)
+              FAILCLOSED_SERVICE, *([WATCH_SERVICE] if watcher else []))
     _check(res, "systemctl show")
-    calls = plan_units(parse_show(res.stdout), userspace)
+    calls = plan_units(parse_show(res.stdout), userspace, watcher, restart_watcher)
     changes = []
     for call in calls:
         changes.append("systemctl " + " ".join(call))

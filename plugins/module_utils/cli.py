@@ -157,6 +157,8 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
     p_agent.add_argument("--sample-interval", type=float, default=StatusSettings.sample_interval,
                          help="seconds between samples (default %(default)s)")
     p_agent.add_argument("--metrics-file", help="Prometheus textfile output (default <state dir>/metrics.prom)")
+    sub.add_parser("watch", help="the resident discovery watcher (kubespan-watch.service): one Watch stream per discovery "
+                                 "service, peers applied as they change; the agent's tick then lists nothing itself")
     sub.add_parser("discovery-serve", help="run the discovery service (options: kubespan discovery-serve --help)", add_help=False)
     sub.add_parser("failclosed", help="at boot, before the network: add the rules, nftables marks and unreachable routes that keep "
                                       "mesh traffic off the underlay, from the desired state (no network access)")
@@ -188,6 +190,9 @@ def main(argv=None, state_dir: str = DEFAULT_STATE_DIR, out=None) -> int:
                 return 0
             settings = StatusSettings(watch_seconds=args.watch_seconds, sample_interval=args.sample_interval)
             return run_tick(args.state_dir, log, lock_timeout=args.lock_timeout, status_settings=settings, metrics_file=args.metrics_file)
+        if args.command == "watch":
+            from .discovery_watch import main as watch_main
+            return watch_main(args.state_dir, log)
         if args.command == "failclosed":  # other spellings than _failclosed's (same work, the agent imported)
             from .failclosed import restore
             restore(args.state_dir, log)

@@ -30,6 +30,7 @@ import threading
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
+from .discovery_watchfile import self_listing
 from .endpoints import endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from .errors import KubeSpanError
 from .netlink import host_never_routed
@@ -411,6 +412,21 @@ def save_memory(state_dir: str, memory: dict) -> None:
     write_json(discovery_path(state_dir), memory)
 
 
+def keep_merged(state_dir: str, memory: dict) -> None:
+    """Take the merge results (affiliates, reasons, each service's found) from discovery.json as it is now into
+    ``memory``: the resident watcher wrote them since this tick read it, and the tick did not merge."""
+    disk, problem = load_memory(state_dir)
+    if problem:
+        return
+    for key in ("affiliates", "reasons", "found"):
+        if key in disk:
+            memory[key] = disk[key]
+    for endpoint, entry in (disk.get("services") or {}).items():
+        mine = (memory.get("services") or {}).get(endpoint)
+        if isinstance(entry, dict) and isinstance(mine, dict) and "found" in entry:
+            mine["found"] = entry["found"]
+
+
 def last_discovered(state_dir: str) -> List[dict]:
     """The affiliates the agent discovered last (for a playbook run's merge); [] when none or unreadable."""
     memory, _problem = load_memory(state_dir)
@@ -447,6 +463,11 @@ def _errors():
     from .discovery_crypto import DiscoveryCryptoError
     from .discovery_grpc import DiscoveryRPCError
     return (DiscoveryRPCError, DiscoveryCryptoError, OSError, ValueError)
+
+
+def service_errors():
+    """The errors a discovery service's call may raise (transport, crypto, OS, bad data): logged, never fatal."""
+    return _errors()
 
 
 def delete_affiliate(settings: dict, cluster_id: str, node_id: str, client_factory: Callable = make_client) -> Optional[str]:
@@ -600,6 +621,17 @@ class _Service:
         self.memory["hello_at"] = now
         return hello
 
+    def adopt(self, entry: dict):
+        """Use the resident watcher's connection facts instead of a Hello: the service it reached (after redirects) and
+        the address that service sees. Returns a Hello-like result (no request is made here)."""
+        from .discovery_grpc import HelloResult
+        target = str(entry.get("endpoint") or self.configured)
+        self.endpoint = target
+        self.client = self.rnd.client_factory(dict(self.settings, endpoint=target, server_name="")
+                                              if target != self.configured else self.settings)
+        client_ip = entry.get("client_ip")
+        return HelloResult(client_ip if isinstance(client_ip, str) else None, None)
+
     def snapshot(self, cluster_id: str, hold: float) -> List:
         """The cluster's affiliates: the first event of a Watch stream held for ``hold`` seconds (0: List only), read by a
         thread that keeps ``current`` up to date and wakes the round on each change. List is the fallback when the
@@ -675,8 +707,10 @@ class DiscoveryRound:
     """
 
     def __init__(self, state_dir: str, state: dict, log: Callable[[str], None], now_fn: Callable[[], float],
-                 client_factory: Callable = make_client, hostname: Optional[str] = None, watch_seconds: float = 0.0):
+                 client_factory: Callable = make_client, hostname: Optional[str] = None, watch_seconds: float = 0.0,
+                 watcher: Optional[Dict[str, dict]] = None):
         self.state_dir = state_dir
+        self.watcher = watcher  # the resident watcher's entries when it is current (discovery_watch.current_watcher)
         self.state = state
         self.log = log
         self.now_fn = now_fn
@@ -742,10 +776,20 @@ class DiscoveryRound:
             save_memory(self.state_dir, self.memory)
             return False
         list_reasons: List[str] = []
+        mode = "watcher" if self.watcher else "own"
+        if mode != self.memory.get("tick_mode"):
+            self.log("discovery: %s" % ("the resident watcher (kubespan-watch) holds every service's stream: this tick opens no "
+                                        "Watch or List and says no Hello" if self.watcher else
+                                        "no current resident watcher: this tick says Hello when due and opens its own Watch or List"))
+        self.memory["tick_mode"] = mode
         for svc in self.services:
             try:
-                hello = svc.connect(cluster_id, now)
-                listed = svc.snapshot(cluster_id, self.watch_seconds)
+                if self.watcher:
+                    hello = svc.adopt(self.watcher[svc.configured])
+                    listed = self_listing(self.watcher[svc.configured], node_id)
+                else:
+                    hello = svc.connect(cluster_id, now)
+                    listed = svc.snapshot(cluster_id, self.watch_seconds)
             except errors as exc:
                 svc.warn_unreachable(exc)
                 continue
@@ -778,7 +822,25 @@ class DiscoveryRound:
             self.log("discovery: this node's own affiliate is not in the desired state: re-run the playbook to publish it")
         self.reachable = True
         self.memory["last_success"] = now
+        if self.watcher:
+            # the watcher merges and applies on every event: the tick keeps the affiliates it merged last
+            keep_merged(self.state_dir, self.memory)
+            save_memory(self.state_dir, self.memory)
+            return False
         return self._merge(update_peers, list_reasons)
+
+    def merge_views(self, views: Dict[str, List], update_peers: Callable[[List[dict]], None]) -> bool:
+        """Merge what the resident watcher's streams hold (configured endpoint -> ServerAffiliates, each bounded by
+        MAX_AFFILIATES), exactly as poll() merges the sampling window's streams; a service without a view stands in
+        with what it listed last (several services). Returns True when the peer set changed (update_peers called)."""
+        for svc in self.services:
+            if svc.configured in views:
+                svc.listed = list(views[svc.configured])[:MAX_AFFILIATES]
+                svc.reachable = True
+        if not any(svc.reachable for svc in self.services):
+            return False
+        self.reachable = True
+        return self._merge(update_peers, [])
 
     def poll(self, update_peers: Callable[[List[dict]], None]) -> bool:
         """Apply what the Watch streams brought since the last merge (new, changed or deleted affiliates). Returns True
@@ -885,6 +947,7 @@ class DiscoveryRound:
             if not svc.reachable or svc.client is None:
                 continue
             harvested = svc.memory.setdefault("harvested", {})
+            refreshed = 0
             for node_id, endpoint in harvest_plan(statuses, peers, harvested, now, self.settings["ttl"], local_node):
                 try:
                     svc.client.update(self.state["cluster_id"], node_id, None, seal_endpoints(self.key, [endpoint]), ttl=self.settings["ttl"])
@@ -893,7 +956,13 @@ class DiscoveryRound:
                     break
                 if harvested.get(node_id, {}).get("endpoint") != endpoint:
                     self.log("discovery: published harvested endpoint %s for %s on %s" % (endpoint, node_id, svc.endpoint))
+                else:
+                    refreshed += 1
                 harvested[node_id] = {"endpoint": endpoint, "at": now}
+            if refreshed:  # one line per tick: every AffiliateUpdate of the node is in its journal with its reason
+                self.log("discovery: refreshed the harvested endpoints of %d peers on %s (TTL/2)" % (refreshed, svc.endpoint))
             for node_id in [n for n in harvested if n not in known]:
                 del harvested[node_id]
+        if self.watcher:
+            keep_merged(self.state_dir, self.memory)
         save_memory(self.state_dir, self.memory)

@@ -20,6 +20,7 @@ import threading
 from typing import List, Optional
 
 from .discovery_server import AFFILIATES_MAX, MEMORY_MAX, RATE_BURST, RATE_PER_SECOND, DiscoveryService, DiscoveryState, RateLimiter
+from .statefile import StateFileError
 
 
 def _read(path: str, what: str) -> bytes:
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="estimated MiB of affiliates stored in all clusters together (default %d)" % (MEMORY_MAX >> 20))
     serve.add_argument("--redirect", default="", help="tell clients to use this endpoint instead (Hello redirect)")
     serve.add_argument("--no-client-ip", action="store_true", help="do not report the client's address in Hello")
+    serve.add_argument("--stats-file", help="write the requests received per client address and method to this file "
+                       "(JSON, mode 0600, at most once a second when they changed; for tests and capacity planning)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -97,6 +100,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.stdout.write("listening on port %d\n" % server.port)
     sys.stdout.flush()
     while not stop.wait(1.0):
-        pass
+        if args.stats_file:
+            try:
+                service.requests.save(args.stats_file)
+            except StateFileError as exc:
+                logging.getLogger("kubespan.discovery").error("%s", exc)
     server.stop()
     return 0

@@ -543,6 +543,47 @@ def client_ip_bytes(ip: Optional[str]) -> bytes:
     return addr.packed
 
 
+REQUEST_SOURCES_MAX = 4096  # client addresses counted one by one; the rest are counted under "other"
+REQUEST_METHODS = ("Hello", "AffiliateUpdate", "AffiliateDelete", "List", "Watch")
+
+
+class RequestCounter:
+    """Requests received per client address and method since the service started (refused ones too): what the
+    ``--stats-file`` option writes, so that a test (molecule/discovery) can count each node's requests over a window.
+    Bounded: at most ``max_sources`` addresses, the rest under "other"."""
+
+    def __init__(self, max_sources: int = REQUEST_SOURCES_MAX):
+        self.max_sources = max(1, int(max_sources))
+        self._counts: Dict[str, Dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self._version = 0
+        self._saved = -1
+
+    def count(self, ip: Optional[str], method: str) -> None:
+        key = str(ip) if ip else "unknown"
+        with self._lock:
+            if key not in self._counts and len(self._counts) >= self.max_sources:
+                key = "other"
+            per = self._counts.setdefault(key, {})
+            per[method] = per.get(method, 0) + 1
+            self._version += 1
+
+    def snapshot(self) -> Dict[str, Dict[str, int]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._counts.items()}
+
+    def save(self, path: str, clock: Callable[[], float] = time.time) -> bool:
+        """Write the counts (JSON, atomically, 0600) when they changed since the last save; True when written."""
+        with self._lock:
+            version = self._version
+            counts = {k: dict(v) for k, v in self._counts.items()}
+        if version == self._saved:
+            return False
+        atomic_write(path, json.dumps({"at": clock(), "requests": counts}, sort_keys=True).encode("utf-8"), 0o600)
+        self._saved = version
+        return True
+
+
 class DiscoveryService:
     """The service's requests as bytes in, bytes out: decoding, rate limit, limits, state. No transport.
 
@@ -557,8 +598,11 @@ class DiscoveryService:
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.redirect = redirect
         self.report_client_ip = report_client_ip
+        self.requests = RequestCounter()
 
-    def _admit(self, ip: Optional[str]) -> None:
+    def _admit(self, ip: Optional[str], method: str = "") -> None:
+        if method:
+            self.requests.count(ip, method)
         source = source_key(ip)
         if source and not self.limiter.allow(source):
             raise LimitError(RESOURCE_EXHAUSTED, "rate limit: more than %g requests/s (burst %d) from %s"
@@ -572,7 +616,7 @@ class DiscoveryService:
             raise _invalid("malformed %s: %s" % (message_class.__name__, exc))
 
     def hello(self, request: bytes, ip: Optional[str] = None) -> bytes:
-        self._admit(ip)
+        self._admit(ip, "Hello")
         req = self._decode(HelloRequest, request)
         validate_cluster_id(req.cluster_id)
         resp = HelloResponse(client_ip=client_ip_bytes(ip) if self.report_client_ip else b"")
@@ -581,7 +625,7 @@ class DiscoveryService:
         return resp.encode()
 
     def affiliate_update(self, request: bytes, ip: Optional[str] = None) -> bytes:
-        self._admit(ip)
+        self._admit(ip, "AffiliateUpdate")
         req = self._decode(AffiliateUpdateRequest, request)
         if req.ttl is None:
             validate_cluster_id(req.cluster_id)
@@ -591,19 +635,19 @@ class DiscoveryService:
         return AffiliateUpdateResponse().encode()
 
     def affiliate_delete(self, request: bytes, ip: Optional[str] = None) -> bytes:
-        self._admit(ip)
+        self._admit(ip, "AffiliateDelete")
         req = self._decode(AffiliateDeleteRequest, request)
         self.state.delete(req.cluster_id, req.affiliate_id)
         return AffiliateDeleteResponse().encode()
 
     def list(self, request: bytes, ip: Optional[str] = None) -> bytes:
-        self._admit(ip)
+        self._admit(ip, "List")
         req = self._decode(ListRequest, request)
         return ListResponse(affiliates=self.state.list(req.cluster_id)).encode()
 
     def watch(self, request: bytes, ip: Optional[str] = None) -> Subscription:
         """Subscribe; send :meth:`snapshot_bytes` first, then :meth:`event_bytes` of each ``get()``; close() at the end."""
-        self._admit(ip)
+        self._admit(ip, "Watch")
         req = self._decode(WatchRequest, request)
         return self.state.subscribe(req.cluster_id)
 

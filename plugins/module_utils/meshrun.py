@@ -200,7 +200,8 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
         diffs.append(dict(before=res.before, after=res.after,
                           before_header="%s (before)" % settings.interface, after_header="%s (after)" % settings.interface))
     if agent is not None:
-        out["agent_changes"] = agent.changes + enable_units(res.implementation == "userspace", check_mode)
+        out["agent_changes"] = agent.changes + enable_units(res.implementation == "userspace", check_mode,
+                                                            watcher=bool(discovery["enabled"]), restart_watcher=bool(agent.changes))
         out["changed"] = out["changed"] or bool(out["agent_changes"])
         diffs.extend(agent.diffs)
     if diff and diffs:

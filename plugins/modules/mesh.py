@@ -319,6 +319,8 @@ options:
         and C(kubespan-agent.timer). Only files whose content or mode differ are written (atomically), and
         systemd is reloaded only when a unit changed. After the reconcile, C(kubespan-wireguard-go.service)
         is enabled at boot exactly when the userspace data path is in use, and the timer is enabled and started.
+      - With discovery on, also C(kubespan-watch.service), the resident discovery watcher (enabled, started,
+        restarted when the agent's files changed); with discovery off it is stopped, disabled and removed.
       - Omit to leave the agent alone (for example an ad hoc call of this module).
     type: dict
     suboptions:

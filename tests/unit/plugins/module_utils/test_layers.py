@@ -28,9 +28,9 @@ LAYERS: List[Tuple[str, Set[str]]] = [
               "discovery_crypto", "discovery_affiliates", "listing"}),
     ("host", {"statefile", "rtnl", "netlink", "nft", "hostfw", "systemd", "wg_kernel", "wg_uapi", "identity",
               "requirements", "bundle"}),
-    ("discovery", {"discovery_server", "discovery_grpc", "discovery_agent", "discovery_cli"}),
+    ("discovery", {"discovery_server", "discovery_grpc", "discovery_agent", "discovery_cli", "discovery_watchfile"}),
     ("reconcile", {"engine"}),
-    ("agent", {"agentfiles", "failclosed", "agent", "cli"}),
+    ("agent", {"agentfiles", "failclosed", "agent", "discovery_watch", "cli"}),
     ("modules", {"common", "meshrun"}),
 ]
 
@@ -50,6 +50,7 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("agent", "discovery_agent"): "a tick imports the discovery client only when discovery is on (tick start-up cost)",
     ("cli", "discovery_agent"): "only `kubespan get affiliates` reads the discovery memory",
     ("cli", "discovery_cli"): "only the `discovery` sub-command runs the service",
+    ("cli", "discovery_watch"): "only the `watch` sub-command (kubespan-watch.service) runs the resident watcher",
     ("cli", "failclosed"): "only the boot unit runs `failclosed`: it must start fast under emulated CPUs",
     ("discovery_agent", "discovery_grpc"): "the gRPC transport (HTTP/2, sockets, threads) only when a service is called",
     ("discovery_agent", "discovery_crypto"): "the `cryptography` package only when affiliates are sealed or opened",

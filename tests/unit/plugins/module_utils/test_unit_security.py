@@ -106,6 +106,7 @@ def test_discovery_service_variants():
 def all_service_units():
     units = {name: text for name, text in node_units().items() if name.endswith(".service")}
     units[DISCOVERY_UNIT] = discovery_unit()
+    units[agentfiles.WATCH_SERVICE] = node_units(discovery_endpoint="10.0.0.5:3000")[agentfiles.WATCH_SERVICE]  # discovery on only
     return units
 
 
