@@ -2,18 +2,21 @@
 # SPDX-License-Identifier: Apache-2.0
 """The layer order of plugins/module_utils, declared once here and enforced (docs/architecture.md, "Layers").
 
+Each layer is a subpackage of module_utils of the same name (plugins/module_utils/<layer>/<file>.py, with an
+empty ``__init__.py``); LAYERS places every file, and a file must sit in the folder of its layer (none flat,
+no other folder). scripts/dev/layers-move.py reads LAYERS to move files there and rewrite their references.
 A file may import files of its own layer and of lower layers, never of a higher one; the files form no
-import cycle; no file imports another file's private (``_name``) names, by ``from .x import _y`` or by
-``x._y``; an import inside a function is either of the standard library or a third-party package (lazy for
-start-up cost, each listed in THIRD_PARTY_LAZY with its reason) or of a project file listed in LAZY with its
-reason. Every file of module_utils is placed in exactly one layer, so a new file must be placed to pass.
+import cycle; no file imports another file's private (``_name``) names, by ``from ..x.y import _z`` or by
+``y._z``; an import inside a function is either of the standard library or a third-party package (lazy for
+start-up cost) or of a project file listed in LAZY with its reason. Every file of module_utils is placed in
+exactly one layer, so a new file must be placed to pass.
 """
 
 from __future__ import annotations
 
 import ast
 import os
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
@@ -49,8 +52,8 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("discovery_cli", "discovery_grpc"): "the gRPC server only when the service starts (not for --help or a config error)",
     ("agent", "discovery_agent"): "a tick imports the discovery client only when discovery is on (tick start-up cost)",
     ("cli", "discovery_agent"): "only `kubespan get affiliates` reads the discovery memory",
-    ("cli", "discovery_cli"): "only the `discovery` sub-command runs the service",
     ("cli", "discovery_watch"): "only the `watch` sub-command (kubespan-watch.service) runs the resident watcher",
+    ("cli", "discovery_cli"): "only the `discovery` sub-command runs the service",
     ("cli", "failclosed"): "only the boot unit runs `failclosed`: it must start fast under emulated CPUs",
     ("discovery_agent", "discovery_grpc"): "the gRPC transport (HTTP/2, sockets, threads) only when a service is called",
     ("discovery_agent", "discovery_crypto"): "the `cryptography` package only when affiliates are sealed or opened",
@@ -73,13 +76,19 @@ LAZY: Dict[Tuple[str, str], str] = {
 }
 
 
-def _files() -> Dict[str, ast.Module]:
-    out = {}
-    for name in sorted(os.listdir(MODULE_UTILS)):
-        if name.endswith(".py") and name != "__init__.py":
-            with open(os.path.join(MODULE_UTILS, name), encoding="utf-8") as handle:
-                out[name[:-3]] = ast.parse(handle.read(), name)
-    return out
+def _files() -> Tuple[Dict[str, ast.Module], Dict[str, str]]:
+    """(file stem -> its parsed source, file stem -> the folder it sits in below module_utils, "" when flat)."""
+    files: Dict[str, ast.Module] = {}
+    where: Dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(MODULE_UTILS):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        folder = os.path.relpath(dirpath, MODULE_UTILS)
+        for name in sorted(filenames):
+            if name.endswith(".py") and name != "__init__.py":
+                with open(os.path.join(dirpath, name), encoding="utf-8") as handle:
+                    files[name[:-3]] = ast.parse(handle.read(), name)
+                where[name[:-3]] = "" if folder == "." else folder
+    return files, where
 
 
 def _layer_of() -> Dict[str, int]:
@@ -91,57 +100,80 @@ def _layer_of() -> Dict[str, int]:
     return out
 
 
-def project_imports(tree: ast.Module, names: Set[str]) -> List[Tuple[str, List[str], bool, int]]:
-    """(imported file, imported names, inside a function, line) of every relative import of a project file."""
+def resolve(folder: str, node: ast.ImportFrom, where: Dict[str, str]) -> Tuple[Optional[str], List[str]]:
+    """The file a relative import names (None when it names a folder) and the files it imports by name
+    (``from ..core import peers``), read from ``folder``, the importer's folder below module_utils."""
+    base = [p for p in folder.split("/") if p]
+    if node.level - 1 > len(base):
+        return "?", []
+    parts = base[:len(base) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+    if len(parts) == 2 and where.get(parts[1]) == parts[0]:
+        return parts[1], []
+    if len(parts) == 1 and where.get(parts[0]) == "":
+        return parts[0], []
+    if len(parts) <= 1:
+        found = [a.name for a in node.names if where.get(a.name) == (parts[0] if parts else "")]
+        if found or not parts or parts[0] in {name for name, _m in LAYERS}:
+            return None, found
+    return "?" + ".".join(parts), []
+
+
+def project_imports(tree: ast.Module, folder: str, where: Dict[str, str]) -> List[Tuple[str, List[str], bool, int]]:
+    """(imported file, imported names, inside a function, line) of every relative import of a project file;
+    the file is "?<dotted>" when the import names no file of module_utils."""
     inside: Set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             inside.update(id(n) for n in ast.walk(node) if n is not node)
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module is None:  # from . import x, y
-                for alias in node.names:
-                    if alias.name in names:
-                        out.append((alias.name, [], id(node) in inside, node.lineno))
-            else:
-                out.append((node.module.split(".")[0], [a.name for a in node.names], id(node) in inside, node.lineno))
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            imported, by_name = resolve(folder, node, where)
+            if imported is not None:
+                out.append((imported, [a.name for a in node.names], id(node) in inside, node.lineno))
+            for name in by_name:
+                out.append((name, [], id(node) in inside, node.lineno))
     return out
 
 
-def module_aliases(tree: ast.Module, names: Set[str]) -> Dict[str, str]:
-    """Local names bound to project files (``from . import x as y``)."""
+def module_aliases(tree: ast.Module, folder: str, where: Dict[str, str]) -> Dict[str, str]:
+    """Local names bound to project files (``from ..core import peers as p``)."""
     out = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            _imported, by_name = resolve(folder, node, where)
             for alias in node.names:
-                if alias.name in names:
+                if alias.name in by_name:
                     out[alias.asname or alias.name] = alias.name
     return out
 
 
-def check(files: Dict[str, ast.Module]) -> List[str]:
+def check(files: Dict[str, ast.Module], where: Dict[str, str]) -> List[str]:
     """Every violation of the rules above, as lines naming the file and line."""
     layer = _layer_of()
+    order = {name: index for index, (name, _m) in enumerate(LAYERS)}
     names = set(files)
     problems = ["%s.py is in no layer: place it in LAYERS (tests/unit/plugins/module_utils/test_layers.py)" % n
                 for n in sorted(names - set(layer))]
     problems += ["LAYERS names %s, which is not a file of module_utils" % n for n in sorted(set(layer) - names)]
+    problems += ["%s.py sits in %s/ but LAYERS places it in %s/: run scripts/dev/layers-move.py" % (
+        n, where[n] or "module_utils", LAYERS[layer[n]][0]) for n in sorted(names & set(layer)) if where[n] != LAYERS[layer[n]][0]]
     graph: Dict[str, Set[str]] = {n: set() for n in names}
     for importer, tree in files.items():
-        for imported, imported_names, lazy, line in project_imports(tree, names):
-            if imported not in names:
-                problems.append("%s.py:%d imports .%s, which is not a file of module_utils" % (importer, line, imported))
+        for imported, imported_names, lazy, line in project_imports(tree, where[importer], where):
+            if imported.startswith("?"):
+                problems.append("%s.py:%d imports %s, which is not a file of module_utils" % (importer, line, imported[1:] or "."))
                 continue
             graph[importer].add(imported)
-            if importer in layer and imported in layer and layer[imported] > layer[importer]:
+            mine, theirs = order.get(where[importer]), order.get(where[imported])
+            if mine is not None and theirs is not None and theirs > mine:
                 problems.append("%s.py:%d: layer %s imports %s of the higher layer %s" % (
-                    importer, line, LAYERS[layer[importer]][0], imported, LAYERS[layer[imported]][0]))
+                    importer, line, where[importer], imported, where[imported]))
             for private in (n for n in imported_names if n.startswith("_") and not n.startswith("__")):
                 problems.append("%s.py:%d imports the private name %s of %s.py" % (importer, line, private, imported))
             if lazy and (importer, imported) not in LAZY:
-                problems.append("%s.py:%d imports .%s inside a function with no reason in LAZY" % (importer, line, imported))
-        aliases = module_aliases(tree, names)
+                problems.append("%s.py:%d imports %s inside a function with no reason in LAZY" % (importer, line, imported))
+        aliases = module_aliases(tree, where[importer], where)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases \
                     and node.attr.startswith("_") and not node.attr.startswith("__"):
@@ -188,25 +220,35 @@ def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 
 
 def test_module_utils_keeps_its_layers_and_has_no_cycles_or_private_imports():
-    problems = check(_files())
+    problems = check(*_files())
     assert problems == [], "\n".join(problems)
 
 
+def test_each_layer_is_a_subpackage_and_nothing_else_is():
+    folders = sorted(d for d in os.listdir(MODULE_UTILS) if os.path.isdir(os.path.join(MODULE_UTILS, d)) and d != "__pycache__")
+    assert folders == sorted(name for name, _m in LAYERS)
+    for folder in folders:
+        with open(os.path.join(MODULE_UTILS, folder, "__init__.py"), encoding="utf-8") as handle:
+            assert handle.read() == "", "%s/__init__.py is empty (ansible-test sanity empty-init)" % folder
+
+
 @pytest.mark.parametrize("importer, source, expected", [
-    ("statefile", "from .engine import load_state\n", "layer host imports engine of the higher layer reconcile"),
-    ("peers", "def f():\n    from .netlink import Netlink\n", "layer core imports netlink of the higher layer host"),
-    ("engine", "from .peers import _validate\n", "imports the private name _validate of peers.py"),
-    ("engine", "from . import peers\nx = peers._validate\n", "uses the private name _validate of peers.py"),
-    ("agent", "def f():\n    from .relay import move_allowed_ips\n", "imports .relay inside a function with no reason in LAZY"),
+    ("statefile", "from ..reconcile.engine import load_state\n", "layer host imports engine of the higher layer reconcile"),
+    ("statefile", "from ..reconcile import engine\n", "layer host imports engine of the higher layer reconcile"),
+    ("peers", "def f():\n    from ..host.netlink import Netlink\n", "layer core imports netlink of the higher layer host"),
+    ("engine", "from ..core.peers import _validate\n", "imports the private name _validate of peers.py"),
+    ("engine", "from ..core import peers\nx = peers._validate\n", "uses the private name _validate of peers.py"),
+    ("agent", "def f():\n    from ..core.relay import move_allowed_ips\n", "imports relay inside a function with no reason in LAZY"),
+    ("engine", "from .peers import build_peer_set\n", "imports reconcile.peers, which is not a file of module_utils"),
     ("errors", "from .collector import collector_off\n", None),  # the same layer: allowed
     ("errors+collector", "from .collector import collector_off\n+from .errors import KubeSpanError\n",
      "import cycle among collector, errors"),
 ])
 def test_the_check_fails_on_a_deliberate_violation(importer, source, expected):
-    files = _files()
+    files, where = _files()
     for name, text in zip(importer.split("+"), source.split("+")):
         files[name] = ast.parse(ast.unparse(files[name]) + "\n" + text)
-    problems = check(files)
+    problems = check(files, where)
     if expected is None:
         assert problems == []
     else:
@@ -214,18 +256,27 @@ def test_the_check_fails_on_a_deliberate_violation(importer, source, expected):
 
 
 def test_every_file_is_placed_and_a_new_one_must_be():
-    files = _files()
-    files["newthing"] = ast.parse("x = 1\n")
-    assert "newthing.py is in no layer" in "\n".join(check(files))
+    files, where = _files()
+    files["newthing"], where["newthing"] = ast.parse("x = 1\n"), "core"
+    assert "newthing.py is in no layer" in "\n".join(check(files, where))
+
+
+def test_a_file_must_sit_in_the_folder_of_its_layer():
+    files, where = _files()
+    where["peers"] = "host"
+    assert "peers.py sits in host/ but LAYERS places it in core/" in "\n".join(check(files, where))
+    where["peers"] = ""
+    assert "peers.py sits in module_utils/ but LAYERS places it in core/" in "\n".join(check(files, where))
 
 
 def test_every_error_class_derives_from_the_one_base():
     import importlib
 
-    from ansible_collections.kubespan.mesh.plugins.module_utils.errors import KubeSpanError
+    from ansible_collections.kubespan.mesh.plugins.module_utils.base.errors import KubeSpanError
     found = []
-    for name, tree in _files().items():
-        module = importlib.import_module("ansible_collections.kubespan.mesh.plugins.module_utils." + name)
+    files, where = _files()
+    for name, tree in files.items():
+        module = importlib.import_module("ansible_collections.kubespan.mesh.plugins.module_utils.%s.%s" % (where[name], name))
         for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 cls = getattr(module, node.name)
