@@ -38,8 +38,9 @@ import tracemalloc
 BUNDLE = "/usr/lib/kubespan/kubespan-agent.pyz"
 sys.path.insert(0, BUNDLE)
 
-from kubespan_mesh import agent, agentfiles, engine  # noqa: E402
-from kubespan_mesh.wgtypes import DeviceState, PeerState  # noqa: E402
+from kubespan_mesh.agent import agent, agentfiles  # noqa: E402
+from kubespan_mesh.core.wgtypes import DeviceState, PeerState  # noqa: E402
+from kubespan_mesh.reconcile import engine  # noqa: E402
 
 STATE_DIR = "/var/lib/kubespan"
 COMMAND = "/usr/local/sbin/kubespan"
@@ -168,8 +169,8 @@ def importtime(n):
         raise TickFailed("cannot compile the bundle's modules in %s" % compiled)
     baselines = {}
     for label, code in (("python3 -c pass", "pass"), ("python3 -S -c pass", None), ("import pyroute2", "import pyroute2"),
-                        ("import kubespan_mesh.cli", "import sys; sys.path.insert(0, %r); import kubespan_mesh.cli" % BUNDLE),
-                        ("import kubespan_mesh.cli, precompiled", "import sys; sys.path.insert(0, %r); import kubespan_mesh.cli" % compiled)):
+                        ("import kubespan_mesh.agent.cli", "import sys; sys.path.insert(0, %r); import kubespan_mesh.agent.cli" % BUNDLE),
+                        ("import kubespan_mesh.agent.cli, precompiled", "import sys; sys.path.insert(0, %r); import kubespan_mesh.agent.cli" % compiled)):
         argv = [sys.executable, "-S", "-c", "pass"] if code is None else [sys.executable, "-c", code]
         samples = []
         for _attempt in range(3):
@@ -262,7 +263,7 @@ def tick(n, mode):
     def run():
         return agent.run_tick(STATE_DIR, logs.append, sleep_fn=lambda _s: None)
 
-    from kubespan_mesh.netlink import Netlink
+    from kubespan_mesh.host.netlink import Netlink
     with Netlink() as nl:  # warm up what the tick's netlink reads import (pyroute2 before rtnl.py): the process's memory
         nl.link("lo")
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

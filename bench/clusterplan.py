@@ -37,8 +37,8 @@ import ipaddress
 from bisect import bisect_right
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane, peers, peerspec
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import dataplane, peers, peerspec
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet
 
 MAX_LISTED = peerspec.MAX_LISTED
 # dirty-peer work (intervals visited) per node beyond which the node falls back to build_peer_set

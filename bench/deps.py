@@ -4,11 +4,11 @@
 
 needs python3-nftables and python3-netaddr (benchmark only; nothing in the collection imports them).
 
-1. nftables: `nft -j list table` and a one-rule `nft -j -f` batch as a subprocess (what plugins/module_utils/nft.py
+1. nftables: `nft -j list table` and a one-rule `nft -j -f` batch as a subprocess (what plugins/module_utils/host/nft.py
    does) against the same through libnftables (python3-nftables, in process); the agent's peak RSS with and without
    the binding loaded.
 2. IP sets: the peer-set workload (every node's /128 plus IPv4 and IPv6 routed prefixes, some overlapping, then
-   the node's own ranges removed) through plugins/module_utils/ipset.py, netaddr.IPSet and
+   the node's own ranges removed) through plugins/module_utils/core/ipset.py, netaddr.IPSet and
    ipaddress.collapse_addresses (which can merge but not remove): time and whether the prefixes agree.
 """
 
@@ -100,7 +100,7 @@ def workload(nodes, seed=1):
 def ipset_part(nodes=1000, runs=7):
     import netaddr  # pylint: disable=import-outside-toplevel
 
-    from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet  # pylint: disable=import-outside-toplevel
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet  # pylint: disable=import-outside-toplevel
     adds, removes = workload(nodes)
 
     def ours():

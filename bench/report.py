@@ -705,8 +705,8 @@ def agent_section(runs):
                     " This run forked them from the bench process itself: a figure at that process's size (the smallest rows)"
                     " is that process's, an upper bound; later runs fork through a bare launcher."), "",
                 "| what | CPU | max RSS |", "| --- | --- | --- |"]
-        for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.cli",
-                      "import kubespan_mesh.cli, precompiled"):
+        for label in ("python3 -S -c pass", "python3 -c pass", "import pyroute2", "import kubespan_mesh.agent.cli",
+                      "import kubespan_mesh.agent.cli, precompiled"):
             if label not in base:  # runs before the precompiled what-if was measured
                 continue
             out.append("| `%s` | %s | %.1f MB |" % (label, ms(best(label)), best(label, "max_rss_bytes") / 2**20))

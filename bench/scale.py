@@ -60,10 +60,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "build", "collections"))
 
 from ansible_collections.kubespan.mesh.bench import clusterplan  # noqa: E402  (bench/: the product never runs it)
-from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane, peers, peerspec, plan  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils.addressing import ula_prefix  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils.keys import base62_encode  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import dataplane, peers, peerspec, plan  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.addressing import ula_prefix  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.keys import base62_encode  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, PeerState  # noqa: E402
 
 CLUSTER_ID = "kubespan-bench-cluster-id"
 SECRET = base64.b64encode(b"\x07" * 32).decode()

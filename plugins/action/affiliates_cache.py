@@ -9,7 +9,7 @@ the documentation is in plugins/modules/affiliates_cache.py.
 Every entry is validated as the mesh module validates a peer (peers.validate_affiliate: a 32-byte public key,
 a base62 node ID, a KubeSpan address in the ULA space fd00::/8, endpoints, networks) before it is written, so
 a bad ``kubespan_affiliate`` (of a host outside ``--limit``, say) never enters the cache (nor do bad
-``observed_endpoints``, module_utils/observed.py); ``read_cache`` (the
+``observed_endpoints``, module_utils/core/observed.py); ``read_cache`` (the
 ``kubespan.mesh.cached_affiliates`` filter) names and ignores a bad entry an older version wrote, and the next
 write leaves it out.
 """
@@ -24,8 +24,8 @@ import tempfile
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.observed import MAX_OBSERVED, endpoint_refusal
-from ansible_collections.kubespan.mesh.plugins.module_utils.peers import validate_affiliate
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.observed import MAX_OBSERVED, endpoint_refusal
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peers import validate_affiliate
 
 ULA = ipaddress.IPv6Network("fd00::/8")  # every cluster's KubeSpan subnet is inside it
 MAX_CACHE_BYTES = 64 * 1024 * 1024

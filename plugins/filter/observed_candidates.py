@@ -2,7 +2,7 @@
 # Copyright: kubespan.mesh contributors
 # SPDX-License-Identifier: Apache-2.0
 """Filter kubespan.mesh.observed_candidates: without discovery, hand out what the
-nodes' WireGuard observed of each other (a NAT's mapping) as extra endpoint candidates (module_utils/observed.py)."""
+nodes' WireGuard observed of each other (a NAT's mapping) as extra endpoint candidates (module_utils/core/observed.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.observed import merge_observed
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.observed import merge_observed
 
 DOCUMENTATION = r"""
 name: observed_candidates

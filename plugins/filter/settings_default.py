@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import settings as model
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import settings as model
 
 DOCUMENTATION = r"""
 name: settings_default
 short_description: The KubeSpan settings model's default of one role variable
 version_added: 0.1.0
 description:
-  - Returns the default the settings model (plugins/module_utils/settings.py) holds for a role variable, e.g. for
+  - Returns the default the settings model (plugins/module_utils/core/settings.py) holds for a role variable, e.g. for
     another host's variable that may be unset (C(hostvars[host].kubespan_relay | default('kubespan_relay' | kubespan.mesh.settings_default))).
 options:
   _input:

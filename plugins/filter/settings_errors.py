@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
 
 DOCUMENTATION = r"""
 name: settings_errors

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import settings as model
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import settings as model
 
 DOCUMENTATION = r"""
 name: settings_variables
 short_description: The names of the role variables the KubeSpan settings model holds
 version_added: 0.1.0
 description:
-  - Returns the role variables whose default the settings model (plugins/module_utils/settings.py) holds; the role
+  - Returns the role variables whose default the settings model (plugins/module_utils/core/settings.py) holds; the role
     finds which of them the user set with C(query('ansible.builtin.varnames', ...)).
   - The input is ignored.
 options:

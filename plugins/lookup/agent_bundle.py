@@ -43,7 +43,7 @@ import os
 
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import bundle
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import bundle
 
 _CACHE = {}
 

@@ -74,16 +74,16 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.cluster import (
     generate_cluster_id,
     generate_cluster_secret,
     secrets_document,
     validate_cluster_id,
 )
-from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import REGENERATE_SECRETS, cluster_secret_problem
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import atomic_write, parse_flat_yaml, read_text
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import holds_part_of, secret_pieces
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import REGENERATE_SECRETS, cluster_secret_problem
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import holds_part_of, secret_pieces
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import atomic_write, parse_flat_yaml, read_text
+from ansible_collections.kubespan.mesh.plugins.module_utils.modules.common import run_guarded
 
 
 def _where(path, text, key):

@@ -144,11 +144,11 @@ would_create:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id
-from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import address_change_message, ensure_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec, missing
-from ansible_collections.kubespan.mesh.plugins.module_utils.settings import fill_options
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.cluster import validate_cluster_id
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import fill_options
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.requirements import identity_option_spec, missing
+from ansible_collections.kubespan.mesh.plugins.module_utils.modules.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import address_change_message, ensure_identity
 
 
 def main():

@@ -32,7 +32,7 @@ description:
     re-applies it at boot and after drift.
   - The KubeSpan settings (O(interface), O(mtu), O(listen_port), the marks, O(route_table), O(rule_priority), the paths,
     the agent's interval and others) have no default here; when unset each takes the default of the collection's
-    settings model (C(plugins/module_utils/settings.py); the C(kubespan.mesh.kubespan) role's README lists them with
+    settings model (C(plugins/module_utils/core/settings.py); the C(kubespan.mesh.kubespan) role's README lists them with
     their Talos keys), the same for the module, the role's early check and the node agent.
 author:
   - kubespan.mesh contributors (!UNKNOWN)
@@ -459,10 +459,10 @@ peers:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.meshrun import finish, run
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec
-from ansible_collections.kubespan.mesh.plugins.module_utils.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.requirements import identity_option_spec
+from ansible_collections.kubespan.mesh.plugins.module_utils.modules.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.modules.meshrun import finish, run
 
 
 def _strings():
@@ -533,7 +533,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    """Parse the request, run it (module_utils/meshrun.py), return the result."""
+    """Parse the request, run it (module_utils/modules/meshrun.py), return the result."""
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
         required_if=[("state", "present", ("cluster_id", "cluster_secret")), ("settle", True, ("identity", "local_name"))],

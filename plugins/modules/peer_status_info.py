@@ -118,11 +118,11 @@ import ipaddress
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.agent import status_records
-from ansible_collections.kubespan.mesh.plugins.module_utils.common import run_guarded
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import load_state
-from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.settings import fill_options
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agent import status_records
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import fill_options
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.identity import load_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.modules.common import run_guarded
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import load_state
 
 
 def _host(endpoint):

@@ -4,7 +4,7 @@ Checked in README.md, docs/*.md, roles/*/README.md and the modules' DOCUMENTATIO
   1. every repository path written in backticks (`scripts/...`, `tests/...`, `plugins/...`, ...) exists,
      from the repository root or from the document's folder (a `*` matches as a glob);
   2. every `kubespan <command>` names a subcommand of the node's `kubespan` CLI, and every
-     `kubespan get <resource>` a resource it lists (the parser of plugins/module_utils/cli.py is asked);
+     `kubespan get <resource>` a resource it lists (the parser of plugins/module_utils/agent/cli.py is asked);
   3. every `ansible-playbook kubespan.mesh.<name>` names a playbook of playbooks/, and every molecule
      scenario named as "molecule `<name>`" or "-s <name>" exists under molecule/;
   4. no stale promise: "being added", "not handled yet", "checked by hand", "coming soon" (a feature
@@ -46,15 +46,15 @@ def cli_commands(root):
     sys.path.insert(0, os.path.join(root, "build", "collections"))
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(root)))))
     try:
-        from ansible_collections.kubespan.mesh.plugins.module_utils import cli  # noqa: E402
+        from ansible_collections.kubespan.mesh.plugins.module_utils.agent import cli  # noqa: E402
     except ImportError:
         sys.path.insert(0, os.path.join(root, "plugins"))
-        cli = importlib.import_module("module_utils.cli")
+        cli = importlib.import_module("module_utils.agent.cli")
 
     try:  # `kubespan get` resolves talosctl's names and aliases itself (listing.resolve), not through argparse
-        from ansible_collections.kubespan.mesh.plugins.module_utils import listing
+        from ansible_collections.kubespan.mesh.plugins.module_utils.core import listing
     except ImportError:
-        listing = importlib.import_module("module_utils.listing")
+        listing = importlib.import_module("module_utils.core.listing")
 
     def accepted(argv):
         if argv[:1] == ["get"] and len(argv) > 1:

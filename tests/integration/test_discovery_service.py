@@ -38,9 +38,9 @@ def collection_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mods(collection_path):
-    from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_affiliates as da
-    from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_crypto as dc
-    from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_grpc as dg
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_affiliates as da
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_crypto as dc
+    from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_grpc as dg
 
     class Mods:
         affiliates, crypto, grpc = da, dc, dg
@@ -50,7 +50,7 @@ def mods(collection_path):
 class Service:
     def __init__(self, collection_path, tmp_path, *args):
         code = ("import sys; sys.path.insert(0, %r); "
-                "from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_cli import main; "
+                "from ansible_collections.kubespan.mesh.plugins.module_utils.discovery.discovery_cli import main; "
                 "sys.exit(main(sys.argv[1:]))" % collection_path)
         self.log_path = tmp_path / ("service-%d.log" % len(list(tmp_path.glob("service-*.log"))))
         self.log = open(self.log_path, "w")

@@ -81,7 +81,7 @@ def _sent(counter):
 def fail_closed(settings, ident, peers, peer):
     """Delete the link: traffic to the peer's node address (marked) and to its ULA (the /64) must be refused
     by the unreachable routes, not sent on the underlay; positive controls send the same in the clear."""
-    from kubespan_mesh.engine import reconcile_mesh
+    from kubespan_mesh.reconcile.engine import reconcile_mesh
 
     node4 = [e.rsplit(":", 1)[0] for e in peer["endpoints"] if e.startswith("192.168.78.")][0]
     ula = peer["address"]
@@ -134,8 +134,8 @@ def fail_closed(settings, ident, peers, peer):
 
 
 def main():
-    from kubespan_mesh.engine import Settings, compute_peers, ensure_identity, reconcile_mesh, teardown_mesh
-    from kubespan_mesh.netlink import Netlink
+    from kubespan_mesh.host.netlink import Netlink
+    from kubespan_mesh.reconcile.engine import Settings, compute_peers, ensure_identity, reconcile_mesh, teardown_mesh
 
     # a host firewall that drops every input it does not know (as a strict Debian nftables.conf):
     # the mesh can only come up through the openings the engine adds

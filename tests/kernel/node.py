@@ -69,8 +69,8 @@ def main():
     from nacl.public import PrivateKey
     from nacl.utils import random as nacl_random
 
-    from kubespan_mesh import wg_kernel
-    from kubespan_mesh.wgtypes import DeviceUpdate, PeerUpdate
+    from kubespan_mesh.core.wgtypes import DeviceUpdate, PeerUpdate
+    from kubespan_mesh.host import wg_kernel
 
     say("imported wg_kernel")
     check(wg_kernel.kernel_wireguard_available(), "kernel_wireguard_available() is true")

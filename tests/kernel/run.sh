@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-kernel test of the kernel WireGuard transport (plugins/module_utils/wg_kernel.py).
+# Real-kernel test of the kernel WireGuard transport (plugins/module_utils/host/wg_kernel.py).
 #
 # The machine this runs on may have no WireGuard module, so the test boots Debian's own kernel in
 # QEMU (TCG, no KVM needed) with the host's / shared read-only over 9p under a tmpfs overlay, and runs

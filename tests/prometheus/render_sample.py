@@ -1,6 +1,6 @@
 """Print the agent's metrics text for realistic statuses (tests/gates.sh promtool: `promtool check metrics`).
 
-The real renderer (plugins/module_utils/agent.py render_metrics), fed with statuses as a tick leaves them:
+The real renderer (plugins/module_utils/agent/agent.py render_metrics), fed with statuses as a tick leaves them:
 an up peer with traffic and endpoint changes, a down peer that once shook hands, a peer never seen, and a
 label that needs escaping; discovery enabled (so every family the agent can write is present).
 """
@@ -16,8 +16,8 @@ if not os.path.islink(LINK):
     os.symlink(ROOT, LINK)
 sys.path.insert(0, BASE)
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.agent import render_metrics  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agent import render_metrics  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import PeerStatus  # noqa: E402
 
 NOW = 1764900000.0
 statuses = {

@@ -20,9 +20,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _project  # noqa: E402,F401  # pylint: disable=unused-import,wrong-import-position
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine, statefile  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils import identity as _identity  # noqa: E402,F401
-from ansible_collections.kubespan.mesh.plugins.module_utils.netlink import Netlink  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity as _identity  # noqa: E402,F401
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import statefile  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.netlink import Netlink  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine  # noqa: E402
 
 
 def state_payload(seq: int) -> dict:

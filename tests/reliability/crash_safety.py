@@ -35,8 +35,9 @@ sys.path.insert(0, HERE)
 import _project  # noqa: E402,F401  # pylint: disable=unused-import,wrong-import-position
 from crash_child import state_bytes  # noqa: E402
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine, identity  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import StateFileError  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine  # noqa: E402
 
 CHILD = os.path.join(HERE, "crash_child.py")
 # mkdir: the state directory of a fresh node (identity-create starts without it). chmod of an existing

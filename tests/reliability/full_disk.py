@@ -26,7 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _project  # noqa: E402,F401  # pylint: disable=unused-import,wrong-import-position
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine, identity, statefile  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity, statefile  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine  # noqa: E402
 
 FAILURES = []
 

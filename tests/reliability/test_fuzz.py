@@ -23,14 +23,16 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine, identity, peers, statefile
-from ansible_collections.kubespan.mesh.plugins.module_utils.cluster import validate_cluster_id, validate_cluster_secret
-from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import announced_endpoints, parse_filter
-from ansible_collections.kubespan.mesh.plugins.module_utils.keys import BASE62_ALPHABET, valid_node_id
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import statuses_from_json
-from ansible_collections.kubespan.mesh.plugins.module_utils.wg_kernel import parse_device_dump
-from ansible_collections.kubespan.mesh.plugins.module_utils.wg_uapi import parse_get_response
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import WireGuardError
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import peers
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.cluster import validate_cluster_id, validate_cluster_secret
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.endpoints import announced_endpoints, parse_filter
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.keys import BASE62_ALPHABET, valid_node_id
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import statuses_from_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import WireGuardError
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity, statefile
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.wg_kernel import parse_device_dump
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.wg_uapi import parse_get_response
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 
 SUBNET = ipaddress.IPv6Network("fd7a:115c:a1e0:ab12::/64")
 

@@ -33,9 +33,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import cli, engine, identity, keys
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import parse_flat_yaml, read_text
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import cli
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import keys
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import parse_flat_yaml, read_text
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 
 WINDOW = 8
 
@@ -301,8 +304,8 @@ def state_case(draw):
 
 def _agent_reads_state(texts, d):
     """What the agent and the listings do with state.json, short of changing the host."""
-    from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent import normalize_settings
-    from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_crypto import key_from_secret
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_crypto import key_from_secret
+    from ansible_collections.kubespan.mesh.plugins.module_utils.discovery.discovery_agent import normalize_settings
     state = run(texts, engine.load_state, d, keep=False)
     if isinstance(state, BaseException):
         # refused before anything is changed: the tick logs it and exits non-zero

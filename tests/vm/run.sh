@@ -234,7 +234,7 @@ check "site.yml --check --diff: recap changed=0 on both" recap_unchanged check
 # (nothing in place there: it adds every piece), against the imports of its former path (the agent's modules and
 # pyroute2, as `kubespan failclosed` imported them before it went through rtnl.py alone).
 fc_new=$(g vm1 'TIMEFORMAT="%U+%S"; { time unshare --net sh -c "/usr/local/sbin/kubespan failclosed >/dev/null && ip rule | grep -c \"lookup 180\""; } 2>&1' || echo error)
-fc_old=$(g vm1 'TIMEFORMAT="%U+%S"; { time python3 -c "import sys; sys.path.insert(0, \"/usr/lib/kubespan/kubespan-agent.pyz\"); import kubespan_mesh.cli, kubespan_mesh.agent, kubespan_mesh.failclosed; from pyroute2 import IPRoute"; } 2>&1' || echo error)
+fc_old=$(g vm1 'TIMEFORMAT="%U+%S"; { time python3 -c "import sys; sys.path.insert(0, \"/usr/lib/kubespan/kubespan-agent.pyz\"); import kubespan_mesh.agent.cli, kubespan_mesh.agent.agent, kubespan_mesh.agent.failclosed; from pyroute2 import IPRoute"; } 2>&1' || echo error)
 check "vm1: kubespan failclosed in a fresh network namespace adds the rule (got: $(tr '\n' ' ' <<<"$fc_new"))" test "$(head -n1 <<<"$fc_new")" = 1
 measure "kubespan failclosed in a fresh netns on vm1 (TCG): $(tail -n1 <<<"$fc_new") s CPU (user+sys); the imports of its former path (agent + pyroute2): $(tail -n1 <<<"$fc_old") s CPU; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 

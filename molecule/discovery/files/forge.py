@@ -15,9 +15,9 @@ import os
 import sys
 
 sys.path.insert(0, "/usr/lib/kubespan-discovery/kubespan-agent.pyz")
-from kubespan_mesh.discovery_affiliates import seal_affiliate  # noqa: E402
-from kubespan_mesh.discovery_crypto import key_from_secret  # noqa: E402
-from kubespan_mesh.discovery_grpc import DiscoveryClient  # noqa: E402
+from kubespan_mesh.core.discovery_affiliates import seal_affiliate  # noqa: E402
+from kubespan_mesh.core.discovery_crypto import key_from_secret  # noqa: E402
+from kubespan_mesh.discovery.discovery_grpc import DiscoveryClient  # noqa: E402
 
 
 def forged(node_id, address_suffix, addresses):

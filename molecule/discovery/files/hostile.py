@@ -13,10 +13,10 @@ import os
 import sys
 
 sys.path.insert(0, "/usr/lib/kubespan-discovery/kubespan-agent.pyz")
-from kubespan_mesh.discovery_affiliates import seal_affiliate  # noqa: E402
-from kubespan_mesh.discovery_crypto import key_from_secret  # noqa: E402
-from kubespan_mesh.discovery_grpc import DiscoveryClient  # noqa: E402
-from kubespan_mesh.ipset import IPSet  # noqa: E402
+from kubespan_mesh.core.discovery_affiliates import seal_affiliate  # noqa: E402
+from kubespan_mesh.core.discovery_crypto import key_from_secret  # noqa: E402
+from kubespan_mesh.core.ipset import IPSet  # noqa: E402
+from kubespan_mesh.discovery.discovery_grpc import DiscoveryClient  # noqa: E402
 
 TARGET, CA_FILE, SERVER_NAME, CLUSTER, SECRET, SUBNET, KNOWN, GATEWAY, SERVICE = sys.argv[1:10]
 everything = IPSet(["0.0.0.0/0"]).difference(IPSet(KNOWN.split(",")))

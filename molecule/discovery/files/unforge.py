@@ -8,7 +8,7 @@ the forged thief is a peer until it is deleted; the plays after verify (2d) coun
 import sys
 
 sys.path.insert(0, "/usr/lib/kubespan-discovery/kubespan-agent.pyz")
-from kubespan_mesh.discovery_grpc import DiscoveryClient  # noqa: E402
+from kubespan_mesh.discovery.discovery_grpc import DiscoveryClient  # noqa: E402
 
 TARGET, CA_FILE, SERVER_NAME, CLUSTER = sys.argv[1:5]
 IDS = sys.argv[5:] or ["ForgedWrongKey", "zzzzzzForgedThief", "ForgedCorrupt"]

@@ -2,7 +2,7 @@
 
 Used by the discovery_service role and bench/ (the kubespan role sends the bundle inside the mesh
 module's arguments, through the kubespan.mesh.agent_bundle lookup). The build itself is
-plugins/module_utils/bundle.py, loaded by path. Prints the bundle's path.
+plugins/module_utils/host/bundle.py, loaded by path. Prints the bundle's path.
 usage: build_agent_bundle.py <module_utils dir> <cache dir>
 """
 

@@ -14,16 +14,16 @@ def main():
     sys.path.insert(0, sys.argv[1])
     cmd, args = sys.argv[2], sys.argv[3:]
     if cmd == "ident":
-        from kubespan_mesh.engine import ensure_identity
-        from kubespan_mesh.settle import affiliate_of
+        from kubespan_mesh.core.settle import affiliate_of
+        from kubespan_mesh.reconcile.engine import ensure_identity
         state_dir, cluster_id, ifname, name = args
         _ident, facts, _changed = ensure_identity(state_dir, cluster_id, "auto", False, 51820, ifname)
         print(json.dumps(affiliate_of(name, facts)))
         return 0
     if cmd == "up":
-        from kubespan_mesh.engine import Settings, compute_peers, reconcile_mesh
-        from kubespan_mesh.identity import load_identity
-        from kubespan_mesh.statefile import state_lock
+        from kubespan_mesh.host.identity import load_identity
+        from kubespan_mesh.host.statefile import state_lock
+        from kubespan_mesh.reconcile.engine import Settings, compute_peers, reconcile_mesh
         state_dir, cluster_id, secret, ifname, name, aff_file = args
         with open(aff_file) as handle:
             affiliates = json.load(handle)
@@ -37,7 +37,7 @@ def main():
         print(json.dumps(dict(peers=len(res.peers), implementation=res.implementation, warnings=warnings + res.warnings)))
         return 0
     if cmd == "tick":
-        from kubespan_mesh.agent import run_tick
+        from kubespan_mesh.agent.agent import run_tick
         before = resource.getrusage(resource.RUSAGE_SELF)
         lines = []
         rc = run_tick(args[0], lines.append)

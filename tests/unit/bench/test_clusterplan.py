@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.kubespan.mesh.bench import clusterplan
-from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane, peers, peerspec, plan
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import dataplane, peers, peerspec, plan
 from ansible_collections.kubespan.mesh.tests.unit.plugins.module_utils import test_peerset_differential as base
 
 SUBNET = base.SUBNET
@@ -270,7 +270,7 @@ def test_subnet_is_not_routed():
 
 
 def IPSetOf(net):  # noqa: N802 - reads as a constructor
-    from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet
     return IPSet([net])
 
 

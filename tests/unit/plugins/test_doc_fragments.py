@@ -8,7 +8,7 @@ from __future__ import annotations
 import yaml
 
 from ansible_collections.kubespan.mesh.plugins.doc_fragments.identity import ModuleDocFragment
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import identity_option_spec
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.requirements import identity_option_spec
 
 
 def _top():

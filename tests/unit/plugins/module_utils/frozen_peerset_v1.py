@@ -449,8 +449,8 @@ def routed_set(
     return result
 
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.keys import valid_node_id
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import key_to_bytes, normalize_endpoint
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.keys import valid_node_id
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import key_to_bytes, normalize_endpoint
 
 MAX_ENDPOINTS = 64
 MAX_NETWORKS = 1024

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, DeviceUpdate, PeerUpdate
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, DeviceUpdate, PeerUpdate
 
 # Talos: a peer without a handshake for this long is down (180 s + 5 s + 90 s).
 PEER_DOWN_INTERVAL = 275.0
@@ -145,7 +145,7 @@ def expected_device(desired: DesiredDevice, current: Optional[DeviceState], publ
     """What the device will report after the plan is applied (for --diff 'after')."""
     current = current or DeviceState()
     state = DeviceState(public_key=public_key, listen_port=desired.listen_port, fwmark=desired.fwmark)
-    from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import PeerState
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import PeerState
     for want in desired.peers:
         have = current.peers.get(want.public_key)
         endpoint = want.endpoints[0] if want.endpoints else None

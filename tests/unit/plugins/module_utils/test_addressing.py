@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import addressing as a
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import addressing as a
 
 CLUSTER = "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="
 

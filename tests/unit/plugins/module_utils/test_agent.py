@@ -2,8 +2,8 @@
 
 import json
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.agent import load_statuses, render_metrics, status_path
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agent import load_statuses, render_metrics, status_path
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import PeerStatus
 
 
 def test_metrics_text_format():

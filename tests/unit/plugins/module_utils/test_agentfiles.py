@@ -13,8 +13,8 @@ import zipfile
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import agentfiles, bundle
-from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import agentfiles
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles import (
     AGENT_TIMER,
     FAILCLOSED_SERVICE,
     WIREGUARD_GO_UNIT,
@@ -26,8 +26,9 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import (
     plan_units,
     render_files,
 )
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import bundle
 
-SRC = os.path.dirname(agentfiles.__file__)
+SRC = os.path.dirname(os.path.dirname(agentfiles.__file__))  # plugins/module_utils, above the layers
 
 
 class Recorder:
@@ -54,7 +55,7 @@ def test_bundle_is_deterministic_and_runs(tmp_path):
     assert one == two and digest1 == digest2
     names = zipfile.ZipFile(io.BytesIO(one)).namelist()
     assert names[0] == "kubespan_mesh/__init__.py" and names[-1] == "__main__.py"
-    assert "kubespan_mesh/cli.py" in names and "kubespan_mesh/agentfiles.py" in names
+    assert "kubespan_mesh/agent/cli.py" in names and "kubespan_mesh/agent/agentfiles.py" in names
     pyz = tmp_path / "agent.pyz"
     pyz.write_bytes(one)
     res = subprocess.run([sys.executable, str(pyz), "--help"], capture_output=True, text=True, check=False)

@@ -9,17 +9,17 @@ import time
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_agent as dag
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine
-from ansible_collections.kubespan.mesh.plugins.module_utils.addressing import eui64_address, ula_prefix
-from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_affiliates import affiliate_message
-from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_crypto import key_from_secret, open_data
-from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_wire import ClientAffiliate
-from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import filter_peer_endpoints
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import STATE_VERSION, load_state, state_path
-from ansible_collections.kubespan.mesh.plugins.module_utils.identity import load_identity, new_identity, save_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.netlink import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, select_node_addresses
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.addressing import eui64_address, ula_prefix
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_affiliates import affiliate_message
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_crypto import key_from_secret, open_data
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_wire import ClientAffiliate
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.endpoints import filter_peer_endpoints
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_agent as dag
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.identity import load_identity, new_identity, save_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.netlink import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, select_node_addresses
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import STATE_VERSION, load_state, state_path
 
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="
 SUBNET = "fd7f:175a:b97c:5602::/64"
@@ -67,8 +67,8 @@ def run_round(tmp_path, name, state, clock, logs):
 
 
 grpc = pytest.importorskip("grpc")
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_grpc as dg  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_server as ds  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_grpc as dg  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_server as ds  # noqa: E402
 
 # --- item 2: the node addresses Talos announces -----------------------------------------------------------
 
@@ -273,7 +273,7 @@ def test_watch_failure_falls_back_to_list(tmp_path):
     """A service whose Watch fails (here: no Watch method at all) is read with List, with one log line."""
     from concurrent import futures
 
-    from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as w
     real, target = _service()
     try:
         run_round(tmp_path, "b", node_state(2, target), Clock(), [])

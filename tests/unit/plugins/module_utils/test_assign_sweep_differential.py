@@ -13,7 +13,7 @@ import base64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import peerspec as new
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import peerspec as new
 from ansible_collections.kubespan.mesh.tests.unit.plugins.module_utils import frozen_peerset_v1 as old
 
 SUBNET = "fd7f:175a:b97c:5602::/64"

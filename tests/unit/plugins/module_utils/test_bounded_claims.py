@@ -7,14 +7,14 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_affiliates as da
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_agent as dag
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine
-from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import announced_endpoints, endpoint_problem
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
-from ansible_collections.kubespan.mesh.plugins.module_utils.peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerspec import peer_ipset, routed_set
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_affiliates as da
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.endpoints import announced_endpoints, endpoint_problem
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peers import DEFAULT_ALLOWED_PEER_NETWORKS, build_peer_set
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerspec import peer_ipset, routed_set
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_agent as dag
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 
 SUBNET = ipaddress.IPv6Network("fd7f:175a:b97c:5602::/64")
 LOCAL_ADDRESS = "fd7f:175a:b97c:5602::1/128"

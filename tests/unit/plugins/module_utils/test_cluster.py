@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import cluster
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import cluster
 
 
 def test_generated_secrets_have_talos_format():
@@ -35,6 +35,6 @@ def test_bad_secret_never_echoed(value, match):
 
 
 def test_secrets_document_parses_back():
-    from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import parse_flat_yaml
+    from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import parse_flat_yaml
     doc = cluster.secrets_document("cid", "c2VjcmV0")
     assert parse_flat_yaml(doc) == {"kubespan_cluster_id": "cid", "kubespan_cluster_secret": "c2VjcmV0"}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import (
     DataPlaneConfig,
     desired_nft,
     desired_routes,
@@ -25,7 +25,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import (
     render_route,
     render_rule,
 )
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet
 
 CFG = DataPlaneConfig().validate()
 ROUTED = IPSet(["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24", "192.168.3.4", "2001:db8::/32"])

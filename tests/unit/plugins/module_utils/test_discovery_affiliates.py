@@ -5,10 +5,10 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_affiliates as da
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_crypto as c
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
-from ansible_collections.kubespan.mesh.plugins.module_utils.peers import build_peer_set
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_affiliates as da
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_crypto as c
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as w
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peers import build_peer_set
 
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="
 KEY = c.key_from_secret(SECRET)

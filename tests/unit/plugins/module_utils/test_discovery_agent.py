@@ -9,16 +9,16 @@ import stat
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import agent, cli
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_agent as dag
-from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_affiliates import seal_affiliate
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import STATE_VERSION, load_state, state_path
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import agent, cli
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_affiliates import seal_affiliate
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import PeerStatus
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_agent as dag
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import STATE_VERSION, load_state, state_path
 
 grpc = pytest.importorskip("grpc")
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_grpc as dg  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_server as ds  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_grpc as dg  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_server as ds  # noqa: E402
 
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="
 SUBNET = "fd7f:175a:b97c:5602::/64"
@@ -356,7 +356,7 @@ def test_forged_affiliate_on_the_service_is_dropped_with_a_logged_reason(tmp_pat
         # sealed with another secret, and one replayed under another node's ID
         data, eps = seal_affiliate(bytes(range(32)), aff(3))
         client.update(CLUSTER, "Node3Id", data, eps)
-        from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_crypto import key_from_secret
+        from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_crypto import key_from_secret
         data, eps = seal_affiliate(key_from_secret(SECRET), aff(4, addresses=["10.0.0.2"]))
         client.update(CLUSTER, "Node4Id", data, eps)
     b = node_state(2, target)
@@ -581,7 +581,7 @@ class HostileService:
     def __init__(self, list_bytes):
         from concurrent import futures
 
-        from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
+        from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as w
 
         def unary(payload):
             return grpc.unary_unary_rpc_method_handler(lambda _req, _ctx: payload)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_crypto as c
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_crypto as c
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as w
 
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="
 KEY = c.key_from_secret(SECRET)

@@ -3,7 +3,7 @@
 """A second, independent implementation of the discovery seal and open, checked against the product's.
 
 Written here from Talos's documented rules only (discovery-client's cipher use), sharing no code with
-plugins/module_utils/discovery_crypto.py, not even the AES library:
+plugins/module_utils/core/discovery_crypto.py, not even the AES library:
 
 - affiliate data: nonce (12 bytes) first, then AES-256-GCM ciphertext and its 16-byte tag, no
   associated data; the key is the 32 bytes of the cluster secret;
@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_crypto as product
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as wire
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_crypto as product
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as wire
 
 # ------------------------------------------------------------------ AES-256, FIPS-197, plain Python
 

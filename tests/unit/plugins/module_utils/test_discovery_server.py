@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_server as s
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as w
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_server as s
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import StateFileError
 
 
 class Clock:

@@ -11,16 +11,16 @@ import time
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import agent
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_agent as dag
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_watch as dw
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_watchfile as dwf
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import STATE_VERSION, load_state, state_path
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import read_json, write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import agent
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import discovery_watch as dw
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_agent as dag
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_watchfile as dwf
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import read_json, write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import STATE_VERSION, load_state, state_path
 
 grpc = pytest.importorskip("grpc")
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_grpc as dg  # noqa: E402
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_server as ds  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_grpc as dg  # noqa: E402
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery import discovery_server as ds  # noqa: E402
 
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="  # test value (tests/unit/.../test_discovery_agent.py)
 SUBNET = "fd7f:175a:b97c:5602::/64"
@@ -282,7 +282,8 @@ class Recorder:
 
 
 def unit_opts(tmp_path, **kw):
-    from ansible_collections.kubespan.mesh.plugins.module_utils import agentfiles, bundle
+    from ansible_collections.kubespan.mesh.plugins.module_utils.agent import agentfiles
+    from ansible_collections.kubespan.mesh.plugins.module_utils.host import bundle
     base = dict(bundle=bundle.build([("x.py", b"")]), lib_dir=str(tmp_path / "lib"), state_dir=str(tmp_path / "state"),
                 command_path=str(tmp_path / "sbin" / "kubespan"), unit_dir=str(tmp_path / "units"))
     base.update(kw)
@@ -290,7 +291,7 @@ def unit_opts(tmp_path, **kw):
 
 
 def test_watch_unit_installed_with_discovery_removed_without(tmp_path):
-    from ansible_collections.kubespan.mesh.plugins.module_utils import agentfiles
+    from ansible_collections.kubespan.mesh.plugins.module_utils.agent import agentfiles
     unit = str(tmp_path / "units" / agentfiles.WATCH_SERVICE)
     off = unit_opts(tmp_path)
     on = unit_opts(tmp_path, discovery_endpoint="10.0.0.5:3000")
@@ -317,7 +318,7 @@ def test_watch_unit_installed_with_discovery_removed_without(tmp_path):
 
 
 def test_watch_unit_enabled_running_and_restarted_on_new_code():
-    from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import WATCH_SERVICE, parse_show, plan_units
+    from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles import WATCH_SERVICE, parse_show, plan_units
     base = ("Id=kubespan-wireguard-go.service\nUnitFileState=\nActiveState=inactive\n\nId=kubespan-agent.timer\n"
             "UnitFileState=enabled\nActiveState=active\n\nId=kubespan-failclosed.service\nUnitFileState=enabled\nActiveState=active\n")
     running = parse_show(base + "\nId=%s\nUnitFileState=enabled\nActiveState=active\n" % WATCH_SERVICE)
@@ -340,7 +341,7 @@ def test_service_counts_requests_per_source_and_method(tmp_path):
     assert read_json(path)["requests"]["10.0.0.1"] == {"Hello": 2, "Watch": 1}
     # every method counts, refused ones too (the rate limit applies after counting)
     svc = ds.DiscoveryService(ds.DiscoveryState(), ds.RateLimiter(0.001, 1))
-    from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_wire import HelloRequest
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.discovery_wire import HelloRequest
     svc.hello(HelloRequest(cluster_id="c", client_version="t").encode(), "10.1.0.1")
     with pytest.raises(ds.LimitError):
         svc.hello(HelloRequest(cluster_id="c", client_version="t").encode(), "10.1.0.1")
@@ -351,7 +352,7 @@ def test_every_harvest_publication_is_in_the_journal_with_its_reason(tmp_path, s
     """The discovery scenario's steady-state rate (molecule/discovery/rate.yml) tells TTL/2 refreshes from other
     AffiliateUpdates by the node's journal: a harvested endpoint refreshed at TTL/2 is published again (as Talos's
     refreshData does) and logged as a refresh; nothing is published or logged before TTL/2 when nothing changed."""
-    from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import PeerStatus
     server, target = service
     counts = server.service.requests
     clock, logs = Clock(1000000.0), []

@@ -11,7 +11,7 @@ from google.protobuf import descriptor_pool, duration_pb2, message_factory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_wire as w
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_wire as w
 
 FD = pb_descriptor.FieldDescriptorProto
 TYPES = {"string": FD.TYPE_STRING, "bytes": FD.TYPE_BYTES, "uint32": FD.TYPE_UINT32, "bool": FD.TYPE_BOOL}

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.addressing import eui64_address, ula_prefix
-from ansible_collections.kubespan.mesh.plugins.module_utils.endpoints import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.addressing import eui64_address, ula_prefix
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.endpoints import (
     announce_inputs,
     announced_endpoints,
     endpoints_from_inputs,

@@ -2,8 +2,9 @@
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import failclosed
-from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import failclosed
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.failclosed import FailClosedError, plan, restore
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import (
     FAIL_CLOSED_METRIC,
     DataPlaneConfig,
     desired_routes,
@@ -13,7 +14,6 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import (
     owned_main_routes,
     render_route,
 )
-from ansible_collections.kubespan.mesh.plugins.module_utils.failclosed import FailClosedError, plan, restore
 
 CFG = DataPlaneConfig().validate()
 SUBNET = "fd7f:175a:b97c:5602::/64"
@@ -144,7 +144,7 @@ class FakeNetlink:
 
 
 def test_restore_adds_what_is_missing_then_nothing(tmp_path):
-    from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+    from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import write_json
     write_json(str(tmp_path / "state.json"), state())
     nl, tables, lines = FakeNetlink(), {}, []
 
@@ -173,7 +173,7 @@ def test_restore_without_state_succeeds_and_touches_nothing(tmp_path):
 BOOT = r'''
 import json, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.kubespan.mesh.plugins.module_utils import cli
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import cli
 rc = [cli.main(["--state-dir", sys.argv[2], "failclosed"]), cli.main(["--state-dir", sys.argv[2], "failclosed"])]
 shown = [subprocess.run(cmd.split(), capture_output=True, text=True, check=True).stdout
          for cmd in ("ip rule show", "ip -6 rule show", "ip route show table 180", "ip -6 route show table 180",
@@ -190,12 +190,13 @@ def test_boot_path_writes_through_the_kernel_and_imports_only_what_it_needs(tmp_
     import subprocess
     import sys
 
-    from ansible_collections.kubespan.mesh.plugins.module_utils import cli, engine
-    from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+    from ansible_collections.kubespan.mesh.plugins.module_utils.agent import cli
+    from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import write_json
+    from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
     assert cli.DEFAULT_STATE_DIR == engine.DEFAULT_STATE_DIR
     assert os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nft"), "needs root, unshare and nft (the suite runs as root)"
     write_json(str(tmp_path / "state.json"), state())
-    root = os.path.abspath(os.path.join(os.path.dirname(cli.__file__), *[".."] * 5))
+    root = os.path.abspath(os.path.join(os.path.dirname(cli.__file__), *[".."] * 6))
     proc = subprocess.run(["unshare", "--net", sys.executable, "-c", BOOT, root, str(tmp_path)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,6 +1,6 @@
 """Openings in the host's own input chains: only drop-policy chains, only our commented rules."""
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.firewall import COMMENT, input_drop_chains, plan_openings
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.firewall import COMMENT, input_drop_chains, plan_openings
 
 
 def chain(family, table, name, hook="input", policy="drop"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.firewall import COMMENT, parse_ufw_added, plan_firewalld, plan_ufw
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.firewall import COMMENT, parse_ufw_added, plan_firewalld, plan_ufw
 
 # Real output of `ufw show added` (ufw 0.36.2, Debian 12) with our rules and one of the admin's.
 UFW_OURS = """Added user rules (see 'ufw status' for running firewall):

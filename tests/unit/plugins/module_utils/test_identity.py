@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import identity as ident_mod
-from ansible_collections.kubespan.mesh.plugins.module_utils import keys as keys_mod
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import StateFileError
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import keys as keys_mod
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity as ident_mod
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import StateFileError
 
 # RFC 7748 section 6.1 (X25519 test vector, Alice): private scalar and public key.
 ALICE_PRIV = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet, parse_range, range_to_prefixes
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet, parse_range, range_to_prefixes
 
 
 def test_prefix_with_host_bits_is_masked_and_host_added():

@@ -12,10 +12,11 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import cli, listing
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import STATE_VERSION, state_path
-from ansible_collections.kubespan.mesh.plugins.module_utils.identity import Identity, public_key_for, save_identity
-from ansible_collections.kubespan.mesh.plugins.module_utils.statefile import write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import cli
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import listing
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.identity import Identity, public_key_for, save_identity
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import write_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import STATE_VERSION, state_path
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "fixtures", "listing")
 T0 = 1764900000.0  # 2025-12-05T02:00:00Z

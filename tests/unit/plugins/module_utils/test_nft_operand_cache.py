@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import dataplane
 
 _addr = st.one_of(st.sampled_from(["10.0.0.1", "10.0.0.0", "10.0.1.255", "fd00::1", "fd00::", "2001:db8::ff", "bad", ""]),
                   st.integers(0, 2 ** 32), st.none())

@@ -7,8 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import dataplane
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet, range_to_prefixes
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import dataplane
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet, range_to_prefixes
 
 
 def frozen_set_value(ipset, family):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.observed import MAX_OBSERVED, MAX_REPORT, merge_observed, observed_report, with_observed
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.observed import MAX_OBSERVED, MAX_REPORT, merge_observed, observed_report, with_observed
 
 KA, KB, KP = "A" * 43 + "=", "B" * 43 + "=", "P" * 43 + "="
 # dn-a and dn-b behind two NATs announce only their LAN; dn-pub is public
@@ -95,6 +95,6 @@ def test_the_mesh_module_appends_them_after_the_own_endpoints():
 
 
 def test_the_agent_tries_the_observed_mapping_of_a_never_up_peer_first():
-    from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus, rank_candidates
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import PeerStatus, rank_candidates
     endpoints = with_observed([dict(AFFS[0], observed_endpoints=["10.89.160.251:51820"])])[0]["endpoints"]
     assert rank_candidates(PeerStatus(), endpoints)[0] == "10.89.160.251:51820"

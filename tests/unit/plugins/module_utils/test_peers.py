@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.peers import PeerError, build_peer_set
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peers import PeerError, build_peer_set
 
 SUBNET = ipaddress.IPv6Network("fd7f:175a:b97c:5602::/64")
 

@@ -12,8 +12,8 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import peers as new_peers
-from ansible_collections.kubespan.mesh.plugins.module_utils import peerspec as new_peerspec
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import peers as new_peers
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import peerspec as new_peerspec
 from ansible_collections.kubespan.mesh.tests.unit.plugins.module_utils import frozen_peerset_v1 as old
 
 SUBNET = ipaddress.IPv6Network("fd7f:175a:b97c:5602::/64")

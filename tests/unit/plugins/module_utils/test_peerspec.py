@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerspec import assign_allowed_ips, local_ipset, peer_ipset, routed_set
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerspec import assign_allowed_ips, local_ipset, peer_ipset, routed_set
 
 KEY_A = "PLPNBddmTgHJhtw0vxltq1ZBdPP9RNOEUd5JjJZzBRY="
 KEY_B = "Zr5ewpUm2Ywo1c+/59WFKIBjZ3c/nVbIWsT5elbjwCU="

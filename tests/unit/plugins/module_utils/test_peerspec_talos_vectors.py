@@ -30,9 +30,9 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import discovery_affiliates as da
-from ansible_collections.kubespan.mesh.plugins.module_utils import peerspec
-from ansible_collections.kubespan.mesh.plugins.module_utils.peers import build_peer_set
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import discovery_affiliates as da
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import peerspec
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peers import build_peer_set
 
 # Talos's own test data (peer_spec_test.go): node IDs, keys and ULAs of its affiliates
 ID_1, ID_2 = "7x1SuC8Ege5BGXdAfTEff5iQnlWZLfv9h1LGMxA2pYkC", "9dwHNUViZlPlIervqX9Qo256RUhrfhgO0xBBnKcKl4F"

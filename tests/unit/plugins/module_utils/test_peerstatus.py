@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import (
     ENDPOINT_CONNECTION_TIMEOUT,
     PEER_DOWN_INTERVAL,
     STATE_DOWN,
@@ -27,7 +27,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import (
     up_peers,
     update_endpoint,
 )
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, PeerState
 
 NOW = 1_000_000.0  # small enough that 1 ns stays representable in a float (Talos's table uses +1ns)
 NS = 1e-9
@@ -590,7 +590,7 @@ def kicked(updates):
 
 
 def test_rank_candidates_last_up_first_then_announced_backwards():
-    from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import rank_candidates
+    from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import rank_candidates
     assert rank_candidates(PeerStatus(), [LAN, USELESS, MAPPING]) == [MAPPING, USELESS, LAN]
     assert rank_candidates(PeerStatus(last_up_endpoint=LAN), [LAN, USELESS, MAPPING]) == [LAN, MAPPING, USELESS]
     assert rank_candidates(PeerStatus(last_up_endpoint="192.0.2.1:1"), [LAN, MAPPING]) == [MAPPING, LAN]  # not a candidate now

@@ -2,7 +2,7 @@
 
 import base64
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.plan import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.plan import (
     DesiredDevice,
     DesiredPeer,
     expected_device,
@@ -10,7 +10,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.plan import (
     plan_device,
     render_device,
 )
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, PeerState
 
 
 def key(n):

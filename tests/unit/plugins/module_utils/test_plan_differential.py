@@ -6,8 +6,8 @@ AllowedIPs in any order, keepalive, preshared key, endpoints with and without a 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import plan
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import plan
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, PeerState
 from ansible_collections.kubespan.mesh.tests.unit.plugins.module_utils import frozen_plan_v1 as old
 
 KEYS = ["%s=" % (chr(65 + i) * 43) for i in range(6)]

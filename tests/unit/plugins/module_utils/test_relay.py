@@ -3,18 +3,19 @@
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine, relay
-from ansible_collections.kubespan.mesh.plugins.module_utils.agent import render_metrics
-from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agent import render_metrics
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import relay
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import (
     FORWARD_CHAIN,
     DataPlaneConfig,
     desired_nft,
     diff_nft,
     render_nft,
 )
-from ansible_collections.kubespan.mesh.plugins.module_utils.ipset import IPSet
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import PeerStatus, statuses_from_json, statuses_to_json
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.ipset import IPSet
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import PeerStatus, statuses_from_json, statuses_to_json
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 
 R1, R2, B, T = "R1=", "R2=", "B=", "T="
 

@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import keys, plan
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import keys, plan
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, PeerState
 
 
 def old_render_device(ifname, link, device, labels):

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import requirements
-from ansible_collections.kubespan.mesh.plugins.module_utils.requirements import missing
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import requirements
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.requirements import missing
 
 
 def test_nothing_missing_with_everything_present():

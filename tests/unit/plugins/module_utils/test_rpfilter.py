@@ -3,8 +3,8 @@
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import engine
-from ansible_collections.kubespan.mesh.plugins.module_utils.rpfilter import effective, rp_filter_plan
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.rpfilter import effective, rp_filter_plan
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 
 
 def P(name):

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import rtnl
-from ansible_collections.kubespan.mesh.plugins.module_utils.rtnl import RtnlError, attributes, parse_messages
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import rtnl
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.rtnl import RtnlError, attributes, parse_messages
 
 
 def _attr(kind, payload):
@@ -167,7 +167,7 @@ for cmd in json.loads(sys.argv[1]):
     subprocess.run(cmd.split(), check=True)
 sys.path.insert(0, sys.argv[2])
 exec(sys.argv[3])
-from ansible_collections.kubespan.mesh.plugins.module_utils.netlink import Netlink
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.netlink import Netlink
 out = {}
 for label, nl in (("frozen", Frozen()), ("rtnl", Netlink())):
     out[label] = {"link": nl.link("ks0"), "missing": nl.link("nope"), "index": nl.link_index("eth9"),
@@ -177,8 +177,8 @@ print(json.dumps(out))
 '''
 
 
-# the directory holding ansible_collections/ as this test imported it (module_utils/rtnl.py is 6 levels below)
-ROOT = os.path.abspath(os.path.join(os.path.dirname(rtnl.__file__), *[".."] * 5))
+# the directory holding ansible_collections/ as this test imported it (module_utils/host/rtnl.py is 7 levels below)
+ROOT = os.path.abspath(os.path.join(os.path.dirname(rtnl.__file__), *[".."] * 6))
 
 
 def _netns_available():
@@ -209,7 +209,7 @@ def test_reads_do_not_import_pyroute2():
     assert _netns_available(), "needs root, unshare and ip for a private network namespace (the suite runs as root)"
     root = ROOT
     code = ("import sys, json; sys.path.insert(0, %r)\n"
-            "from ansible_collections.kubespan.mesh.plugins.module_utils.netlink import Netlink\n"
+            "from ansible_collections.kubespan.mesh.plugins.module_utils.host.netlink import Netlink\n"
             "with Netlink() as nl:\n"
             "    nl.link('lo'); nl.routes(254); nl.rules(32500, 180)\n"
             "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'pyroute2']))\n"
@@ -241,8 +241,8 @@ WRITER = r'''
 import json, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 which, routes, rules = sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-from ansible_collections.kubespan.mesh.plugins.module_utils.netlink import Netlink, NetlinkError
-from ansible_collections.kubespan.mesh.plugins.module_utils.failclosed import StdlibNetlink
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.netlink import Netlink, NetlinkError
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.failclosed import StdlibNetlink
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 nl = Netlink() if which == "pyroute2" else StdlibNetlink()
 with nl:

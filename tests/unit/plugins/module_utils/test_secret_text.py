@@ -13,10 +13,12 @@ from contextlib import redirect_stderr
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import cli, engine, identity, statefile
-from ansible_collections.kubespan.mesh.plugins.module_utils.plan import DesiredDevice, DesiredPeer, plan_device, render_device
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, DeviceUpdate, PeerState, PeerUpdate, key_to_bytes
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import cli
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.plan import DesiredDevice, DesiredPeer, plan_device, render_device
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, DeviceUpdate, PeerState, PeerUpdate, key_to_bytes
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import identity, statefile
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 
 PRIV = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="

@@ -1,4 +1,4 @@
-"""The settings model (plugins/module_utils/settings.py): each default written once, used everywhere.
+"""The settings model (plugins/module_utils/core/settings.py): each default written once, used everywhere.
 
 The grep test scans plugins/, the role (defaults, meta, tasks, templates, vars, handlers) and playbooks/ for a second
 assignment of a model-held default; its positive control re-adds a duplicate in a copy of the tree and must find it.
@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import settings as model
-from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions
-from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import DataPlaneConfig
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_VARIABLES, ReconcileError, Settings
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles import AgentOptions
+from ansible_collections.kubespan.mesh.plugins.module_utils.core import settings as model
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import DataPlaneConfig
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import ROLE_VARIABLES, ReconcileError, Settings
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 MODEL_FILE = os.path.relpath(os.path.realpath(model.__file__), os.path.realpath(ROOT))  # wherever it lives (layer folders)
@@ -146,7 +146,7 @@ def duplicates(root):
 
 def test_each_default_is_written_once():
     found = duplicates(ROOT)
-    assert not found, "defaults written outside plugins/module_utils/settings.py:\n" + "\n".join(found)
+    assert not found, "defaults written outside plugins/module_utils/core/settings.py:\n" + "\n".join(found)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +168,10 @@ def tree(tmp_path_factory):
                                                       "      kubespan_mtu:\n        type: int\n        default: 1420\n")),
     ("plugins/modules/mesh.py", None, ('mtu=dict(type="int")', 'mtu=dict(type="int", default=1420)')),
     ("plugins/modules/mesh.py", None, ('lib_dir=dict(type="path")', 'lib_dir=dict(type="path", default="/usr/lib/kubespan")')),
-    ("plugins/module_utils/dataplane.py", None, ("NFT_FAMILY = ", "DEFAULT_MTU = 1420\nNFT_FAMILY = ")),
-    ("plugins/module_utils/engine.py", None, ("    mtu: int = model.MTU", "    mtu: int = 1420")),
-    ("plugins/module_utils/agentfiles.py", None, ("    interval: int = AGENT_INTERVAL", "    interval: int = 30")),
-    ("plugins/module_utils/peers.py", None, ("DEFAULT_ALLOWED_PEER_NETWORKS = ALLOWED_PEER_NETWORKS",
+    ("plugins/module_utils/core/dataplane.py", None, ("NFT_FAMILY = ", "DEFAULT_MTU = 1420\nNFT_FAMILY = ")),
+    ("plugins/module_utils/reconcile/engine.py", None, ("    mtu: int = model.MTU", "    mtu: int = 1420")),
+    ("plugins/module_utils/agent/agentfiles.py", None, ("    interval: int = AGENT_INTERVAL", "    interval: int = 30")),
+    ("plugins/module_utils/core/peers.py", None, ("DEFAULT_ALLOWED_PEER_NETWORKS = ALLOWED_PEER_NETWORKS",
                                              'DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "100.64.0.0/10", "fc00::/7")')),
 ])
 def test_a_re_added_duplicate_is_found(tree, rel, line, anchor):

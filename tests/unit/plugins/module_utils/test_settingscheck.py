@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AgentOptions
-from ansible_collections.kubespan.mesh.plugins.module_utils.dataplane import DataPlaneConfig
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import ROLE_VARIABLES, ReconcileError, Settings
-from ansible_collections.kubespan.mesh.plugins.module_utils.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles import AgentOptions
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import DataPlaneConfig
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import ROLE_VARIABLES, ReconcileError, Settings
 
 DEFAULTS = {
     "kubespan_mtu": "1420", "kubespan_listen_port": 51820, "kubespan_persistent_keepalive": 25, "kubespan_route_table": 180,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.settle import affiliate_of, check
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settle import affiliate_of, check
 
 FACTS = {"public_key": "A" * 43 + "=", "node_id": "n1", "address": "fd00::1", "subnet": "fd00::/64", "address_source": "mac:eth0",
          "endpoints": ["10.0.0.1:51820"], "addresses": ["10.0.0.1", "fd00::1"], "additional_addresses": [],

@@ -17,8 +17,9 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import agentfiles, bundle
-from ansible_collections.kubespan.mesh.plugins.module_utils.agentfiles import AGENT_SERVICE, WIREGUARD_GO_UNIT, AgentOptions, render_files
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent import agentfiles
+from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles import AGENT_SERVICE, WIREGUARD_GO_UNIT, AgentOptions, render_files
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import bundle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 ROLE = os.path.join(ROOT, "roles", "discovery_service")
@@ -35,7 +36,7 @@ def values(text, key):
 
 
 def node_units(**kw):
-    o = AgentOptions(bundle=bundle.build_from_dir(os.path.dirname(agentfiles.__file__))[0], **kw)
+    o = AgentOptions(bundle=bundle.build_from_dir(os.path.dirname(os.path.dirname(agentfiles.__file__)))[0], **kw)
     return {os.path.basename(p): data.decode() for p, data, _mode in render_files(o) if p.endswith((".service", ".timer"))}
 
 

@@ -1,8 +1,8 @@
 """Resource versions in the listings, as Talos's VERSION column: +1 when what is shown changes."""
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.engine import _version_peers
-from ansible_collections.kubespan.mesh.plugins.module_utils.peerstatus import tick
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceState, PeerState
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.peerstatus import tick
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceState, PeerState
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import _version_peers
 
 KEY = "k" * 43 + "="
 SPEC = {"public_key": KEY, "name": "n2", "endpoints": ["10.0.0.2:51820"]}

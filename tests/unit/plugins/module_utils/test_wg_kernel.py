@@ -9,7 +9,12 @@ import struct
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.wg_kernel import (
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import (
+    DeviceUpdate,
+    PeerUpdate,
+    WireGuardError,
+)
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.wg_kernel import (
     MAX_MESSAGE_BYTES,
     NLM_F_DUMP_INTR,
     WG_CMD_GET_DEVICE,
@@ -23,11 +28,6 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.wg_kernel import (
     parse_device_dump,
     peer_attr_chunks,
     set_device_batches,
-)
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import (
-    DeviceUpdate,
-    PeerUpdate,
-    WireGuardError,
 )
 
 pyroute2 = pytest.importorskip("pyroute2")

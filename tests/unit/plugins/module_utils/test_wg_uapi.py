@@ -5,8 +5,8 @@ import binascii
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.wg_uapi import build_set_request, parse_get_response
-from ansible_collections.kubespan.mesh.plugins.module_utils.wgtypes import DeviceUpdate, PeerUpdate, WireGuardError
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceUpdate, PeerUpdate, WireGuardError
+from ansible_collections.kubespan.mesh.plugins.module_utils.host.wg_uapi import build_set_request, parse_get_response
 
 
 def key(n):
@@ -84,7 +84,7 @@ def test_a_connection_reset_mid_answer_is_a_wireguard_error(tmp_path):
     import threading
     import time
 
-    from ansible_collections.kubespan.mesh.plugins.module_utils.wg_uapi import UapiWireGuard
+    from ansible_collections.kubespan.mesh.plugins.module_utils.host.wg_uapi import UapiWireGuard
 
     path = str(tmp_path / "kubespan.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -17,8 +17,8 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from ansible_collections.kubespan.mesh.plugins.module_utils import meshrun
-from ansible_collections.kubespan.mesh.plugins.module_utils.discovery_agent import default_settings
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery.discovery_agent import default_settings
+from ansible_collections.kubespan.mesh.plugins.module_utils.modules import meshrun
 from ansible_collections.kubespan.mesh.plugins.modules import mesh
 
 SECRET = base64.b64encode(bytes(range(32))).decode()
