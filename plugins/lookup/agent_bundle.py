@@ -49,8 +49,9 @@ _CACHE = {}
 
 
 def _sources_key(src):
-    names = sorted(n for n in os.listdir(src) if n.endswith(".py"))
-    return tuple((n, os.stat(os.path.join(src, n)).st_mtime_ns, os.stat(os.path.join(src, n)).st_size) for n in names)
+    """(path, mtime, size) of every ``*.py`` below ``src`` (the layers' subpackages included)."""
+    paths = sorted(os.path.join(d, n) for d, _dirs, names in os.walk(src) for n in names if n.endswith(".py"))
+    return tuple((os.path.relpath(p, src), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)
 
 
 class LookupModule(LookupBase):

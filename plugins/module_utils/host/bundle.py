@@ -23,11 +23,19 @@ _STAMP = (2020, 1, 1, 0, 0, 0)
 
 
 def source_files(src_dir: str) -> List[Tuple[str, bytes]]:
-    """The ``*.py`` files of ``src_dir`` as (archive name, bytes), sorted, with the package and entry point."""
+    """The ``*.py`` files of ``src_dir`` and of its subpackages (the layers) as (archive name, bytes), sorted,
+    with the package and entry point."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(src_dir):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = os.path.relpath(dirpath, src_dir)
+        for name in filenames:
+            if name.endswith(".py") and not (rel == "." and name == "__init__.py"):
+                found.append(("/".join([PACKAGE] + ([] if rel == "." else rel.split(os.sep)) + [name]), os.path.join(dirpath, name)))
     files = [(PACKAGE + "/__init__.py", b"")]
-    for name in sorted(n for n in os.listdir(src_dir) if n.endswith(".py") and n != "__init__.py"):
-        with open(os.path.join(src_dir, name), "rb") as handle:
-            files.append(("%s/%s" % (PACKAGE, name), handle.read()))
+    for arcname, path in sorted(found):
+        with open(path, "rb") as handle:
+            files.append((arcname, handle.read()))
     files.append(("__main__.py", MAIN))
     return files
 
