@@ -178,7 +178,8 @@ rc = [cli.main(["--state-dir", sys.argv[2], "failclosed"]), cli.main(["--state-d
 shown = [subprocess.run(cmd.split(), capture_output=True, text=True, check=True).stdout
          for cmd in ("ip rule show", "ip -6 rule show", "ip route show table 180", "ip -6 route show table 180",
                      "ip -6 route show table main", "nft list table inet kubespan")]
-mods = sorted(m.split(".")[-1] for m in sys.modules if "module_utils." in m or m.split(".")[0] == "pyroute2")
+mods = sorted(m.split(".")[-1] for m in sys.modules if ("module_utils." in m and not hasattr(sys.modules[m], "__path__"))
+              or m.split(".")[0] == "pyroute2")  # the files imported (not the layers' packages)
 print(json.dumps({"rc": rc, "shown": shown, "modules": mods}))
 '''
 
