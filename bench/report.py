@@ -329,8 +329,8 @@ def _ci_suite(run):
     d = run["data"]
     if d["failed"]:
         return []  # a failed run's time is no figure of the suite
-    return [(d["seconds"] / 60.0, "%.1f min (%d s, %d cores, %d sections passed)" % (d["seconds"] / 60.0, d["seconds"],
-                                                                                  d["cores"], d["passed"]))]
+    minutes = d["seconds"] / 60.0
+    return [(minutes, "%.1f min (%d s, %d cores, %d sections passed)" % (minutes, d["seconds"], d["cores"], d["passed"]))]
 
 
 def _doublenat(run):

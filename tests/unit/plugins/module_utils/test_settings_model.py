@@ -171,8 +171,9 @@ def tree(tmp_path_factory):
     ("plugins/module_utils/core/dataplane.py", None, ("NFT_FAMILY = ", "DEFAULT_MTU = 1420\nNFT_FAMILY = ")),
     ("plugins/module_utils/reconcile/engine.py", None, ("    mtu: int = model.MTU", "    mtu: int = 1420")),
     ("plugins/module_utils/agent/agentfiles.py", None, ("    interval: int = AGENT_INTERVAL", "    interval: int = 30")),
-    ("plugins/module_utils/core/peers.py", None, ("DEFAULT_ALLOWED_PEER_NETWORKS = ALLOWED_PEER_NETWORKS",
-                                             'DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "100.64.0.0/10", "fc00::/7")')),
+    ("plugins/module_utils/core/peers.py", None,
+     ("DEFAULT_ALLOWED_PEER_NETWORKS = ALLOWED_PEER_NETWORKS",
+      'DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "100.64.0.0/10", "fc00::/7")')),
 ])
 def test_a_re_added_duplicate_is_found(tree, rel, line, anchor):
     """Positive control of the grep test: a copy of the tree with one duplicate default re-added fails it."""
