@@ -107,16 +107,3 @@ def test_affiliates_cache_as_a_module_on_a_host_refuses_with_the_reason(tmp_path
     assert result["failed"] is True and "action plugin" in result["msg"]
     assert not (tmp_path / "a.json").exists()
 
-
-def test_agent_bundle_lookup_returns_the_zipapp_of_module_utils_and_caches_it():
-    import base64
-    import zipfile
-
-    from ansible_collections.kubespan.mesh.plugins.lookup.agent_bundle import LookupModule
-    first = LookupModule().run([], variables={})
-    assert len(first) == 1
-    data = base64.b64decode(first[0])
-    with zipfile.ZipFile(io.BytesIO(data)) as zipped:
-        names = zipped.namelist()
-    assert "__main__.py" in names and any(n.endswith("cli.py") for n in names)
-    assert LookupModule().run([], variables={})[0] is first[0], "built once per controller process"
