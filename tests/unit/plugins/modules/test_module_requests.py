@@ -106,4 +106,3 @@ def test_affiliates_cache_as_a_module_on_a_host_refuses_with_the_reason(tmp_path
     result = run(affiliates_cache, {"path": str(tmp_path / "a.json"), "affiliates": []})
     assert result["failed"] is True and "action plugin" in result["msg"]
     assert not (tmp_path / "a.json").exists()
-
