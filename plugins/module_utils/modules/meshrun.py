@@ -63,9 +63,10 @@ def settings_request(p: dict) -> Settings:
              "allow_down_peer_bypass", "route_table", "rule_priority", "force_mark", "mark_mask", "nft_table",
              "firewall_backend", "firewalld_zone", "allowed_peer_networks", "relay")
     values = {name: p[name] for name in names if p.get(name) is not None}
-    settings = Settings(peer_endpoint_filters=p.get("peer_endpoint_filters"),
-                        address_source=p.get("address_source") or (p.get("identity") or {}).get("address_source") or "auto",
-                        **values)
+    source = p.get("address_source") or (p.get("identity") or {}).get("address_source")
+    if source:
+        values["address_source"] = source  # else engine.Settings' default (the settings model's)
+    settings = Settings(peer_endpoint_filters=p.get("peer_endpoint_filters"), **values)
     settings.validate()
     return settings
 
@@ -236,8 +237,7 @@ def finish(p: dict, result: dict) -> dict:
     list and the n-sized arguments in the echo turned into counts (a constant-size result)."""
     discovery_on = bool((p.get("discovery") or {}).get("enabled"))
     if p.get("report_observed") and not discovery_on and p.get("state") != "absent" and not result.get("failed"):
-        result["observed"] = report_observed(Settings(**({"state_dir": p["state_dir"]} if p.get("state_dir") else {})).state_dir,
-                                             p["peers"])
+        result["observed"] = report_observed(p.get("state_dir") or Settings().state_dir, p["peers"])
     result["peer_count"] = len(result.get("peers") or [])
     if p.get("compact_result"):
         result.pop("peers", None)
