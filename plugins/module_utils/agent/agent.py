@@ -32,10 +32,11 @@ from ..core.relay import decide as decide_relays
 from ..core.relay import via_map
 from ..core.wgtypes import DeviceUpdate, WireGuardError
 from ..discovery.discovery_watchfile import load_watcher
+from ..host import layout
 from ..host.statefile import LockBusy, StateFileError, atomic_write, read_json, state_lock, write_json
 from ..reconcile.engine import ReconcileError, load_state, open_device, reapply_from_state, refresh_address, replace_state_peers, settings_from_state
 
-STATUS_FILE = "peerstatus.json"
+STATUS_FILE = layout.STATUSES
 WATCH_MARGIN = 5.0  # seconds a Watch stream is held beyond the sampling window (the sync and the re-apply before it)
 
 
@@ -44,7 +45,7 @@ def real_sleep(sleep_fn) -> bool:
     return sleep_fn is time.sleep
 
 
-METRICS_FILE = "metrics.prom"
+METRICS_FILE = layout.METRICS
 
 
 def status_path(state_dir: str) -> str:

@@ -25,6 +25,7 @@ from ..core.plan import DesiredDevice, DesiredPeer, expected_device, plan_device
 from ..core.relay import move_allowed_ips
 from ..core.rpfilter import CONF, rp_filter_plan
 from ..core.wgtypes import WireGuardError, count_exceeds
+from ..host import layout
 from ..host.identity import Identity, load_identity, new_identity, save_identity
 from ..host.netlink import Netlink, endpoint_candidates
 from ..host.netlink import host_never_routed as netlink_never_routed
@@ -33,7 +34,7 @@ from ..host.statefile import StateFileError, ensure_dir, read_json, read_text, s
 from ..host.systemd import systemctl
 
 DEFAULT_STATE_DIR = model.STATE_DIR
-STATE_FILE = "state.json"
+STATE_FILE = layout.STATE
 STATE_VERSION = 1
 WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
@@ -580,7 +581,7 @@ def agent_via(state_dir: str) -> dict:
     from ..core.peerstatus import statuses_from_json
     from ..core.relay import via_map
     try:
-        data = read_json(os.path.join(state_dir, "peerstatus.json"))
+        data = read_json(layout.path(state_dir, layout.STATUSES))
         return via_map(statuses_from_json(data)) if data else {}
     except (StateFileError, ValueError):
         return {}
@@ -590,7 +591,7 @@ def agent_up_peers(state_dir: str) -> List[str]:
     """Public keys of the peers the node agent last saw up (empty when it has not run yet)."""
     from ..core.peerstatus import statuses_from_json, up_peers
     try:
-        data = read_json(os.path.join(state_dir, "peerstatus.json"))
+        data = read_json(layout.path(state_dir, layout.STATUSES))
         return up_peers(statuses_from_json(data)) if data else []
     except (StateFileError, ValueError):
         return []
@@ -661,7 +662,7 @@ def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict],
 
 # ----------------------------------------------------------------------------------------------- relay
 
-RELAY_FILE = "relay.json"
+RELAY_FILE = layout.RELAY
 SYSCTL_ROOT = "/proc/sys"
 
 
@@ -771,7 +772,7 @@ def _restore_sysctls(path: str, saved: dict, reason: str, check_mode: bool, resu
 
 # ---------------------------------------------------------------------------------------- rp_filter
 
-RPFILTER_FILE = "rpfilter.json"
+RPFILTER_FILE = layout.RPFILTER
 
 
 def _reconcile_rp_filter(settings: Settings, check_mode: bool, result: MeshResult) -> None:
@@ -791,7 +792,7 @@ def _reconcile_rp_filter(settings: Settings, check_mode: bool, result: MeshResul
     _set_sysctls(settings.state_dir, path, _sysctl_record(path), want, "rp_filter", check_mode, result)
 
 
-FIREWALL_FILE = "firewall.json"
+FIREWALL_FILE = layout.FIREWALL
 
 
 def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult, agent: bool = False) -> None:
@@ -878,7 +879,7 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
     _reconcile_firewall(settings, False, check_mode, result)
     rp_path = os.path.join(settings.state_dir, RPFILTER_FILE)
     _restore_sysctls(rp_path, _sysctl_record(rp_path), "KubeSpan disabled", check_mode, result)
-    for name in ("peerstatus.json", "metrics.prom", "discovery.json", RELAY_FILE):
+    for name in layout.RUNTIME_FILES:
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):
             result.changes.append("remove %s" % stale)
