@@ -41,6 +41,8 @@ from ..reconcile.engine import (
     ensure_identity,
     host_never_routed,
     load_state,
+    persist_state,
+    reconcile_host_firewall,
     reconcile_mesh,
     teardown_mesh,
 )
@@ -187,8 +189,11 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
                                 "the discovery service" % p.get("local_name"))
         else:
             leave_discovery(_old_state(state_dir), leaving, check_mode, warn)
-        res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p.get("members"), check_mode=check_mode,
-                             extra_state=extra)
+        res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p.get("members"), check_mode=check_mode, persist=False)
+        if not check_mode:  # in check mode the reconcile's sequence stops after the data plane, this step too
+            reconcile_host_firewall(settings, True, check_mode, res)  # ufw/firewalld: playbook runs only
+        persist_state(settings, res.implementation, ident, cluster_id, secret, p.get("members"), extra, check_mode, res)
+        res.changed = bool(res.changes)
         if leaving:
             res.changes = leaving + res.changes
             res.changed = True
