@@ -22,18 +22,17 @@ from ..core.addressing import first_physical_link, node_address
 from ..core.endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from ..core.peers import build_peer_set
 from ..core.rpfilter import CONF, rp_filter_plan
-from ..core.wgtypes import WireGuardError, count_exceeds
+from ..core.wgtypes import WireGuardError
 from ..host import layout
 from ..host.identity import Identity, load_identity, new_identity, save_identity
 from ..host.netlink import Netlink, endpoint_candidates
 from ..host.netlink import host_never_routed as netlink_never_routed
 from ..host.nft import apply_batch, list_table, nft_available
 from ..host.ports import udp_port_in_use
-from ..host.statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
+from ..host.statefile import StateFileError, ensure_dir, read_json, state_lock, write_json
+from .nodestate import STATE_FILE, STATE_VERSION, NodeState, load_state, state_path  # noqa: F401 (their home was here)
 
 DEFAULT_STATE_DIR = model.STATE_DIR
-STATE_FILE = layout.STATE
-STATE_VERSION = 1
 WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
              "exclude_advertised_networks")
@@ -161,17 +160,18 @@ def address_change_message(old: str, new: str, source: str) -> str:
             % (old, new, source))
 
 
-def refresh_address(state_dir: str, log, lock_timeout: float = 20.0) -> bool:
+def refresh_address(state_dir: str, log, lock_timeout: float = 20.0, node: Optional[NodeState] = None) -> bool:
     """The node agent's address check (each tick, so also right after boot): recompute the KubeSpan address from the
     current first physical MAC (Settings.address_source); when it moved, update the identity file and the desired
     state (address, this node's own affiliate) under the node lock and log it. The interface gets the new address
     when the state is re-applied (the old one is removed as stale); the fail-closed routes depend on the cluster's
-    prefix, not on this address, so they stay. Returns True when it changed."""
-    state = load_state(state_dir)
+    prefix, not on this address, so they stay. Returns True when it changed. ``node``: the tick's NodeState."""
+    node = node or NodeState(state_dir)
+    state = node.state()
     if not state or state.get("disabled") or not state.get("cluster_id"):
         return False
     source_setting = str((state.get("settings") or {}).get("address_source") or "auto")
-    ident = load_identity(state_dir)
+    ident = node.identity()
     if ident is None or not ident.address:
         return False
     with Netlink() as nl:
@@ -187,14 +187,15 @@ def refresh_address(state_dir: str, log, lock_timeout: float = 20.0) -> bool:
     with state_lock(state_dir, timeout=lock_timeout):
         ident.address = "%s/128" % new
         save_identity(state_dir, ident, node_file=False)
-        state = load_state(state_dir) or state
+        node.forget_identity()
+        state = dict(node.state() or state)  # under the lock: read again if a playbook run rewrote it (NodeState)
         state["address"] = ident.address
         local = state.get("local_affiliate")
         if isinstance(local, dict):
             local = dict(local, address=new)
             local["addresses"] = [new if a == old else a for a in local.get("addresses") or []]
             state["local_affiliate"] = local
-        write_json(state_path(state_dir), state)
+        node.write_state(state)
     log(address_change_message(old, new, source))
     return True
 
@@ -248,68 +249,6 @@ class MeshResult:
     after: str = ""
 
 
-def state_path(state_dir: str) -> str:
-    return os.path.join(state_dir, STATE_FILE)
-
-
-def load_state(state_dir: str) -> Optional[dict]:
-    import json
-    text = read_text(state_path(state_dir))
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (state_path(state_dir), exc))
-    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-        version = data.get("version") if isinstance(data, dict) else None
-        if not isinstance(version, int) or isinstance(version, bool):
-            version = "of type %s" % type(version).__name__  # never a value but a number
-        raise StateFileError("%s has an unknown format (version %s): re-run the playbook to rewrite it" % (state_path(state_dir), version))
-    _check_state_shape(data, state_path(state_dir), text)
-    return data
-
-
-# key of the desired state -> the types it may have (None: the key may be null); a hand-edited or corrupt file
-# gets an error naming the file and the key instead of an AttributeError in the agent's tick
-_STATE_SHAPES = (("settings", (dict,)), ("discovery", (dict, type(None))), ("peers", (list,)), ("members", (list, type(None))),
-                 ("inventory_peers", (list, type(None))), ("local_affiliate", (dict, type(None))), ("cluster_id", (str,)),
-                 ("address", (str, type(None))), ("subnet", (str, type(None))))
-
-
-def _check_state_shape(data: dict, path: str, text: str) -> None:
-    """StateFileError naming ``path`` and the key when the desired state has a key of the wrong type, a peer that is
-    not a mapping with a public key, or a cluster secret (the peers' preshared key) that is not base64 of 32 bytes
-    or that (any 8 characters of it) also appears elsewhere in the file ``text``, where a message could quote it.
-    No message contains a value."""
-    import base64
-    import binascii
-    fix = "re-run the kubespan.mesh playbook to rewrite it"
-    for key in ("cluster_id", "cluster_secret"):  # a run always writes both (a missing one may be a corrupt key name)
-        if key not in data:
-            raise StateFileError("%s has no %s: %s" % (path, key, fix))
-    for key, types in _STATE_SHAPES:
-        if key in data and not isinstance(data[key], types):
-            raise StateFileError("%s: %s must be %s, got %s: %s" % (path, key, " or ".join(
-                {dict: "a mapping", list: "a list", str: "a string", type(None): "null"}[t] for t in types),
-                type(data[key]).__name__, fix))
-    for index, peer in enumerate(data.get("peers") or []):
-        if not isinstance(peer, dict) or not isinstance(peer.get("public_key"), str) or not isinstance(peer.get("name", ""), str):
-            raise StateFileError("%s: peers[%d] is not a peer mapping with a public_key: %s" % (path, index, fix))
-    if "cluster_secret" in data:
-        secret = data["cluster_secret"]
-        try:
-            size = len(base64.b64decode(secret, validate=True)) if isinstance(secret, str) else None
-        except (binascii.Error, ValueError):
-            size = None
-        if size != 32:
-            raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
-                                 "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
-        if count_exceeds(text, secret):
-            raise StateFileError("%s: part of cluster_secret also appears in another field (value hidden): the file is "
-                                 "corrupt; %s" % (path, fix))
-
-
 def host_never_routed(interface: str = model.LINK_NAME, discovery_endpoint: str = "") -> List[str]:
     """netlink.host_never_routed plus the discovery service's address when ``discovery_endpoint`` names it as an
     IP literal (a host name is not resolved: DNS is not trusted to decide routing)."""
@@ -344,16 +283,13 @@ def usable_endpoints(peers: List[dict], own_address: str, subnet: str, warnings:
     return result
 
 
-def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None, never_routed=()):
+def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None, never_routed=(),
+                  node: Optional[NodeState] = None):
     """Peer specs for this node from fresh affiliates, the member list and the last-known state.
-    ``never_routed``: host_never_routed(): no peer is given any of these addresses."""
+    ``never_routed``: host_never_routed(): no peer is given any of these addresses. ``node``: the run's NodeState."""
     subnet = ipaddress.IPv6Network(ident.subnet)
-    last = None
-    try:
-        last = load_state(state_dir)
-    except StateFileError:
-        last = None  # a corrupt state file only loses the --limit memory; it is rewritten below
-    last_known = (last or {}).get("peers", [])
+    # a corrupt state file only loses the --limit memory; it is rewritten by the run
+    last_known = (node or NodeState(state_dir)).state_or_empty().get("peers", [])
     own = [a for a in affiliates if a.get("public_key") == ident.public_key or (local_name and a.get("name") == local_name)]
     local_addresses = [x for a in own for x in a.get("addresses") or []] + list(never_routed)
     local_networks = [x for a in own for x in a.get("additional_addresses") or []]
@@ -505,8 +441,11 @@ def _dataplane_step(settings: Settings, ident: Identity, peers: List[dict], up: 
 
 
 def persist_state(settings: Settings, impl: str, ident: Identity, cluster_id: str, cluster_secret: str,
-                  members: Optional[List[str]], extra_state: Optional[dict], check_mode: bool, result: MeshResult) -> None:
-    """Write the desired state (result.peers, the settings with the implementation the run chose) when it differs."""
+                  members: Optional[List[str]], extra_state: Optional[dict], check_mode: bool, result: MeshResult,
+                  node: Optional[NodeState] = None) -> None:
+    """Write the desired state (result.peers, the settings with the implementation the run chose) when it differs.
+    ``node``: the run's NodeState (the last state it read is compared, the new one recorded)."""
+    node = node or NodeState(settings.state_dir)
     persisted = asdict(settings)
     persisted["implementation"] = impl  # the agent keeps the data path the run chose
     state = {
@@ -523,7 +462,7 @@ def persist_state(settings: Settings, impl: str, ident: Identity, cluster_id: st
         if key not in state:
             state[key] = value
     try:
-        old = load_state(settings.state_dir)
+        old = node.state()
     except StateFileError:
         old = None
     _version_peers(state["peers"], (old or {}).get("peers") or [])
@@ -531,7 +470,7 @@ def persist_state(settings: Settings, impl: str, ident: Identity, cluster_id: st
         result.changes.append("update desired state in %s" % state_path(settings.state_dir))
         if not check_mode:
             ensure_dir(settings.state_dir)
-            write_json(state_path(settings.state_dir), state)
+            node.write_state(state)
 
 
 def _version_peers(peers: List[dict], old_peers: List[dict]) -> None:
@@ -547,17 +486,17 @@ def _version_peers(peers: List[dict], old_peers: List[dict]) -> None:
         peer["version"] = version if same and version else version + 1
 
 
-def replace_state_peers(state_dir: str, peers: List[dict]) -> List[dict]:
+def replace_state_peers(state_dir: str, peers: List[dict], node: Optional[NodeState] = None) -> List[dict]:
     """Replace the peers of the persisted desired state (the node agent's discovery client; hold the node lock).
 
     The peers keep their resource versions when unchanged. Returns the peers as written."""
-    state = load_state(state_dir)
+    node = node or NodeState(state_dir)
+    state = node.state()
     if state is None:
         raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
     new = [{k: p[k] for k in PEER_KEYS if k in p} for p in peers]
     _version_peers(new, state.get("peers") or [])
-    state["peers"] = new
-    write_json(state_path(state_dir), state)
+    node.write_state(dict(state, peers=new))
     return new
 
 
@@ -572,23 +511,12 @@ def settings_from_state(state: dict) -> Settings:
 
 def agent_via(state_dir: str) -> dict:
     """Peer public key -> relay public key, as the node agent last decided ({} when it has not run yet)."""
-    from ..core.peerstatus import statuses_from_json
-    from ..core.relay import via_map
-    try:
-        data = read_json(layout.path(state_dir, layout.STATUSES))
-        return via_map(statuses_from_json(data)) if data else {}
-    except (StateFileError, ValueError):
-        return {}
+    return NodeState(state_dir).via()
 
 
 def agent_up_peers(state_dir: str) -> List[str]:
     """Public keys of the peers the node agent last saw up (empty when it has not run yet)."""
-    from ..core.peerstatus import statuses_from_json, up_peers
-    try:
-        data = read_json(layout.path(state_dir, layout.STATUSES))
-        return up_peers(statuses_from_json(data)) if data else []
-    except (StateFileError, ValueError):
-        return []
+    return NodeState(state_dir).up_peers()
 
 
 # ----------------------------------------------------------------------------------------------- relay
@@ -835,17 +763,23 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
 
 
 def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False, up_peers: Optional[List[str]] = None,
-                       via: Optional[dict] = None) -> MeshResult:
-    """Re-apply the desired state the last playbook run persisted (node agent, boot)."""
-    state = load_state(state_dir)
+                       via: Optional[dict] = None, node: Optional[NodeState] = None) -> MeshResult:
+    """Re-apply the desired state the last playbook run persisted (node agent, boot). ``node``: the tick's NodeState
+    (the desired state, the identity and the statuses for the routed and relayed sets come from it); None reads them."""
+    node = node or NodeState(state_dir)
+    state = node.state()
     if state is None:
         raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
     if state.get("disabled"):
         return MeshResult()  # KubeSpan is disabled on this node: nothing to re-apply
-    ident = load_identity(state_dir)
+    ident = node.identity()
     if ident is None:
         raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
     settings = settings_from_state(state)
+    if via is None:
+        via = node.via()
+    if up_peers is None and settings.allow_down_peer_bypass:
+        up_peers = node.up_peers()
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
                           state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, via=via)

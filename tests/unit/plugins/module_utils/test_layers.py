@@ -32,7 +32,7 @@ LAYERS: List[Tuple[str, Set[str]]] = [
     ("host", {"layout", "ports", "statefile", "rtnl", "netlink", "nft", "hostfw", "systemd", "wg_kernel", "wg_uapi", "identity",
               "requirements", "bundle"}),
     ("discovery", {"discovery_server", "discovery_grpc", "discovery_agent", "discovery_cli", "discovery_watchfile"}),
-    ("reconcile", {"engine"}),
+    ("reconcile", {"nodestate", "engine"}),
     ("agent", {"agentfiles", "failclosed", "agent", "discovery_watch", "cli"}),
     ("modules", {"common", "meshrun"}),
 ]
@@ -63,8 +63,6 @@ LAZY: Dict[Tuple[str, str], str] = {
     ("engine", "discovery_agent"): "runs and ticks without discovery never import the discovery client",
     ("engine", "wg_kernel"): "pyroute2's generic netlink only on hosts that use kernel WireGuard",
     ("engine", "wg_uapi"): "the UAPI client only on hosts that use wireguard-go",
-    ("engine", "peerstatus"): "the status machine only when the agent's statuses are read",
-    ("engine", "relay"): "the relay plan only when the agent's statuses are read",
     ("engine", "dataplane"): "the data-plane plan only when the data plane is reconciled",
     ("engine", "meshplan"): "the link, device and data-plane planners only when the mesh is reconciled (not for `kubespan get`)",
     ("engine", "firewall"): "host firewall planning only when the firewall is reconciled",
