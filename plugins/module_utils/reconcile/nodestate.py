@@ -105,7 +105,6 @@ def _check_state_shape(data: dict, path: str, text: str) -> None:
                                  "corrupt; %s" % (path, fix))
 
 
-
 def stamp(path: str) -> Stamp:
     """(inode, mtime ns, ctime ns, size) of ``path``, None when it does not exist."""
     try:
