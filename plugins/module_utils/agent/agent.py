@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from ..core.peerstatus import (
     STATE_UP,
@@ -22,8 +22,6 @@ from ..core.peerstatus import (
     bump_version,
     calculate_state,
     next_sample_delay,
-    statuses_from_json,
-    statuses_to_json,
     tick,
     up_peers,
     update_from_wireguard,
@@ -32,10 +30,12 @@ from ..core.relay import decide as decide_relays
 from ..core.relay import via_map
 from ..core.wgtypes import DeviceUpdate, WireGuardError
 from ..discovery.discovery_watchfile import load_watcher
-from ..host.statefile import LockBusy, StateFileError, atomic_write, read_json, state_lock, write_json
+from ..host import layout
+from ..host.statefile import LockBusy, StateFileError, atomic_write, state_lock
 from ..reconcile.engine import ReconcileError, load_state, open_device, reapply_from_state, refresh_address, replace_state_peers, settings_from_state
+from ..reconcile.nodestate import NodeState, load_statuses  # noqa: F401 (load_statuses: its home was here)
 
-STATUS_FILE = "peerstatus.json"
+STATUS_FILE = layout.STATUSES
 WATCH_MARGIN = 5.0  # seconds a Watch stream is held beyond the sampling window (the sync and the re-apply before it)
 
 
@@ -44,23 +44,11 @@ def real_sleep(sleep_fn) -> bool:
     return sleep_fn is time.sleep
 
 
-METRICS_FILE = "metrics.prom"
+METRICS_FILE = layout.METRICS
 
 
 def status_path(state_dir: str) -> str:
     return os.path.join(state_dir, STATUS_FILE)
-
-
-def load_statuses(state_dir: str) -> Tuple[Dict[str, PeerStatus], Optional[str]]:
-    """Statuses of the last tick, and a problem to report when the file was corrupt (then: fresh start)."""
-    path = status_path(state_dir)
-    try:
-        data = read_json(path)
-        return (statuses_from_json(data) if data is not None else {}), None
-    except StateFileError as exc:
-        return {}, "%s; starting with fresh peer statuses" % exc
-    except ValueError as exc:
-        return {}, "%s is corrupt (%s); starting with fresh peer statuses" % (path, exc)
 
 
 def _escape(value: str) -> str:
@@ -109,17 +97,18 @@ def render_metrics(statuses: Dict[str, PeerStatus], now: float, repairs: int, di
 
 
 def _reapply_changed(state_dir: str, statuses, want, applied, log: Callable[[str], None], lock_timeout: float, what: str,
-                     prefix: str, **reapply):
+                     prefix: str, node: Optional[NodeState] = None, **reapply):
     """Re-apply the desired state with ``reapply`` when ``want`` differs from what was ``applied`` last; returns what
-    is applied now. The statuses are written first, under the node lock: a playbook run (mesh module) reads them to
-    build the same routed set and relayed peers, and would otherwise undo this change with the last tick's statuses
-    until the end of this one."""
+    is applied now. The statuses are written first, under the node lock (the tick's one deliberate mid-tick write,
+    NodeState.write_statuses): a playbook run (mesh module) reads them to build the same routed set and relayed
+    peers, and would otherwise undo this change with the last tick's statuses until the end of this one."""
     if want == applied:
         return applied
+    node = node or NodeState(state_dir)
     try:
         with state_lock(state_dir, timeout=lock_timeout):
-            write_json(status_path(state_dir), statuses_to_json(statuses))
-            result = reapply_from_state(state_dir, **reapply)
+            node.write_statuses(statuses)
+            result = reapply_from_state(state_dir, node=node, **reapply)
     except LockBusy as exc:
         log("%s not updated now: %s" % (what, exc))
         return applied
@@ -128,7 +117,8 @@ def _reapply_changed(state_dir: str, statuses, want, applied, log: Callable[[str
     return want
 
 
-def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: Callable[[str], None], lock_timeout: float) -> Optional[List[str]]:
+def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: Callable[[str], None], lock_timeout: float,
+                   node: Optional[NodeState] = None) -> Optional[List[str]]:
     """With down-peer bypass, keep the routed set equal to the networks of the peers that are up.
 
     Checked at every sample, applied only when the set of up peers changed (and once per tick, to repair
@@ -136,14 +126,15 @@ def _follow_bypass(state_dir: str, statuses, applied: Optional[List[str]], log: 
     missed new peers here); one that goes down, or whose path stalled, is bypassed until it is back.
     """
     want = up_peers(statuses)
-    return _reapply_changed(state_dir, statuses, want, applied, log, lock_timeout, "bypass set", "bypass set", up_peers=want)
+    return _reapply_changed(state_dir, statuses, want, applied, log, lock_timeout, "bypass set", "bypass set", node, up_peers=want)
 
 
-def _follow_relays(state_dir: str, statuses, applied: Optional[dict], log: Callable[[str], None], lock_timeout: float) -> Optional[dict]:
+def _follow_relays(state_dir: str, statuses, applied: Optional[dict], log: Callable[[str], None], lock_timeout: float,
+                   node: Optional[NodeState] = None) -> Optional[dict]:
     """Re-apply the desired state when the relayed peers changed (relay.py): their ranges move to the relay's entry or back.
     Checked at every sample, like the bypass set."""
     want = via_map(statuses)
-    return _reapply_changed(state_dir, statuses, want, applied, log, lock_timeout, "relayed peers", "relay", via=want)
+    return _reapply_changed(state_dir, statuses, want, applied, log, lock_timeout, "relayed peers", "relay", node, via=want)
 
 
 def _relay_eligible(state: dict) -> List[str]:
@@ -153,17 +144,19 @@ def _relay_eligible(state: dict) -> List[str]:
     return [p["public_key"] for p in state.get("peers") or [] if p.get("name") in members]
 
 
-def _peer_updater(state_dir: str, state: dict, log: Callable[[str], None], lock_timeout: float):
+def _peer_updater(state_dir: str, state: dict, log: Callable[[str], None], lock_timeout: float, node: Optional[NodeState] = None):
     """update_peers for DiscoveryRound: replace the desired state's peers under the node lock, unless a playbook run
-    changed the state meanwhile."""
+    changed the state meanwhile (NodeState reads the file again under the lock when it changed on disk)."""
+    node = node or NodeState(state_dir)
+
     def update(peers):
         with state_lock(state_dir, timeout=lock_timeout):
-            current = load_state(state_dir)
+            current = node.state()
             if current is None or current.get("disabled") or any(current.get(k) != state.get(k) for k in ("inventory_peers", "discovery", "cluster_id")):
                 log("discovery: the desired state changed during this tick (a playbook run): the peer set is updated at the next tick")
                 return
             old = {p["public_key"]: p["name"] for p in current.get("peers") or []}
-            replace_state_peers(state_dir, peers)
+            replace_state_peers(state_dir, peers, node)
         new = {p["public_key"]: p["name"] for p in peers}
         added = sorted(new[k] for k in new if k not in old)
         removed = sorted(old[k] for k in old if k not in new)
@@ -179,7 +172,7 @@ def tick_watcher(state_dir: str, state: dict, now: float, endpoints: List[str]):
 
 
 def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now_fn, lock_timeout: float, client_factory=None,
-                    watch_seconds: float = 0.0):
+                    watch_seconds: float = 0.0, node: Optional[NodeState] = None):
     """The discovery part of a tick (discovery_agent): returns (DiscoveryRound or None, the desired state to use).
     ``watch_seconds``: how long the Watch streams are held (the sampling window; 0: List only).
 
@@ -193,7 +186,8 @@ def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now
     except DiscoverySettingsError as exc:
         log("discovery skipped: %s" % exc)
         return None, state
-    update = _peer_updater(state_dir, state, log, lock_timeout)
+    node = node or NodeState(state_dir)
+    update = _peer_updater(state_dir, state, log, lock_timeout, node)
     try:
         disc.sync(update)
     except LockBusy as exc:
@@ -203,29 +197,32 @@ def _discovery_sync(state_dir: str, state: dict, log: Callable[[str], None], now
         disc.close()
         return None, state
     try:
-        return disc, load_state(state_dir) or state
+        return disc, node.state() or state
     except StateFileError:
         return disc, state
 
 
-def _discovery_poll(state_dir: str, state: dict, disc, log: Callable[[str], None], lock_timeout: float, peers: List[dict]) -> List[dict]:
+def _discovery_poll(state_dir: str, state: dict, disc, log: Callable[[str], None], lock_timeout: float, peers: List[dict],
+                    node: Optional[NodeState] = None) -> List[dict]:
     """Apply the affiliates the Watch streams brought (new, changed, gone) within the sampling window: the new peer set
     goes into the desired state and onto the device at once (a node joins within seconds, not at the next tick).
     Returns the peers to sample with. Never ends the tick."""
-    current = discovery_poll_apply(state_dir, state, disc.poll, log, lock_timeout, "applied (watch)")
+    current = discovery_poll_apply(state_dir, state, disc.poll, log, lock_timeout, "applied (watch)", node)
     return current.get("peers", peers) if isinstance(current, dict) else peers
 
 
-def discovery_poll_apply(state_dir: str, state: dict, merge, log: Callable[[str], None], lock_timeout: float, prefix: str):
+def discovery_poll_apply(state_dir: str, state: dict, merge, log: Callable[[str], None], lock_timeout: float, prefix: str,
+                         node: Optional[NodeState] = None):
     """``merge(update_peers)`` (DiscoveryRound.poll, or merge_views for the resident watcher, discovery_watch.py); when the
     peer set changed, re-apply the desired state under the node lock. Returns the desired state then in force, or None
     when nothing changed or it failed (logged; never raises)."""
+    node = node or NodeState(state_dir)
     try:
-        if not merge(_peer_updater(state_dir, state, log, lock_timeout)):
+        if not merge(_peer_updater(state_dir, state, log, lock_timeout, node)):
             return None
         with state_lock(state_dir, timeout=lock_timeout):
-            res = reapply_from_state(state_dir)
-            current = load_state(state_dir) or {}
+            res = reapply_from_state(state_dir, node=node)
+            current = node.state() or {}
         for change in res.changes:
             log("%s: %s" % (prefix, change))
         return current
@@ -245,7 +242,8 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     AffiliateUpdate when due) and updates the peers, then re-applies and samples as usual, then publishes
     harvested endpoints. ``discovery_client``: a factory of discovery clients (tests)."""
     settings_status = status_settings or StatusSettings()
-    state = load_state(state_dir)
+    node = NodeState(state_dir)  # the tick's files, each read once (again only when changed on disk: NodeState)
+    state = node.state()
     if state is None:
         log("no desired state in %s: nothing to do until the playbook has run" % state_dir)
         return 0
@@ -253,8 +251,8 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
         log("KubeSpan is disabled on this node (kubespan_enabled: false): nothing to do")
         return 0
     try:
-        if refresh_address(state_dir, log, lock_timeout):
-            state = load_state(state_dir) or state
+        if refresh_address(state_dir, log, lock_timeout, node):
+            state = node.state() or state
     except Exception as exc:  # pylint: disable=broad-except  # the address check must never stop the agent's repairs
         log("KubeSpan address not checked in this tick (%s: %s)" % (type(exc).__name__, exc))
     settings = settings_from_state(state)
@@ -263,28 +261,28 @@ def run_tick(state_dir: str, log: Callable[[str], None], now_fn=time.time, sleep
     if (state.get("discovery") or {}).get("enabled"):
         # the Watch streams are held for the sampling window (plus the time the sync and the re-apply take)
         disc, state = _discovery_sync(state_dir, state, log, now_fn, lock_timeout, discovery_client,
-                                      settings_status.watch_seconds + WATCH_MARGIN if real_sleep(sleep_fn) else 0.0)
+                                      settings_status.watch_seconds + WATCH_MARGIN if real_sleep(sleep_fn) else 0.0, node)
     try:
-        return _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc)
+        return _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc, node)
     finally:
         if disc is not None:
             disc.close()
 
 
-def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc) -> int:
+def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_fn, lock_timeout, metrics_file, disc, node) -> int:
     rc = 0
     peers = state.get("peers", [])
 
     try:
         with state_lock(state_dir, timeout=lock_timeout):
-            res = reapply_from_state(state_dir)
+            res = reapply_from_state(state_dir, node=node)
     except LockBusy as exc:
         log("skipped this tick: %s" % exc)
         return 0
     for change in res.changes:
         log("repaired: %s" % change)
 
-    statuses, problem = load_statuses(state_dir)
+    statuses, problem = node.statuses()
     if problem:
         log(problem)
         rc = 1
@@ -304,7 +302,7 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
                 # rather than at the next tick; a second failure ends the tick with an error
                 log("device lost during the tick (%s): re-applying the desired state" % exc)
                 with state_lock(state_dir, timeout=lock_timeout):
-                    for change in reapply_from_state(state_dir).changes:
+                    for change in reapply_from_state(state_dir, node=node).changes:
                         log("repaired: %s" % change)
                 dev.close()
                 dev = open_device(res.implementation, settings.interface)
@@ -318,9 +316,9 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
             if relays or applied_via:
                 for event in decide_relays(statuses, relays, eligible, now_fn()):
                     log(event)
-                applied_via = _follow_relays(state_dir, statuses, applied_via, log, lock_timeout)
+                applied_via = _follow_relays(state_dir, statuses, applied_via, log, lock_timeout, node)
             if settings.allow_down_peer_bypass:
-                applied_up = _follow_bypass(state_dir, statuses, applied_up, log, lock_timeout)
+                applied_up = _follow_bypass(state_dir, statuses, applied_up, log, lock_timeout, node)
             # every 5 s for 20 s; every 1 s while data flows, and on while data is unanswered (peerstatus.next_sample_delay)
             delay = next_sample_delay(before, statuses, elapsed, now_fn(), settings_status)
             if not delay:
@@ -331,12 +329,13 @@ def _tick_body(state_dir, state, settings, settings_status, log, now_fn, sleep_f
                 end = time.monotonic() + delay
                 while time.monotonic() < end:
                     if disc.wait(end - time.monotonic()):
-                        peers = _discovery_poll(state_dir, state, disc, log, lock_timeout, peers)
+                        peers = _discovery_poll(state_dir, state, disc, log, lock_timeout, peers, node)
             else:
                 sleep_fn(delay)
     finally:
         dev.close()
-    write_json(status_path(state_dir), statuses_to_json(statuses))
+    node.set_statuses(statuses)
+    node.commit()  # the statuses, once, at the end of the tick
     if disc is not None:
         try:
             disc.harvest(statuses, peers)

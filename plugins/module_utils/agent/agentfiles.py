@@ -23,6 +23,7 @@ from ..base.errors import KubeSpanError
 from ..core.dataplane import IFNAME, IFNAME_RULE
 from ..core.settings import AGENT_INTERVAL, COMMAND_PATH, LIB_DIR, LINK_NAME, MAX_AGENT_INTERVAL, METRICS_FILE, STATE_DIR
 from ..core.settingscheck import UNIT_PATH_RULE, unit_path_problem
+from ..host import layout
 from ..host.statefile import StateFileError, atomic_write
 from ..host.systemd import systemctl
 from ..reconcile.engine import WIREGUARD_GO_UNIT
@@ -235,7 +236,7 @@ def _command(o: AgentOptions) -> str:
 def render_files(o: AgentOptions) -> List[Tuple[str, bytes, int]]:
     """Every file of the agent as (path, content, mode), in the order they are installed."""
     if not o.metrics_file:
-        o = replace(o, metrics_file=o.state_dir.rstrip("/") + "/metrics.prom")  # state dir "/": "/metrics.prom"
+        o = replace(o, metrics_file=o.state_dir.rstrip("/") + "/" + layout.METRICS)  # state dir "/": "/metrics.prom"
     o.validate()
     unit = o.unit_dir + "/"
     return [

@@ -42,7 +42,8 @@ def _emit(records, headers, row_of, output, out):
 
 def get_documents(resource: str, state_dir: str, include_private_key: bool = False, node: str = ""):
     """talosctl's documents of one resource (listing.py), from the same records as list_resource."""
-    from ..core.listing import documents, file_times, resolve
+    from ..core.listing import documents, resolve
+    from ..host.layout import file_times
     short = resolve(resource)
     times = file_times(state_dir)
     recs = list_resource(short, state_dir, include_private_key)[0]

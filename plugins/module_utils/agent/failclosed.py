@@ -34,11 +34,12 @@ from ..core.dataplane import (
     render_route,
     render_rule,
 )
+from ..host import layout
 from ..host.netlink import Netlink, NetlinkError
 from ..host.rtnl import Rtnl, RtnlError
 from ..host.statefile import StateFileError, read_json
 
-STATE_FILE = "state.json"
+STATE_FILE = layout.STATE
 STATE_VERSION = 1
 MAX_PEERS = 10000  # a bound on what a state file may claim (the role's own clusters are far smaller)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -94,20 +93,6 @@ def rfc3339(ts: float) -> str:
     dt = datetime.datetime.fromtimestamp(float(ts), tz=datetime.timezone.utc)
     frac = ("%06d" % dt.microsecond).rstrip("0")
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + ("." + frac if frac else "") + "Z"
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
-
-
-def file_times(state_dir: str) -> Dict[str, float]:
-    """Modification times of the files the records are read from (0 when missing)."""
-    return {name: _mtime(os.path.join(state_dir, f)) for name, f in (
-        ("state", "state.json"), ("status", "peerstatus.json"), ("identity", "kubespan-identity.yaml"),
-        ("discovered", "discovered.json"))}
 
 
 def _spec(short: str, rec: dict) -> Tuple[dict, Optional[dict]]:

@@ -35,12 +35,13 @@ from ..core.endpoints import endpoint_problem, endpoints_from_inputs, filter_pee
 from ..core.peers import PeerError, build_peer_set
 from ..core.settings import LINK_NAME, LISTEN_PORT
 from ..core.wgtypes import format_endpoint, normalize_endpoint, parse_endpoint
+from ..host import layout
 from ..host.netlink import host_never_routed
 from ..host.statefile import StateFileError, read_json, write_json
 from .discovery_watchfile import self_listing
 
-DISCOVERY_FILE = "discovery.json"
-ANNOUNCE_FILE = "announce.json"  # the inputs of the announced endpoints (engine.ensure_identity), read at each tick
+DISCOVERY_FILE = layout.DISCOVERY
+ANNOUNCE_FILE = layout.ANNOUNCE  # the inputs of the announced endpoints (engine.ensure_identity), read at each tick
 DISCOVERY_VERSION = 1
 DEFAULT_TTL = 1800.0  # Talos: 30 min, refreshed at TTL/2
 RPC_TIMEOUT = 5.0  # per call: a dead service must not stall the agent's tick

@@ -18,9 +18,10 @@ import hashlib
 import os
 from typing import Callable, Dict, List, Optional
 
+from ..host import layout
 from ..host.statefile import StateFileError, read_json
 
-WATCH_FILE = "watch.json"
+WATCH_FILE = layout.WATCH
 WATCH_VERSION = 1
 STALE_AFTER = 35.0  # a heartbeat older than this (or from the future) is a dead watcher: the tick falls back
 

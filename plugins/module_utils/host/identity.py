@@ -17,13 +17,14 @@ from typing import Optional
 
 from ..core.keys import generate_node_id, generate_private_key, public_key_for, valid_node_id
 from ..core.wgtypes import holds_part_of, key_to_bytes, secret_pieces
+from . import layout
 from .statefile import StateFileError, atomic_write, dump_flat_yaml, ensure_dir, fsync_dir, parse_flat_yaml, read_text
 
-KUBESPAN_IDENTITY_FILE = "kubespan-identity.yaml"
-NODE_IDENTITY_FILE = "node-identity.yaml"
+KUBESPAN_IDENTITY_FILE = layout.KUBESPAN_IDENTITY
+NODE_IDENTITY_FILE = layout.NODE_IDENTITY
 # Present only while a new identity's two files are being written: a crash between them leaves a
 # half identity that was never used, which the next run replaces instead of calling it corrupt.
-CREATING_MARKER = ".identity-creating"
+CREATING_MARKER = layout.IDENTITY_CREATING
 
 
 @dataclass

@@ -21,12 +21,13 @@ import time
 from typing import Dict
 
 from ..base.errors import KubeSpanError
+from . import layout
 
 STATE_DIR_MODE = 0o700
 STATE_FILE_MODE = 0o600
 
 
-LOCK_FILE = ".lock"
+LOCK_FILE = layout.LOCK
 
 
 class StateFileError(KubeSpanError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import os
 import socket
+import time
 from typing import List
 
 from ..core.wgtypes import (
@@ -24,6 +25,7 @@ from ..core.wgtypes import (
     normalize_cidr,
     normalize_endpoint,
 )
+from .systemd import systemctl
 
 DEFAULT_SOCKET_DIR = "/var/run/wireguard"
 ZERO_KEY_HEX = "0" * 64
@@ -208,3 +210,36 @@ class UapiWireGuard:
 
     def __exit__(self, *exc):
         self.close()
+
+
+WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
+
+
+def ensure_running(ifname: str, timeout: float = 15.0, unit: str = WIREGUARD_GO_UNIT) -> bool:
+    """Start wireguard-go (through its systemd ``unit``) unless its UAPI socket answers, and wait until it does.
+    True if started; WireGuardError naming the unit when it cannot be started or does not answer in time."""
+    dev = UapiWireGuard(ifname)
+    if dev.exists():
+        try:
+            dev.read()
+            return False
+        except WireGuardError:
+            pass  # stale socket: restart below
+    res = systemctl("restart", unit)
+    if res.returncode != 0:
+        raise WireGuardError("cannot start %s: %s" % (unit, res.stdout.strip()[-500:]))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if dev.exists():
+            try:
+                dev.read()
+                return True
+            except WireGuardError:
+                pass
+        time.sleep(0.1)
+    raise WireGuardError("wireguard-go did not create %s within %.0f s (journalctl -u %s)" % (dev.path, timeout, unit))
+
+
+def stop(unit: str = WIREGUARD_GO_UNIT) -> None:
+    """Stop wireguard-go (its systemd unit); the interface goes with it."""
+    systemctl("stop", unit)

@@ -30,9 +30,8 @@ from ..discovery.discovery_agent import (
     plan_peers,
     strip_affiliate,
 )
-from ..host.identity import load_identity
 from ..host.requirements import missing
-from ..host.statefile import StateFileError, state_lock
+from ..host.statefile import state_lock
 from ..reconcile.engine import (
     ReconcileError,
     Settings,
@@ -40,10 +39,12 @@ from ..reconcile.engine import (
     compute_peers,
     ensure_identity,
     host_never_routed,
-    load_state,
+    persist_state,
+    reconcile_host_firewall,
     reconcile_mesh,
     teardown_mesh,
 )
+from ..reconcile.nodestate import NodeState
 
 Warn = Callable[[str], None]
 
@@ -72,10 +73,7 @@ def settings_request(p: dict) -> Settings:
 
 
 def _old_state(state_dir: str) -> dict:
-    try:
-        return load_state(state_dir) or {}
-    except StateFileError:
-        return {}
+    return NodeState(state_dir).state_or_empty()
 
 
 def leave_discovery(old: dict, changes: List[str], check_mode: bool, warn: Warn) -> None:
@@ -113,7 +111,7 @@ def _identity(p: dict, cluster_id: str, settings: Settings, check_mode: bool, wa
     if gaps:
         return dict(stop=True, changed=False, missing_requirements=gaps, changes=[], peers=[], implementation="",
                     **(dict(settle, settle_reason="missing requirements") if settle else {}))
-    _ident, facts, id_changed = ensure_identity(
+    ident, facts, id_changed = ensure_identity(
         settings.state_dir, cluster_id, i["address_source"], check_mode, settings.listen_port, settings.interface,
         i["endpoint_filters"], i["extra_endpoints"], i["advertised_networks"], i["exclude_advertised_networks"],
         i["kubernetes_networks"])
@@ -121,7 +119,7 @@ def _identity(p: dict, cluster_id: str, settings: Settings, check_mode: bool, wa
         return dict(stop=True, changed=True, would_create=True, missing_requirements={}, peers=[], implementation="",
                     changes=["create identity and mesh (identity does not exist yet)"],
                     **(dict(settle, settle_reason="no identity yet") if settle else {}))
-    head = dict(identity=facts, affiliate=affiliate_of(p.get("local_name") or "", facts), missing_requirements={})
+    head = dict(identity=facts, affiliate=affiliate_of(p.get("local_name") or "", facts), missing_requirements={}, ident=ident)
     if facts.get("previous_address"):
         warn(address_change_message(facts["previous_address"], facts["address"], facts["address_source"]))
     if id_changed:
@@ -141,7 +139,11 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
         head = _identity(p, cluster_id, settings, check_mode, warn)
         if head.pop("stop", False):
             return head
-    ident = load_identity(state_dir)
+    # the run's files, each read once (NodeState); the identity ensured above is not read back (in check mode it may
+    # hold an address not written: the file's is used, as before)
+    node = NodeState(state_dir)
+    ensured = head.pop("ident", None)
+    ident = ensured if ensured is not None and not check_mode else node.identity()
     if ident is None:
         if check_mode:
             return dict(changed=True, changes=["create identity and mesh (identity does not exist yet)"], peers=[], implementation="")
@@ -154,10 +156,10 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
         never: List[str] = []
         for endpoint in (discovery["endpoints"] if discovery["enabled"] else [""]):
             never += [a for a in host_never_routed(settings.interface, endpoint) if a not in never]
-        peers, warnings = compute_peers(ident, state_dir, with_observed(p["peers"]), p.get("members"), p.get("local_name"), never)
+        peers, warnings = compute_peers(ident, state_dir, with_observed(p["peers"]), p.get("members"), p.get("local_name"), never, node)
         if p.get("settle"):
             settled, reason = (False, "discovery is on") if discovery["enabled"] else settle_check(
-                p["peers"], head["affiliate"], peers, _old_state(state_dir) or None, p.get("members"))
+                p["peers"], head["affiliate"], peers, node.state_or_empty() or None, p.get("members"))
             head.update(settled=settled, settle_reason=reason)
             if not settled:
                 return dict(head, changed=bool(head.pop("identity_changed", False)), changes=[], peers=[], implementation="")
@@ -186,9 +188,14 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
                 warnings.append("this host's own affiliate is not among the peers (local_name %r): it is not published to "
                                 "the discovery service" % p.get("local_name"))
         else:
-            leave_discovery(_old_state(state_dir), leaving, check_mode, warn)
-        res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p.get("members"), check_mode=check_mode,
-                             extra_state=extra)
+            leave_discovery(node.state_or_empty(), leaving, check_mode, warn)
+        # the agent's last statuses give the routed set (with bypass) and the relayed peers, as its tick has them
+        res = reconcile_mesh(settings, ident, cluster_id, secret, peers, p.get("members"), check_mode=check_mode, persist=False,
+                             up_peers=node.up_peers() if settings.allow_down_peer_bypass else None, via=node.via())
+        if not check_mode:  # in check mode the reconcile's sequence stops after the data plane, this step too
+            reconcile_host_firewall(settings, True, check_mode, res)  # ufw/firewalld: playbook runs only
+        persist_state(settings, res.implementation, ident, cluster_id, secret, p.get("members"), extra, check_mode, res, node)
+        res.changed = bool(res.changes)
         if leaving:
             res.changes = leaving + res.changes
             res.changed = True

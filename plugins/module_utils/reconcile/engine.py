@@ -21,20 +21,19 @@ from ..core import settings as model
 from ..core.addressing import first_physical_link, node_address
 from ..core.endpoints import announce_inputs, endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from ..core.peers import build_peer_set
-from ..core.plan import DesiredDevice, DesiredPeer, expected_device, plan_device, render_device
-from ..core.relay import move_allowed_ips
 from ..core.rpfilter import CONF, rp_filter_plan
-from ..core.wgtypes import WireGuardError, count_exceeds
+from ..core.wgtypes import WireGuardError
+from ..host import layout
 from ..host.identity import Identity, load_identity, new_identity, save_identity
 from ..host.netlink import Netlink, endpoint_candidates
 from ..host.netlink import host_never_routed as netlink_never_routed
 from ..host.nft import apply_batch, list_table, nft_available
-from ..host.statefile import StateFileError, ensure_dir, read_json, read_text, state_lock, write_json
-from ..host.systemd import systemctl
+from ..host.ports import udp_port_in_use
+from ..host.statefile import StateFileError, ensure_dir, read_json, state_lock, write_json
+from .nodestate import STATE_VERSION, NodeState, load_state, state_path
 
 DEFAULT_STATE_DIR = model.STATE_DIR
-STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_FILE = layout.STATE
 WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
              "exclude_advertised_networks")
@@ -162,17 +161,18 @@ def address_change_message(old: str, new: str, source: str) -> str:
             % (old, new, source))
 
 
-def refresh_address(state_dir: str, log, lock_timeout: float = 20.0) -> bool:
+def refresh_address(state_dir: str, log, lock_timeout: float = 20.0, node: Optional[NodeState] = None) -> bool:
     """The node agent's address check (each tick, so also right after boot): recompute the KubeSpan address from the
     current first physical MAC (Settings.address_source); when it moved, update the identity file and the desired
     state (address, this node's own affiliate) under the node lock and log it. The interface gets the new address
     when the state is re-applied (the old one is removed as stale); the fail-closed routes depend on the cluster's
-    prefix, not on this address, so they stay. Returns True when it changed."""
-    state = load_state(state_dir)
+    prefix, not on this address, so they stay. Returns True when it changed. ``node``: the tick's NodeState."""
+    node = node or NodeState(state_dir)
+    state = node.state()
     if not state or state.get("disabled") or not state.get("cluster_id"):
         return False
     source_setting = str((state.get("settings") or {}).get("address_source") or "auto")
-    ident = load_identity(state_dir)
+    ident = node.identity()
     if ident is None or not ident.address:
         return False
     with Netlink() as nl:
@@ -188,14 +188,15 @@ def refresh_address(state_dir: str, log, lock_timeout: float = 20.0) -> bool:
     with state_lock(state_dir, timeout=lock_timeout):
         ident.address = "%s/128" % new
         save_identity(state_dir, ident, node_file=False)
-        state = load_state(state_dir) or state
+        node.forget_identity()
+        state = dict(node.state() or state)  # under the lock: read again if a playbook run rewrote it (NodeState)
         state["address"] = ident.address
         local = state.get("local_affiliate")
         if isinstance(local, dict):
             local = dict(local, address=new)
             local["addresses"] = [new if a == old else a for a in local.get("addresses") or []]
             state["local_affiliate"] = local
-        write_json(state_path(state_dir), state)
+        node.write_state(state)
     log(address_change_message(old, new, source))
     return True
 
@@ -227,28 +228,12 @@ def open_device(impl: str, ifname: str):
 
 
 def ensure_userspace_device(ifname: str, timeout: float = 15.0) -> bool:
-    """Start wireguard-go (through its systemd unit) and wait for the UAPI socket. True if started."""
-    from ..host.wg_uapi import UapiWireGuard
-    dev = UapiWireGuard(ifname)
-    if dev.exists():
-        try:
-            dev.read()
-            return False
-        except WireGuardError:
-            pass  # stale socket: restart below
-    res = systemctl("restart", WIREGUARD_GO_UNIT)
-    if res.returncode != 0:
-        raise ReconcileError("cannot start %s: %s" % (WIREGUARD_GO_UNIT, res.stdout.strip()[-500:]))
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if dev.exists():
-            try:
-                dev.read()
-                return True
-            except WireGuardError:
-                pass
-        time.sleep(0.1)
-    raise ReconcileError("wireguard-go did not create %s within %.0f s (journalctl -u %s)" % (dev.path, timeout, WIREGUARD_GO_UNIT))
+    """Start wireguard-go (through its systemd unit: the wg_uapi adapter) and wait for the UAPI socket. True if started."""
+    from ..host.wg_uapi import ensure_running
+    try:
+        return ensure_running(ifname, timeout, WIREGUARD_GO_UNIT)
+    except WireGuardError as exc:
+        raise ReconcileError(str(exc))
 
 
 # ----------------------------------------------------------------------------------------------- mesh
@@ -263,86 +248,6 @@ class MeshResult:
     peers: List[dict] = field(default_factory=list)
     before: str = ""
     after: str = ""
-
-
-def udp_port_in_use(port: int) -> bool:
-    """True when binding the UDP port fails because something else holds it (IPv4 or IPv6)."""
-    import errno
-    import socket
-    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((addr, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-        finally:
-            sock.close()
-    return False
-
-
-def state_path(state_dir: str) -> str:
-    return os.path.join(state_dir, STATE_FILE)
-
-
-def load_state(state_dir: str) -> Optional[dict]:
-    import json
-    text = read_text(state_path(state_dir))
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise StateFileError("%s is not valid JSON (%s): the file is corrupt" % (state_path(state_dir), exc))
-    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-        version = data.get("version") if isinstance(data, dict) else None
-        if not isinstance(version, int) or isinstance(version, bool):
-            version = "of type %s" % type(version).__name__  # never a value but a number
-        raise StateFileError("%s has an unknown format (version %s): re-run the playbook to rewrite it" % (state_path(state_dir), version))
-    _check_state_shape(data, state_path(state_dir), text)
-    return data
-
-
-# key of the desired state -> the types it may have (None: the key may be null); a hand-edited or corrupt file
-# gets an error naming the file and the key instead of an AttributeError in the agent's tick
-_STATE_SHAPES = (("settings", (dict,)), ("discovery", (dict, type(None))), ("peers", (list,)), ("members", (list, type(None))),
-                 ("inventory_peers", (list, type(None))), ("local_affiliate", (dict, type(None))), ("cluster_id", (str,)),
-                 ("address", (str, type(None))), ("subnet", (str, type(None))))
-
-
-def _check_state_shape(data: dict, path: str, text: str) -> None:
-    """StateFileError naming ``path`` and the key when the desired state has a key of the wrong type, a peer that is
-    not a mapping with a public key, or a cluster secret (the peers' preshared key) that is not base64 of 32 bytes
-    or that (any 8 characters of it) also appears elsewhere in the file ``text``, where a message could quote it.
-    No message contains a value."""
-    import base64
-    import binascii
-    fix = "re-run the kubespan.mesh playbook to rewrite it"
-    for key in ("cluster_id", "cluster_secret"):  # a run always writes both (a missing one may be a corrupt key name)
-        if key not in data:
-            raise StateFileError("%s has no %s: %s" % (path, key, fix))
-    for key, types in _STATE_SHAPES:
-        if key in data and not isinstance(data[key], types):
-            raise StateFileError("%s: %s must be %s, got %s: %s" % (path, key, " or ".join(
-                {dict: "a mapping", list: "a list", str: "a string", type(None): "null"}[t] for t in types),
-                type(data[key]).__name__, fix))
-    for index, peer in enumerate(data.get("peers") or []):
-        if not isinstance(peer, dict) or not isinstance(peer.get("public_key"), str) or not isinstance(peer.get("name", ""), str):
-            raise StateFileError("%s: peers[%d] is not a peer mapping with a public_key: %s" % (path, index, fix))
-    if "cluster_secret" in data:
-        secret = data["cluster_secret"]
-        try:
-            size = len(base64.b64decode(secret, validate=True)) if isinstance(secret, str) else None
-        except (binascii.Error, ValueError):
-            size = None
-        if size != 32:
-            raise StateFileError("%s: cluster_secret (the peers' preshared key) is %s, 32 bytes of base64 needed (value "
-                                 "hidden): %s" % (path, "not base64" if size is None else "%d bytes" % size, fix))
-        if count_exceeds(text, secret):
-            raise StateFileError("%s: part of cluster_secret also appears in another field (value hidden): the file is "
-                                 "corrupt; %s" % (path, fix))
 
 
 def host_never_routed(interface: str = model.LINK_NAME, discovery_endpoint: str = "") -> List[str]:
@@ -379,16 +284,13 @@ def usable_endpoints(peers: List[dict], own_address: str, subnet: str, warnings:
     return result
 
 
-def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None, never_routed=()):
+def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_name=None, never_routed=(),
+                  node: Optional[NodeState] = None):
     """Peer specs for this node from fresh affiliates, the member list and the last-known state.
-    ``never_routed``: host_never_routed(): no peer is given any of these addresses."""
+    ``never_routed``: host_never_routed(): no peer is given any of these addresses. ``node``: the run's NodeState."""
     subnet = ipaddress.IPv6Network(ident.subnet)
-    last = None
-    try:
-        last = load_state(state_dir)
-    except StateFileError:
-        last = None  # a corrupt state file only loses the --limit memory; it is rewritten below
-    last_known = (last or {}).get("peers", [])
+    # a corrupt state file only loses the --limit memory; it is rewritten by the run
+    last_known = (node or NodeState(state_dir)).state_or_empty().get("peers", [])
     own = [a for a in affiliates if a.get("public_key") == ident.public_key or (local_name and a.get("name") == local_name)]
     local_addresses = [x for a in own for x in a.get("addresses") or []] + list(never_routed)
     local_networks = [x for a in own for x in a.get("additional_addresses") or []]
@@ -398,145 +300,178 @@ def compute_peers(ident: Identity, state_dir: str, affiliates, members, local_na
 
 def reconcile_mesh(settings: Settings, ident: Identity, cluster_id: str, cluster_secret: str, peers: List[dict],
                    members: Optional[List[str]] = None, check_mode: bool = False, persist: bool = True,
-                   now: Optional[float] = None, up_peers: Optional[List[str]] = None, agent: bool = False,
+                   now: Optional[float] = None, up_peers: Optional[List[str]] = None,
                    extra_state: Optional[dict] = None, via: Optional[dict] = None) -> MeshResult:
-    """Bring the WireGuard interface, its address and MTU, its peers, the policy routing and the nftables
-    table to the desired state. ``up_peers`` (public keys) matters only with allow_down_peer_bypass; None
-    reads the node agent's last statuses. ``agent``: a node agent tick (skips the slow firewall CLIs).
-    ``extra_state``: more keys of the persisted desired state (discovery settings, the inventory's peers
-    and this node's own affiliate, which the node agent's discovery client uses). ``via``: peer public key ->
-    relay public key for the relayed peers (relay.py); None reads the node agent's last statuses."""
+    """Bring the WireGuard interface, its address and MTU, its peers, the policy routing, the nftables table and the
+    openings in the host's nftables input chains to the desired state; with ``persist`` write the desired state.
+
+    The steps, each planned purely (core/meshplan.py, from the host's view read just before) and then applied
+    through the adapters: link and device; data plane (routes, rules, nftables table), then the relay's and the
+    rp_filter sysctls; the nftables openings. In check mode the plan stops after the data plane (the sysctls and
+    the openings are not previewed). The slow ufw/firewalld CLIs are not a step of this sequence: the playbook run
+    calls :func:`reconcile_host_firewall` itself, the agent's tick never does.
+
+    ``up_peers`` (public keys) matters only with allow_down_peer_bypass; None reads the node agent's last statuses.
+    ``extra_state``: more keys of the persisted desired state (discovery settings, the inventory's peers and this
+    node's own affiliate, which the node agent's discovery client uses). ``via``: peer public key -> relay public
+    key for the relayed peers (relay.py); None reads the node agent's last statuses."""
+    from ..core import meshplan
     settings.validate()
     peers = filter_peer_endpoints(peers, settings.peer_endpoint_filters)
     now = time.time() if now is None else now
     result = MeshResult()
     impl = resolve_implementation(settings.implementation)
     result.implementation = impl
-    ifname = settings.interface
-    address = "%s/64" % ident.address.split("/")[0]
-    labels = {p["public_key"]: p["name"] for p in peers}
-    endpoints = usable_endpoints(peers, ident.address, ident.subnet, result.warnings)
     if via is None:
         via = agent_via(settings.state_dir)
-    # a relayed peer's ranges are on its relay's entry, its own entry keeps probing without any (relay.py)
-    allowed = move_allowed_ips([(p["public_key"], p["allowed_ips"]) for p in peers], via) if via else None
+    if settings.allow_down_peer_bypass and up_peers is None:
+        up_peers = agent_up_peers(settings.state_dir)
 
-    desired = DesiredDevice(
-        private_key=ident.private_key,
-        listen_port=int(settings.listen_port),
-        fwmark=int(settings.fwmark),
-        peers=[DesiredPeer(public_key=p["public_key"], allowed_ips=allowed[p["public_key"]] if allowed else p["allowed_ips"],
-                           endpoints=endpoints[p["public_key"]],
-                           persistent_keepalive=int(settings.persistent_keepalive), preshared_key=cluster_secret,
-                           label=p["name"]) for p in peers],
-    )
-
-    with Netlink() as nl:
-        link = nl.link(ifname)
-        if link is not None and impl == "kernel" and link.get("kind") not in (None, "wireguard"):
-            raise ReconcileError("interface %s exists but is a %s link, not WireGuard: rename or remove it, or set "
-                                 "kubespan_interface" % (ifname, link.get("kind")))
-        current = None
-        device_exists = link is not None
-        if device_exists and impl == "userspace":
-            from ..host.wg_uapi import UapiWireGuard
-            device_exists = UapiWireGuard(ifname).exists()
-        if device_exists:
-            dev = open_device(impl, ifname)
-            try:
-                current = dev.read()
-            except WireGuardError:
-                if impl == "kernel":
-                    raise
-                current = None  # wireguard-go died: restart below
-                device_exists = False
-            finally:
-                dev.close()
-
-        before_link = {"addresses": link["addresses"], "mtu": link["mtu"], "up": link["up"]} if link else {}
-        after_link = {"addresses": [address], "mtu": int(settings.mtu), "up": True}
-        result.before = render_device(ifname, before_link, current, labels)
-        result.after = render_device(ifname, after_link, expected_device(desired, current, ident.public_key, now), labels)
-
-        if not device_exists:
-            result.changes.append("create %s WireGuard interface %s" % (impl, ifname))
-            if udp_port_in_use(int(settings.listen_port)):
-                result.warnings.append(
-                    "UDP port %s is already held by another process (see: ss -ulpn 'sport = :%s'), e.g. a pod's host port: "
-                    "WireGuard cannot listen on it; free the port or set kubespan_listen_port" % (settings.listen_port, settings.listen_port))
-        update, changes = plan_device(desired, current, now)
-        result.changes.extend(changes)
-        link_changes = []
-        if link is None or link["mtu"] != int(settings.mtu):
-            link_changes.append(("mtu", None))
-        stale = [a for a in (link["addresses"] if link else []) if a != address]
-        if link is None or address not in link["addresses"]:
-            link_changes.append(("add", address))
-        for a in stale:
-            link_changes.append(("del", a))
-        if link is None or not link["up"]:
-            link_changes.append(("up", None))
-        for op, arg in link_changes:
-            result.changes.append({"mtu": "MTU -> %s" % settings.mtu, "add": "add address %s" % arg,
-                                   "del": "remove address %s" % arg, "up": "set %s up" % ifname}[op])
-
-        if not check_mode and result.changes:
-            if not device_exists:
-                if impl == "kernel":
-                    from ..host.wg_kernel import create_link
-                    create_link(ifname)
-                else:
-                    ensure_userspace_device(ifname)
-                update = plan_device(desired, None, now)[0]
-            dev = open_device(impl, ifname)
-            try:
-                dev.apply(update)
-            finally:
-                dev.close()
-            idx = nl.link_index(ifname)
-            if idx is None:
-                raise ReconcileError("interface %s vanished while it was being configured" % ifname)
-            for op, arg in link_changes:
-                if op == "mtu":
-                    nl.set_mtu(idx, int(settings.mtu))
-                elif op == "add":
-                    nl.add_address(idx, arg)
-                elif op == "del":
-                    nl.del_address(idx, arg)
-                elif op == "up":
-                    nl.set_up(idx)
-
-    _reconcile_dataplane(settings, ident, peers, up_peers, check_mode, result, agent, via)
+    endpoints = usable_endpoints(peers, ident.address, ident.subnet, result.warnings)
+    desired = meshplan.desired_device(ident.private_key, settings.listen_port, settings.fwmark, settings.persistent_keepalive,
+                                      cluster_secret, peers, endpoints, via)
+    _device_step(settings, impl, ident, desired, {p["public_key"]: p["name"] for p in peers}, now, check_mode, result)
+    if _dataplane_step(settings, ident, peers, meshplan.bypass_up_peers(settings.allow_down_peer_bypass, up_peers, via),
+                       check_mode, result):
+        _reconcile_relay_sysctls(settings, check_mode, result)
+        _reconcile_rp_filter(settings, check_mode, result)
+        reconcile_openings(settings, True, check_mode, result)
 
     result.peers = [{k: p[k] for k in PEER_KEYS if k in p} for p in peers]
     if persist:
-        persisted = asdict(settings)
-        persisted["implementation"] = impl  # the agent keeps the data path the run chose
-        state = {
-            "version": STATE_VERSION,
-            "settings": persisted,
-            "cluster_id": cluster_id,
-            "cluster_secret": cluster_secret,
-            "address": ident.address,
-            "subnet": ident.subnet,
-            "members": list(members) if members is not None else None,
-            "peers": result.peers,
-        }
-        for key, value in (extra_state or {}).items():
-            if key not in state:
-                state[key] = value
-        try:
-            old = load_state(settings.state_dir)
-        except StateFileError:
-            old = None
-        _version_peers(state["peers"], (old or {}).get("peers") or [])
-        if old != state:
-            result.changes.append("update desired state in %s" % state_path(settings.state_dir))
-            if not check_mode:
-                ensure_dir(settings.state_dir)
-                write_json(state_path(settings.state_dir), state)
+        persist_state(settings, impl, ident, cluster_id, cluster_secret, members, extra_state, check_mode, result)
     result.changed = bool(result.changes)
     return result
+
+
+def _device_view(nl, impl: str, ifname: str):
+    """The host's view of the device step: (link as netlink reports it or None, device as read or None, whether the
+    device exists). A wireguard-go whose socket does not answer counts as missing (restarted by the apply)."""
+    link = nl.link(ifname)
+    if link is not None and impl == "kernel" and link.get("kind") not in (None, "wireguard"):
+        raise ReconcileError("interface %s exists but is a %s link, not WireGuard: rename or remove it, or set "
+                             "kubespan_interface" % (ifname, link.get("kind")))
+    current = None
+    device_exists = link is not None
+    if device_exists and impl == "userspace":
+        from ..host.wg_uapi import UapiWireGuard
+        device_exists = UapiWireGuard(ifname).exists()
+    if device_exists:
+        dev = open_device(impl, ifname)
+        try:
+            current = dev.read()
+        except WireGuardError:
+            if impl == "kernel":
+                raise
+            current = None  # wireguard-go died: restart below
+            device_exists = False
+        finally:
+            dev.close()
+    return link, current, device_exists
+
+
+def _device_step(settings: Settings, impl: str, ident: Identity, desired, labels: dict, now: float, check_mode: bool,
+                 result: MeshResult) -> None:
+    """Link and device: read the view, plan (meshplan.plan_device_step), apply through the adapters."""
+    from ..core.meshplan import plan_device_step
+    ifname = settings.interface
+    address = "%s/64" % ident.address.split("/")[0]
+    with Netlink() as nl:
+        link, current, device_exists = _device_view(nl, impl, ifname)
+        plan = plan_device_step(impl, ifname, desired, link, current, device_exists, address, int(settings.mtu), labels,
+                                ident.public_key, now, port_in_use=not device_exists and udp_port_in_use(int(settings.listen_port)))
+        result.before, result.after = plan.before, plan.after
+        result.changes.extend(plan.changes)
+        result.warnings.extend(plan.warnings)
+        if check_mode or not plan.changes:
+            return
+        if plan.create:
+            if impl == "kernel":
+                from ..host.wg_kernel import create_link
+                create_link(ifname)
+            else:
+                ensure_userspace_device(ifname)
+        dev = open_device(impl, ifname)
+        try:
+            dev.apply(plan.update)
+        finally:
+            dev.close()
+        idx = nl.link_index(ifname)
+        if idx is None:
+            raise ReconcileError("interface %s vanished while it was being configured" % ifname)
+        for op, arg in plan.link_ops:
+            if op == "mtu":
+                nl.set_mtu(idx, int(settings.mtu))
+            elif op == "add":
+                nl.add_address(idx, arg)
+            elif op == "del":
+                nl.del_address(idx, arg)
+            elif op == "up":
+                nl.set_up(idx)
+
+
+def _dataplane_step(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
+                    result: MeshResult) -> bool:
+    """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan: read the
+    view, plan (meshplan.plan_dataplane), apply. False in check mode (the sequence stops here)."""
+    from ..core.dataplane import MAIN_TABLE, nft_batch, owned_main_routes
+    from ..core.meshplan import plan_dataplane
+    cfg = settings.dataplane()
+    forward = relay_forward_families(settings) if settings.relay else None
+    with Netlink() as nl:
+        cur_routes = nl.routes(cfg.route_table) + owned_main_routes(nl.routes(MAIN_TABLE), cfg)
+        cur_rules = nl.rules(cfg.rule_priority, cfg.route_table)
+        cur_nft = list_table(cfg.nft_table)
+        plan = plan_dataplane(cfg, peers, ident.subnet, settings.allow_down_peer_bypass, up, forward, cur_routes, cur_rules, cur_nft)
+        result.changes.extend(plan.changes)
+        result.before += plan.before
+        result.after += plan.after
+        if check_mode:
+            return False
+        for r in plan.del_routes:
+            nl.del_route(r)
+        for r in plan.add_routes:
+            nl.add_route(r, replace=True)
+        for r in plan.del_rules:
+            nl.del_rule(r)
+        for r in plan.add_rules:
+            nl.add_rule(r)
+    if plan.nft_changed:
+        apply_batch(nft_batch(plan.want_nft), "update table inet %s" % cfg.nft_table)
+    return True
+
+
+def persist_state(settings: Settings, impl: str, ident: Identity, cluster_id: str, cluster_secret: str,
+                  members: Optional[List[str]], extra_state: Optional[dict], check_mode: bool, result: MeshResult,
+                  node: Optional[NodeState] = None) -> None:
+    """Write the desired state (result.peers, the settings with the implementation the run chose) when it differs.
+    ``node``: the run's NodeState (the last state it read is compared, the new one recorded)."""
+    node = node or NodeState(settings.state_dir)
+    persisted = asdict(settings)
+    persisted["implementation"] = impl  # the agent keeps the data path the run chose
+    state = {
+        "version": STATE_VERSION,
+        "settings": persisted,
+        "cluster_id": cluster_id,
+        "cluster_secret": cluster_secret,
+        "address": ident.address,
+        "subnet": ident.subnet,
+        "members": list(members) if members is not None else None,
+        "peers": result.peers,
+    }
+    for key, value in (extra_state or {}).items():
+        if key not in state:
+            state[key] = value
+    try:
+        old = node.state()
+    except StateFileError:
+        old = None
+    _version_peers(state["peers"], (old or {}).get("peers") or [])
+    if old != state:
+        result.changes.append("update desired state in %s" % state_path(settings.state_dir))
+        if not check_mode:
+            ensure_dir(settings.state_dir)
+            node.write_state(state)
 
 
 def _version_peers(peers: List[dict], old_peers: List[dict]) -> None:
@@ -552,17 +487,17 @@ def _version_peers(peers: List[dict], old_peers: List[dict]) -> None:
         peer["version"] = version if same and version else version + 1
 
 
-def replace_state_peers(state_dir: str, peers: List[dict]) -> List[dict]:
+def replace_state_peers(state_dir: str, peers: List[dict], node: Optional[NodeState] = None) -> List[dict]:
     """Replace the peers of the persisted desired state (the node agent's discovery client; hold the node lock).
 
     The peers keep their resource versions when unchanged. Returns the peers as written."""
-    state = load_state(state_dir)
+    node = node or NodeState(state_dir)
+    state = node.state()
     if state is None:
         raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
     new = [{k: p[k] for k in PEER_KEYS if k in p} for p in peers]
     _version_peers(new, state.get("peers") or [])
-    state["peers"] = new
-    write_json(state_path(state_dir), state)
+    node.write_state(dict(state, peers=new))
     return new
 
 
@@ -577,91 +512,17 @@ def settings_from_state(state: dict) -> Settings:
 
 def agent_via(state_dir: str) -> dict:
     """Peer public key -> relay public key, as the node agent last decided ({} when it has not run yet)."""
-    from ..core.peerstatus import statuses_from_json
-    from ..core.relay import via_map
-    try:
-        data = read_json(os.path.join(state_dir, "peerstatus.json"))
-        return via_map(statuses_from_json(data)) if data else {}
-    except (StateFileError, ValueError):
-        return {}
+    return NodeState(state_dir).via()
 
 
 def agent_up_peers(state_dir: str) -> List[str]:
     """Public keys of the peers the node agent last saw up (empty when it has not run yet)."""
-    from ..core.peerstatus import statuses_from_json, up_peers
-    try:
-        data = read_json(os.path.join(state_dir, "peerstatus.json"))
-        return up_peers(statuses_from_json(data)) if data else []
-    except (StateFileError, ValueError):
-        return []
-
-
-def _reconcile_dataplane(settings: Settings, ident: Identity, peers: List[dict], up: Optional[List[str]], check_mode: bool,
-                         result: MeshResult, agent: bool = False, via: Optional[dict] = None) -> None:
-    """Policy routing (table, rules) and the nftables table that forces the peers' networks into KubeSpan."""
-    from ..core.dataplane import (
-        MAIN_TABLE,
-        desired_nft,
-        desired_routes,
-        desired_rules,
-        diff_nft,
-        diff_routes,
-        diff_rules,
-        fail_closed_routes,
-        nft_batch,
-        owned_main_routes,
-        render_nft,
-        render_route,
-        render_rule,
-    )
-    from ..core.peerspec import routed_set
-
-    cfg = settings.dataplane()
-    if settings.allow_down_peer_bypass and up is None:
-        up = agent_up_peers(settings.state_dir)
-    if settings.allow_down_peer_bypass and via:
-        up = sorted(set(up or ()) | {key for key, relay in via.items() if relay in set(up or ())})  # relayed through an up relay
-    routed = routed_set(peers, ipaddress.IPv6Network(ident.subnet), bool(settings.allow_down_peer_bypass), up)
-    # fail closed: unreachable defaults in the table and for the cluster's /64 (docs/dataplane.md)
-    want_routes = desired_routes(cfg) + fail_closed_routes(cfg, ident.subnet)
-    forward = relay_forward_families(settings) if settings.relay else None
-    want_rules, want_nft = desired_rules(cfg), desired_nft(routed, cfg, forward)
-    with Netlink() as nl:
-        cur_routes = nl.routes(cfg.route_table) + owned_main_routes(nl.routes(MAIN_TABLE), cfg)
-        cur_rules = nl.rules(cfg.rule_priority, cfg.route_table)
-        cur_nft = list_table(cfg.nft_table)
-        add_routes, del_routes = diff_routes(want_routes, cur_routes)
-        add_rules, del_rules = diff_rules(want_rules, cur_rules)
-        nft_diff = diff_nft(want_nft, cur_nft)
-        result.changes.extend("remove route %s" % render_route(r) for r in del_routes)
-        result.changes.extend("add route %s" % render_route(r) for r in add_routes)
-        result.changes.extend("remove rule %s" % render_rule(r) for r in del_rules)
-        result.changes.extend("add rule %s" % render_rule(r) for r in add_rules)
-        if nft_diff.changed:
-            result.changes.append("%s nftables table inet %s (%d routed prefixes)" % (
-                "update" if cur_nft is not None else "create", cfg.nft_table, len(routed.prefixes())))
-        result.before += _render_policy(cur_routes, cur_rules, render_nft(cur_nft), render_route, render_rule)
-        result.after += _render_policy(want_routes, want_rules, render_nft(want_nft), render_route, render_rule)
-        if check_mode:
-            return
-        for r in del_routes:
-            nl.del_route(r)
-        for r in add_routes:
-            nl.add_route(r, replace=True)
-        for r in del_rules:
-            nl.del_rule(r)
-        for r in add_rules:
-            nl.add_rule(r)
-    if nft_diff.changed:
-        apply_batch(nft_batch(want_nft), "update table inet %s" % cfg.nft_table)
-    _reconcile_relay_sysctls(settings, check_mode, result)
-    _reconcile_rp_filter(settings, check_mode, result)
-    _reconcile_firewall(settings, True, check_mode, result, agent)
+    return NodeState(state_dir).up_peers()
 
 
 # ----------------------------------------------------------------------------------------------- relay
 
-RELAY_FILE = "relay.json"
+RELAY_FILE = layout.RELAY
 SYSCTL_ROOT = "/proc/sys"
 
 
@@ -771,7 +632,7 @@ def _restore_sysctls(path: str, saved: dict, reason: str, check_mode: bool, resu
 
 # ---------------------------------------------------------------------------------------- rp_filter
 
-RPFILTER_FILE = "rpfilter.json"
+RPFILTER_FILE = layout.RPFILTER
 
 
 def _reconcile_rp_filter(settings: Settings, check_mode: bool, result: MeshResult) -> None:
@@ -791,18 +652,14 @@ def _reconcile_rp_filter(settings: Settings, check_mode: bool, result: MeshResul
     _set_sysctls(settings.state_dir, path, _sysctl_record(path), want, "rp_filter", check_mode, result)
 
 
-FIREWALL_FILE = "firewall.json"
+FIREWALL_FILE = layout.FIREWALL
 
 
-def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult, agent: bool = False) -> None:
-    """Open the listen port and trust the interface in whatever firewall manages the host.
-
-    nftables: rules in the host's input chains with policy drop (cheap: also re-checked by the agent).
-    ufw / firewalld: their own rules, made persistent by them; checked by playbook runs (their CLIs take
-    seconds) and when disabling. Disabling removes what we added from every backend, whichever is in use.
-    """
-    from ..core.firewall import parse_ufw_added, plan_firewalld, plan_openings, plan_ufw
-    from ..host.hostfw import FirewallError, detect_backend, firewalld_apply, firewalld_default_zone, firewalld_running, firewalld_state, ufw_added, ufw_apply
+def reconcile_openings(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult) -> None:
+    """Open the listen port and trust the interface in the host's nftables input chains with policy drop (cheap: every
+    reconcile, the agent's too); ``enabled`` False removes them. Sets result.firewall_backend (the backend in use)."""
+    from ..core.firewall import plan_openings
+    from ..host.hostfw import FirewallError, detect_backend
     from ..host.nft import list_ruleset
     port, ifname = int(settings.listen_port), settings.interface
     nft_present = nft_available()
@@ -814,14 +671,25 @@ def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, res
             result.changes.extend(changes)
             if commands and not check_mode:
                 apply_batch({"nftables": commands}, "open UDP %s in the host firewall" % port)
-        if agent:
-            return
+    except FirewallError as exc:
+        raise ReconcileError("host firewall (%s): %s" % (settings.firewall_backend, exc))
+
+
+def reconcile_host_firewall(settings: Settings, enabled: bool, check_mode: bool, result: MeshResult) -> None:
+    """The same openings in ufw or firewalld, made persistent by them: their CLIs take seconds, so only playbook runs
+    (and disabling) call this step, after :func:`reconcile_openings` (whose result.firewall_backend it uses); the
+    agent's tick never does. ``enabled`` False removes what we added from every backend, whichever is in use."""
+    from ..core.firewall import parse_ufw_added, plan_firewalld, plan_ufw
+    from ..host.hostfw import FirewallError, firewalld_apply, firewalld_default_zone, firewalld_running, firewalld_state, ufw_added, ufw_apply
+    port, ifname = int(settings.listen_port), settings.interface
+    backend = result.firewall_backend if enabled else "none"
+    try:
         if backend == "ufw" or (not enabled and shutil.which("ufw")):
             commands, changes = plan_ufw(parse_ufw_added(ufw_added()), port, ifname, backend == "ufw")
             result.changes.extend(changes)
             if commands and not check_mode:
                 ufw_apply(commands)
-        owned_path = os.path.join(settings.state_dir, FIREWALL_FILE)
+        owned_path = layout.path(settings.state_dir, FIREWALL_FILE)
         owned = (read_json(owned_path) or {}).get("firewalld", {}) if os.path.exists(owned_path) else {}
         if backend == "firewalld" or (not enabled and owned and firewalld_running()):
             zone = settings.firewalld_zone or firewalld_default_zone()
@@ -838,12 +706,6 @@ def _reconcile_firewall(settings: Settings, enabled: bool, check_mode: bool, res
         raise ReconcileError("host firewall (%s): %s" % (settings.firewall_backend, exc))
 
 
-def _render_policy(routes, rules, nft_text, render_route, render_rule) -> str:
-    lines = ["", "[Routing]"] + ["route %s" % render_route(r) for r in sorted(routes, key=str)]
-    lines += ["rule %s" % render_rule(r) for r in sorted(rules, key=str)]
-    return "\n".join(lines) + "\n" + (nft_text or "")
-
-
 def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
     """Remove the interface and the desired state; keep the identity (as Talos does when disabled)."""
     result = MeshResult()
@@ -856,7 +718,8 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
                 if link.get("kind") == "wireguard":
                     nl.delete_link(link["index"])
                 else:
-                    systemctl("stop", WIREGUARD_GO_UNIT)
+                    from ..host.wg_uapi import stop
+                    stop(WIREGUARD_GO_UNIT)
                     if nl.link_index(ifname) is not None:
                         nl.delete_link(link["index"])
     from ..core.dataplane import MAIN_TABLE, nft_delete_batch, owned_main_routes, render_rule
@@ -875,10 +738,11 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
             result.changes.append("remove nftables table inet %s" % cfg.nft_table)
             if not check_mode:
                 apply_batch(nft_delete_batch(cfg.nft_table), "delete table inet %s" % cfg.nft_table)
-    _reconcile_firewall(settings, False, check_mode, result)
+    reconcile_openings(settings, False, check_mode, result)
+    reconcile_host_firewall(settings, False, check_mode, result)
     rp_path = os.path.join(settings.state_dir, RPFILTER_FILE)
     _restore_sysctls(rp_path, _sysctl_record(rp_path), "KubeSpan disabled", check_mode, result)
-    for name in ("peerstatus.json", "metrics.prom", "discovery.json", RELAY_FILE):
+    for name in layout.RUNTIME_FILES:
         stale = os.path.join(settings.state_dir, name)
         if os.path.exists(stale):
             result.changes.append("remove %s" % stale)
@@ -900,17 +764,23 @@ def teardown_mesh(settings: Settings, check_mode: bool = False) -> MeshResult:
 
 
 def reapply_from_state(state_dir: str = DEFAULT_STATE_DIR, check_mode: bool = False, up_peers: Optional[List[str]] = None,
-                       via: Optional[dict] = None) -> MeshResult:
-    """Re-apply the desired state the last playbook run persisted (node agent, boot)."""
-    state = load_state(state_dir)
+                       via: Optional[dict] = None, node: Optional[NodeState] = None) -> MeshResult:
+    """Re-apply the desired state the last playbook run persisted (node agent, boot). ``node``: the tick's NodeState
+    (the desired state, the identity and the statuses for the routed and relayed sets come from it); None reads them."""
+    node = node or NodeState(state_dir)
+    state = node.state()
     if state is None:
         raise ReconcileError("no desired state in %s yet: run the kubespan.mesh playbook first" % state_path(state_dir))
     if state.get("disabled"):
         return MeshResult()  # KubeSpan is disabled on this node: nothing to re-apply
-    ident = load_identity(state_dir)
+    ident = node.identity()
     if ident is None:
         raise ReconcileError("no identity in %s: run the kubespan.mesh playbook first" % state_dir)
     settings = settings_from_state(state)
+    if via is None:
+        via = node.via()
+    if up_peers is None and settings.allow_down_peer_bypass:
+        up_peers = node.up_peers()
     peers = [dict(p) for p in state.get("peers", [])]
     return reconcile_mesh(settings, ident, state["cluster_id"], state["cluster_secret"], peers,
-                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, agent=True, via=via)
+                          state.get("members"), check_mode=check_mode, persist=False, up_peers=up_peers, via=via)

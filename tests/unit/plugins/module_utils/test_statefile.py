@@ -96,7 +96,7 @@ def test_state_lock_creates_nothing_when_the_directory_is_missing(tmp_path):
 def test_udp_port_in_use_detects_a_holder():
     import socket
 
-    from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import udp_port_in_use
+    from ansible_collections.kubespan.mesh.plugins.module_utils.host.ports import udp_port_in_use
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("0.0.0.0", 0))
