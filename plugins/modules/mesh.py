@@ -213,7 +213,7 @@ options:
       - Talos's C(cluster.discovery) with the service registry. The node agent publishes this node's affiliate (sealed
         with the cluster secret) on each service and adds the peers the inventory does not know.
       - Unset, or O(discovery.enabled) false, the inventory alone forms the mesh. A suboption that is not set takes
-        the node agent's default (C(discovery_agent.default_settings)); the C(kubespan.mesh.kubespan) role passes its
+        the settings model's default (plugins/module_utils/core/settings.py); the C(kubespan.mesh.kubespan) role passes its
         C(kubespan_discovery_*), C(kubespan_harvest_extra_endpoints), C(kubespan_machine_type) and
         C(kubespan_api_server_port) variables here.
     type: dict
@@ -459,7 +459,7 @@ peers:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS, MACHINE_TYPES
 from ansible_collections.kubespan.mesh.plugins.module_utils.host.requirements import identity_option_spec
 from ansible_collections.kubespan.mesh.plugins.module_utils.modules.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.modules.meshrun import finish, run
@@ -503,7 +503,7 @@ ARGUMENT_SPEC = dict(
     nft_table=dict(type="str"),
     firewall_backend=dict(type="str", choices=list(FIREWALL_BACKENDS)),
     firewalld_zone=dict(type="str"),
-    # unset suboptions: discovery_agent.default_settings() (normalize_settings ignores None)
+    # unset suboptions: the settings model's defaults (fill_options; discovery_settings.normalize ignores None)
     discovery=dict(type="dict", options=dict(
         enabled=dict(type="bool"),
         endpoint=dict(type="str"),
@@ -512,7 +512,7 @@ ARGUMENT_SPEC = dict(
         ca_file=dict(type="path"),
         server_name=dict(type="str"),
         harvest_extra_endpoints=dict(type="bool"),
-        machine_type=dict(type="str", choices=["controlplane", "worker", "init"]),
+        machine_type=dict(type="str", choices=list(MACHINE_TYPES)),
         api_server_port=dict(type="int"),
     )),
     peer_endpoint_filters=dict(type="list", elements="str"),
