@@ -5,6 +5,7 @@ assignment of a model-held default; its positive control re-adds a duplicate in 
 """
 
 import ast
+import importlib.util
 import os
 import re
 import shutil
@@ -24,6 +25,10 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.discovery.discovery_
 from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import ROLE_VARIABLES, ReconcileError, Settings
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+# scripts/dev/settings-docs.py writes the one checked copy of each default: a line in the option's documentation
+_SPEC = importlib.util.spec_from_file_location("settings_docs", os.path.join(ROOT, "scripts", "dev", "settings-docs.py"))
+settings_docs = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(settings_docs)
 MODEL_FILE = os.path.relpath(os.path.realpath(model.__file__), os.path.realpath(ROOT))  # wherever it lives (layer folders)
 SCANNED = ["plugins", "playbooks"] + [os.path.join("roles", "kubespan", d)
                                       for d in ("defaults", "meta", "tasks", "templates", "vars", "handlers")]
@@ -138,8 +143,8 @@ def duplicates(root):
             if number in skip:
                 continue
             code = line.split(" # ")[0] if rel.endswith(".py") else line.split(" #")[0]
-            if code.lstrip().startswith("#"):
-                continue
+            if code.lstrip().startswith("#") or settings_docs.LINE.match(line):
+                continue  # (the generated documentation line: test_the_documented_defaults_are_the_models checks it)
             for lit, group in pats.items():
                 if lit in code:
                     for variable, pattern, what in group:
@@ -237,6 +242,34 @@ def test_the_layers_take_their_defaults_from_the_model():
     defaults = model.effective({})
     assert defaults.pop("kubespan_agent_metrics_file") == ""  # "": <state_dir>/metrics.prom, filled by agentfiles.render_files
     assert settings_errors(defaults) == []
+
+
+def test_the_documented_defaults_are_the_models():
+    """ansible-doc shows each model-held option's default in one generated line (scripts/dev/settings-docs.py): every
+    such option of the modules and the role's argument spec has it, equal to the model's."""
+    stale = [rel for rel, (old, new) in settings_docs.generated().items() if old != new]
+    assert not stale, "run: python scripts/dev/settings-docs.py --write (%s)" % ", ".join(stale)
+    mesh = yaml.safe_load(settings_docs.generated()["plugins/modules/mesh.py"][0].split('DOCUMENTATION = r"""')[1].split('"""')[0])
+    assert "Default V(1420), from the settings model (core/settings.py)." in mesh["options"]["mtu"]["description"]
+    assert "Default V(6443), from the settings model (core/settings.py)." in \
+        mesh["options"]["discovery"]["suboptions"]["api_server_port"]["description"]
+
+
+@pytest.mark.parametrize("rel,anchor", [
+    ("plugins/modules/mesh.py", ("Default V(1420), from", "Default V(1400), from")),
+    ("plugins/modules/mesh.py", ("          - Default V(6443), from the settings model (core/settings.py).\n", "")),
+    ("roles/kubespan/meta/argument_specs.yml", ("Default V(worker), from", "Default V(init), from")),
+])
+def test_a_stale_documented_default_is_found(tmp_path, monkeypatch, rel, anchor):
+    """Positive control of the check above: a copy with one documented default changed or dropped is stale."""
+    for path in [os.path.join("plugins", "modules"), os.path.join("roles", "kubespan", "meta")]:
+        shutil.copytree(os.path.join(ROOT, path), str(tmp_path / path))
+    target = tmp_path / rel
+    text = target.read_text()
+    assert anchor[0] in text
+    target.write_text(text.replace(anchor[0], anchor[1], 1))
+    monkeypatch.setattr(settings_docs, "ROOT", str(tmp_path))
+    assert [r for r, (old, new) in settings_docs.generated().items() if old != new] == [rel]
 
 
 def test_effective_takes_the_users_value_else_the_model():
