@@ -158,7 +158,7 @@ MODEL = load_model()
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--write", action="store_true", help="rewrite the files (else: check only)")
     args = parser.parse_args(argv)
     texts = generated()
