@@ -94,6 +94,8 @@ def rewrite(lines, held):
         end = i + 1
         while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
             end += 1
+        while end > i + 1 and not lines[end - 1].strip():
+            end -= 1  # blank lines after the description stay where they are
         block = lines[i:end]
         if setting is None or _has_default(lines, end, indent):
             out.extend(block)

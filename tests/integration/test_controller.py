@@ -242,6 +242,9 @@ def test_values_the_data_plane_refuses_stop_every_host_before_any_change(tmp_pat
         "discca": (["kubespan_discovery_enabled: true", "kubespan_discovery_endpoint: http://10.0.0.5:3000/",
                     "kubespan_discovery_ca_file: /etc/disc-ca.pem"], ["kubespan_discovery_ca_file is set", "plaintext"]),
         "apiport": ("kubespan_api_server_port: 0", ["kubespan_api_server_port=0", "1-65535"]),
+        # the role's own CA variable (installed before the mesh module runs): refused with a plaintext endpoint too
+        "discpem": (["kubespan_discovery_enabled: true", "kubespan_discovery_endpoint: http://10.0.0.5:3000/",
+                     "kubespan_discovery_ca_cert: '-----BEGIN CERTIFICATE-----'"], ["kubespan_discovery_ca_cert", "plaintext"]),
     }
     before = _kubespan_host_state()
     inv = inventory({name: [line] if isinstance(line, str) else line for name, (line, _needles) in bad.items()},
