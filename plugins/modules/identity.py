@@ -52,13 +52,19 @@ options:
     type: str
     required: true
   state_dir:
-    description: Directory holding the identity files.
+    description:
+      - Directory holding the identity files.
+      - Default V(/var/lib/kubespan), from the settings model (core/settings.py).
     type: path
   listen_port:
-    description: WireGuard port announced with each endpoint address.
+    description:
+      - WireGuard port announced with each endpoint address.
+      - Default V(51820), from the settings model (core/settings.py).
     type: int
   interface:
-    description: The KubeSpan interface, whose own addresses are never announced as endpoints.
+    description:
+      - The KubeSpan interface, whose own addresses are never announced as endpoints.
+      - Default V(kubespan), from the settings model (core/settings.py).
     type: str
 """
 

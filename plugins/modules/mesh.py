@@ -136,27 +136,40 @@ options:
     description: This host's inventory name (so its own entry is recognized).
     type: str
   interface:
-    description: Name of the WireGuard interface.
+    description:
+      - Name of the WireGuard interface.
+      - Default V(kubespan), from the settings model (core/settings.py).
     type: str
   mtu:
-    description: MTU of the interface; at least 1280 (underlay MTU minus 80).
+    description:
+      - MTU of the interface; at least 1280 (underlay MTU minus 80).
+      - Default V(1420), from the settings model (core/settings.py).
     type: int
   listen_port:
-    description: UDP port WireGuard listens on.
+    description:
+      - UDP port WireGuard listens on.
+      - Default V(51820), from the settings model (core/settings.py).
     type: int
   fwmark:
-    description: Firewall mark WireGuard puts on its own packets (Talos uses 0x20).
+    description:
+      - Firewall mark WireGuard puts on its own packets (Talos uses 0x20).
+      - Default V(0x20), from the settings model (core/settings.py).
     type: int
   persistent_keepalive:
-    description: Persistent keepalive interval in seconds for every peer.
+    description:
+      - Persistent keepalive interval in seconds for every peer.
+      - Default V(25), from the settings model (core/settings.py).
     type: int
   implementation:
     description:
       - V(kernel) for the kernel module over netlink, V(userspace) for wireguard-go, V(auto) to pick kernel when available.
+      - Default V(auto), from the settings model (core/settings.py).
     type: str
     choices: [auto, kernel, userspace]
   state_dir:
-    description: Directory with the identity and the persisted desired state.
+    description:
+      - Directory with the identity and the persisted desired state.
+      - Default V(/var/lib/kubespan), from the settings model (core/settings.py).
     type: path
   allow_down_peer_bypass:
     description:
@@ -164,6 +177,7 @@ options:
         peer is dropped by WireGuard instead of leaving in the clear.
       - V(true) forces only the networks of peers that are up (as the node agent last saw them), so traffic
         to a down peer takes the normal routes until it is back.
+      - Default V(false), from the settings model (core/settings.py).
     type: bool
   relay:
     description:
@@ -171,6 +185,7 @@ options:
         and nothing else (an nftables forward chain in the mesh's table and per-interface forwarding sysctls,
         restored when turned off). Peers that cannot reach each other directly route through it.
       - A relay is a cluster member and sees the inner packets it forwards (docs/security.md).
+      - Default V(false), from the settings model (core/settings.py).
     type: bool
   relay_members:
     description:
@@ -180,19 +195,29 @@ options:
     elements: str
     default: []
   route_table:
-    description: Routing table holding the default routes through the interface.
+    description:
+      - Routing table holding the default routes through the interface.
+      - Default V(180), from the settings model (core/settings.py).
     type: int
   rule_priority:
-    description: Priority of the C(fwmark force/mask lookup table) policy rules (IPv4 and IPv6).
+    description:
+      - Priority of the C(fwmark force/mask lookup table) policy rules (IPv4 and IPv6).
+      - Default V(32500), from the settings model (core/settings.py).
     type: int
   force_mark:
-    description: Firewall mark that forces a packet into KubeSpan (Talos 0x40).
+    description:
+      - Firewall mark that forces a packet into KubeSpan (Talos 0x40).
+      - Default V(0x40), from the settings model (core/settings.py).
     type: int
   mark_mask:
-    description: Mask of the KubeSpan marks (Talos 0x60).
+    description:
+      - Mask of the KubeSpan marks (Talos 0x60).
+      - Default V(0x60), from the settings model (core/settings.py).
     type: int
   nft_table:
-    description: Name of the C(inet) nftables table that marks traffic to the peers' networks and clamps the TCP MSS.
+    description:
+      - Name of the C(inet) nftables table that marks traffic to the peers' networks and clamps the TCP MSS.
+      - Default V(kubespan), from the settings model (core/settings.py).
     type: str
   firewall_backend:
     description:
@@ -203,17 +228,20 @@ options:
       - V(auto) picks firewalld when its unit is active, else ufw when it is enabled, else nftables when C(nft) exists.
       - V(none) leaves the host firewall alone.
       - Only what this module added is ever removed (also with O(state=absent), whatever the backend).
+      - Default V(auto), from the settings model (core/settings.py).
     type: str
     choices: [auto, nftables, firewalld, ufw, none]
   firewalld_zone:
-    description: firewalld zone that gets the listen port; empty for the default zone.
+    description:
+      - firewalld zone that gets the listen port; empty for the default zone.
+      - Default V(""), from the settings model (core/settings.py).
     type: str
   discovery:
     description:
       - Talos's C(cluster.discovery) with the service registry. The node agent publishes this node's affiliate (sealed
         with the cluster secret) on each service and adds the peers the inventory does not know.
       - Unset, or O(discovery.enabled) false, the inventory alone forms the mesh. A suboption that is not set takes
-        the node agent's default (C(discovery_agent.default_settings)); the C(kubespan.mesh.kubespan) role passes its
+        the settings model's default (plugins/module_utils/core/settings.py); the C(kubespan.mesh.kubespan) role passes its
         C(kubespan_discovery_*), C(kubespan_harvest_extra_endpoints), C(kubespan_machine_type) and
         C(kubespan_api_server_port) variables here.
     type: dict
@@ -225,49 +253,62 @@ options:
             cluster at every tick and adds the peers the inventory does not know; this run also keeps the peers the
             agent discovered last.
           - Turning it off removes this node's affiliate from the service (AffiliateDelete) and drops the discovered peers.
+          - Default V(false), from the settings model (core/settings.py).
         type: bool
       endpoint:
         description:
           - The discovery service (cluster.discovery.registries.service.endpoint), C(https://host[:port]/) or
             C(host:port) (TLS), C(http://host:port/) or C(host:port) with O(discovery.insecure) (plaintext).
           - Required with O(discovery.enabled) unless O(discovery.endpoints) is given.
+          - Default V(""), from the settings model (core/settings.py).
         type: str
       endpoints:
         description:
           - Several discovery services at once (Talos 1.14 and later), in the forms of O(discovery.endpoint). Each gets
             its own client; the affiliates they list are merged and this node publishes on each. When not empty, it
             replaces O(discovery.endpoint).
+          - Default V([]), from the settings model (core/settings.py).
         type: list
         elements: str
       insecure:
-        description: Speak plaintext gRPC to the service (a private network only).
+        description:
+          - Speak plaintext gRPC to the service (a private network only).
+          - Default V(false), from the settings model (core/settings.py).
         type: bool
       ca_file:
-        description: PEM file on the node with the CA certificates that sign the service's certificate; empty for the system roots.
+        description:
+          - PEM file on the node with the CA certificates that sign the service's certificate; empty for the system roots.
+          - Default V(""), from the settings model (core/settings.py).
         type: path
       server_name:
-        description: Name to check in the service's certificate instead of the endpoint's host.
+        description:
+          - Name to check in the service's certificate instead of the endpoint's host.
+          - Default V(""), from the settings model (core/settings.py).
         type: str
       harvest_extra_endpoints:
         description:
           - Publish, for each peer that is up, the endpoint WireGuard observed for it (Talos's
             C(harvestExtraEndpoints)), so the other nodes learn an address that peer cannot see itself (a NAT's).
+          - Default V(false), from the settings model (core/settings.py).
         type: bool
       machine_type:
         description:
           - Talos's machine type of this node, published in its affiliate (C(talosctl get members) shows it).
+          - Default V(worker), from the settings model (core/settings.py).
         type: str
         choices: [controlplane, worker, init]
       api_server_port:
         description:
           - The Kubernetes API server port published with a control-plane O(discovery.machine_type) (Talos's
             ControlPlane.api_server_port); not published for workers.
+          - Default V(6443), from the settings model (core/settings.py).
         type: int
   peer_endpoint_filters:
     description:
       - Talos's C(machine.network.kubespan.filters.peerEndpoints) - CIDRs in the syntax of endpoint filters
         (C(cidr), C(!cidr), in order) that filter the endpoints of OTHER peers this node dials. Unset, no filtering;
         an empty list dials none (the peers may still dial this node).
+      - Default unset (V(null)), from the settings model (core/settings.py).
     type: list
     elements: str
   address_source:
@@ -283,6 +324,7 @@ options:
         networks are always allowed). Also kept in the desired state for the node agent.
       - This host's addresses, its default gateways and the discovery service's address (when the endpoint is an IP
         literal) are never routed into the mesh, whoever claims them.
+      - Default V(10.0.0.0/8), V(172.16.0.0/12), V(192.168.0.0/16), V(100.64.0.0/10), V(fc00::/7), from the settings model (core/settings.py).
     type: list
     elements: str
   settle:
@@ -331,16 +373,24 @@ options:
         type: str
         required: true
       lib_dir:
-        description: Directory of the agent's code on the node.
+        description:
+          - Directory of the agent's code on the node.
+          - Default V(/usr/lib/kubespan), from the settings model (core/settings.py).
         type: path
       interval:
-        description: Seconds between two agent ticks (the timer's C(OnUnitActiveSec)).
+        description:
+          - Seconds between two agent ticks (the timer's C(OnUnitActiveSec)).
+          - Default V(30), from the settings model (core/settings.py).
         type: int
       metrics_file:
-        description: The agent's Prometheus text file; empty for C(metrics.prom) in O(state_dir).
+        description:
+          - The agent's Prometheus text file; empty for C(metrics.prom) in O(state_dir).
+          - Default V(""), from the settings model (core/settings.py).
         type: path
       command_path:
-        description: Where the C(kubespan) command is installed.
+        description:
+          - Where the C(kubespan) command is installed.
+          - Default V(/usr/local/sbin/kubespan), from the settings model (core/settings.py).
         type: path
 """
 
@@ -459,7 +509,7 @@ peers:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settings import FIREWALL_BACKENDS, IMPLEMENTATIONS, MACHINE_TYPES
 from ansible_collections.kubespan.mesh.plugins.module_utils.host.requirements import identity_option_spec
 from ansible_collections.kubespan.mesh.plugins.module_utils.modules.common import run_guarded
 from ansible_collections.kubespan.mesh.plugins.module_utils.modules.meshrun import finish, run
@@ -503,7 +553,7 @@ ARGUMENT_SPEC = dict(
     nft_table=dict(type="str"),
     firewall_backend=dict(type="str", choices=list(FIREWALL_BACKENDS)),
     firewalld_zone=dict(type="str"),
-    # unset suboptions: discovery_agent.default_settings() (normalize_settings ignores None)
+    # unset suboptions: the settings model's defaults (fill_options; discovery_settings.normalize ignores None)
     discovery=dict(type="dict", options=dict(
         enabled=dict(type="bool"),
         endpoint=dict(type="str"),
@@ -512,7 +562,7 @@ ARGUMENT_SPEC = dict(
         ca_file=dict(type="path"),
         server_name=dict(type="str"),
         harvest_extra_endpoints=dict(type="bool"),
-        machine_type=dict(type="str", choices=["controlplane", "worker", "init"]),
+        machine_type=dict(type="str", choices=list(MACHINE_TYPES)),
         api_server_port=dict(type="int"),
     )),
     peer_endpoint_filters=dict(type="list", elements="str"),

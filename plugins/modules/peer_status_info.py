@@ -35,7 +35,9 @@ extends_documentation_fragment:
   - kubespan.mesh.attributes.NODE_GROUP
 options:
   state_dir:
-    description: Directory with the identity, the desired state and the agent's statuses.
+    description:
+      - Directory with the identity, the desired state and the agent's statuses.
+      - Default V(/var/lib/kubespan), from the settings model (core/settings.py).
     type: path
 """
 

@@ -235,9 +235,19 @@ def test_values_the_data_plane_refuses_stop_every_host_before_any_change(tmp_pat
         # the settings model's defaults fill what is not set: the mask alone leaves the default fwmark 0x20 outside it
         "mask": ("kubespan_mark_mask: 0x40", ["kubespan_fwmark=(default)", "kubespan_mark_mask=64", "outside the mark mask"]),
         "nft": ("kubespan_nft_table: 1bad", ["kubespan_nft_table=1bad", "not a valid name"]),
+        # the discovery settings (the settings model's since session 9): what the node agent would refuse
+        "disc": ("kubespan_discovery_enabled: true", ["kubespan_discovery_endpoint is required", "https://discovery.talos.dev/"]),
+        "discurl": (["kubespan_discovery_enabled: true", "kubespan_discovery_endpoint: ftp://disc.example/"],
+                    ["kubespan_discovery_endpoint", "ftp://disc.example/", "https://host[:port]/"]),
+        "discca": (["kubespan_discovery_enabled: true", "kubespan_discovery_endpoint: http://10.0.0.5:3000/",
+                    "kubespan_discovery_ca_file: /etc/disc-ca.pem"], ["kubespan_discovery_ca_file is set", "plaintext"]),
+        "apiport": ("kubespan_api_server_port: 0", ["kubespan_api_server_port=0", "1-65535"]),
+        # the role's own CA variable (installed before the mesh module runs): refused with a plaintext endpoint too
+        "discpem": (["kubespan_discovery_enabled: true", "kubespan_discovery_endpoint: http://10.0.0.5:3000/",
+                     "kubespan_discovery_ca_cert: '-----BEGIN CERTIFICATE-----'"], ["kubespan_discovery_ca_cert", "plaintext"]),
     }
     before = _kubespan_host_state()
-    inv = inventory({name: [line] for name, (line, _needles) in bad.items()},
+    inv = inventory({name: [line] if isinstance(line, str) else line for name, (line, _needles) in bad.items()},
                     "    kubespan_cluster_id: %s\n    kubespan_cluster_secret: %s\n" % (CID, SECRET))
     rc, out = playbook(tmp_path, SITE, inventory=inv)
     assert rc != 0

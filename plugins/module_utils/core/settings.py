@@ -59,6 +59,19 @@ RELAY = False
 PEER_ENDPOINT_FILTERS = None           # machine.network.kubespan.filters.peerEndpoints; None: dial every endpoint
 # What discovered peers may claim (docs/security.md): the private ranges, CGNAT and the ULAs
 ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+# Discovery (Talos's cluster.discovery with the service registry; rules in core/discovery_settings.py)
+DISCOVERY_ENABLED = False              # cluster.discovery.enabled
+DISCOVERY_ENDPOINT = ""                # "": none (Talos's own default is TALOS_DISCOVERY_ENDPOINT)
+DISCOVERY_ENDPOINTS = ()               # several services at once (Talos >= 1.14)
+DISCOVERY_INSECURE = False
+DISCOVERY_CA_FILE = ""                 # "": the system roots
+DISCOVERY_SERVER_NAME = ""             # "": the endpoint's host
+HARVEST_EXTRA_ENDPOINTS = False        # machine.network.kubespan.harvestExtraEndpoints
+MACHINE_TYPE = "worker"                # machine.type
+MACHINE_TYPES = ("controlplane", "worker", "init")
+API_SERVER_PORT = 6443                 # cluster.controlPlane.localAPIServerPort
+MAX_DISCOVERY_SERVICES = 8             # discovery endpoints at once (Talos 1.14 runs one client per endpoint)
+TALOS_DISCOVERY_ENDPOINT = "https://discovery.talos.dev/"  # Talos's public service (its default endpoint)
 U32 = 0xFFFFFFFF
 MARK_HINT = "a 32-bit firewall mark (Talos: fwmark 0x20, force 0x40, mask 0x60)"
 
@@ -105,6 +118,26 @@ SETTINGS = (
     _s("kubespan_filters_peer_endpoints", ("peer_endpoint_filters",), PEER_ENDPOINT_FILTERS, "list",
        talos="machine.network.kubespan.filters.peerEndpoints"),
     _s("kubespan_allowed_peer_networks", ("allowed_peer_networks",), list(ALLOWED_PEER_NETWORKS), "list"),
+    # discovery (the dict option ``discovery`` of kubespan.mesh.mesh; the node agent keeps it in the desired state)
+    _s("kubespan_discovery_enabled", ("discovery.enabled",), DISCOVERY_ENABLED, "bool",
+       talos="cluster.discovery.enabled (+ registries.service)"),
+    _s("kubespan_discovery_endpoint", ("discovery.endpoint",), DISCOVERY_ENDPOINT, "str",
+       hint="https://host[:port]/ or host:port (TLS), http://host:port/ or host:port with kubespan_discovery_insecure "
+       "(plaintext); Talos's public service is %s" % TALOS_DISCOVERY_ENDPOINT,
+       talos="cluster.discovery.registries.service.endpoint"),
+    _s("kubespan_discovery_endpoints", ("discovery.endpoints",), list(DISCOVERY_ENDPOINTS), "list",
+       hint="a list of at most %d endpoints, each as kubespan_discovery_endpoint" % MAX_DISCOVERY_SERVICES,
+       talos="cluster.discovery.registries.service.endpoint, one per service (Talos >= 1.14)"),
+    _s("kubespan_discovery_insecure", ("discovery.insecure",), DISCOVERY_INSECURE, "bool"),
+    _s("kubespan_discovery_ca_file", ("discovery.ca_file",), DISCOVERY_CA_FILE, "path"),
+    _s("kubespan_discovery_server_name", ("discovery.server_name",), DISCOVERY_SERVER_NAME, "str"),
+    _s("kubespan_harvest_extra_endpoints", ("discovery.harvest_extra_endpoints",), HARVEST_EXTRA_ENDPOINTS, "bool",
+       talos="machine.network.kubespan.harvestExtraEndpoints"),
+    _s("kubespan_machine_type", ("discovery.machine_type",), MACHINE_TYPE, "str", choices=MACHINE_TYPES,
+       talos="machine.type"),
+    _s("kubespan_api_server_port", ("discovery.api_server_port",), API_SERVER_PORT, "int", 1, 65535,
+       hint="the Kubernetes API server's TCP port, 1-65535 (Talos: %d)" % API_SERVER_PORT,
+       talos="cluster.controlPlane.localAPIServerPort"),
 )
 
 # Rules across settings: enforced by dataplane.DataPlaneConfig.validate, which the early check (settingscheck) runs
@@ -114,6 +147,16 @@ CROSS_FIELD_RULES = (
     (("kubespan_force_mark", "kubespan_mark_mask"), "the force mark has no bits outside the mark mask"),
     (("kubespan_fwmark", "kubespan_force_mark"), "the WireGuard mark and the force mark differ"),
     (("kubespan_route_table",), "the routing table is none of 0, 253 (default), 254 (main), 255 (local)"),
+)
+# Rules across the discovery settings: enforced by discovery_settings.normalize, which the node agent
+# (discovery_agent.normalize_settings), the module and the early check all run.
+DISCOVERY_RULES = (
+    (("kubespan_discovery_enabled", "kubespan_discovery_endpoint", "kubespan_discovery_endpoints"),
+     "discovery enabled needs an endpoint; a non-empty endpoints list replaces the single endpoint"),
+    (("kubespan_discovery_endpoint", "kubespan_discovery_endpoints", "kubespan_discovery_insecure"),
+     "each endpoint is https://host[:port]/, http://host[:port]/ or host:port (TLS unless insecure)"),
+    (("kubespan_discovery_ca_file", "kubespan_discovery_insecure", "kubespan_discovery_endpoint"),
+     "a CA file only with TLS: not with kubespan_discovery_insecure nor an http:// endpoint"),
 )
 
 BY_VARIABLE: Dict[str, Setting] = {s.variable: s for s in SETTINGS if s.variable}
@@ -125,6 +168,11 @@ VARIABLES = tuple(BY_VARIABLE)
 def default(variable: str):
     """The default of a role variable (a fresh copy: lists may be changed by the caller)."""
     return copy.deepcopy(BY_VARIABLE[variable].default)
+
+
+def discovery_defaults() -> dict:
+    """The ``discovery`` option's keys -> the model's defaults (copies), in the model's order."""
+    return {path.partition(".")[2]: copy.deepcopy(s.default) for path, s in BY_OPTION.items() if path.startswith("discovery.")}
 
 
 def effective(user: Optional[dict]) -> dict:

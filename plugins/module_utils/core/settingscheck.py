@@ -17,7 +17,7 @@ import ipaddress
 import re
 from typing import List, Optional
 
-from . import dataplane
+from . import dataplane, discovery_settings
 from . import settings as model
 from .endpoints import parse_filter
 from .wgtypes import parse_endpoint
@@ -103,6 +103,39 @@ _DATAPLANE_FIX = {
 }
 
 
+# discovery option key -> the role variable that sets it (the settings model's ``discovery.*`` options)
+DISCOVERY_VARIABLES = {s.options[0].partition(".")[2]: s.variable for s in model.SETTINGS
+                       if s.variable and s.options and s.options[0].startswith("discovery.")}
+_TRUE = ("true", "yes", "on", "1", "y", "t")
+_FALSE = ("false", "no", "off", "0", "n", "f")
+
+
+def _boolean(value):
+    """An Ansible boolean (what the module's ``type: bool`` accepts), None when ``value`` is none."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int, float)) else None
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _discovery(errors: List[str], settings: dict, checked: int) -> None:
+    """Every discovery value the node agent would refuse (discovery_settings.normalize, the very rules the module and
+    the agent apply) is refused here, before the first change. Runs only when the single-value checks found nothing
+    wrong with a discovery variable."""
+    names = [var for var in DISCOVERY_VARIABLES.values() if var in settings]
+    if not names or any(error.startswith(tuple(names)) for error in errors[checked:]):
+        return
+    raw = {}
+    for key, var in DISCOVERY_VARIABLES.items():
+        if var in settings:
+            kind = model.BY_VARIABLE[var].kind
+            raw[key] = _boolean(settings[var]) if kind == "bool" else _number(settings[var]) if kind == "int" else settings[var]
+    try:
+        discovery_settings.normalize(raw)
+    except discovery_settings.DiscoverySettingsError as exc:
+        errors.append(str(exc))
+
+
 def _list(errors: List[str], settings: dict, name: str) -> list:
     value = settings.get(name)
     if value is None:
@@ -185,6 +218,10 @@ def settings_errors(settings: dict) -> List[str]:
         except ValueError as exc:
             errors.append("kubespan_extra_announced_endpoints: %r is not ip:port or [ipv6]:port (%s)" % (item, exc))
     _allowed_peer_networks(errors, settings)
+    for rule in model.SETTINGS:  # the model's booleans (kubespan_relay: below, with what it does)
+        if rule.kind == "bool" and rule.variable in settings and rule.variable != "kubespan_relay" \
+                and settings[rule.variable] is not None and _boolean(settings[rule.variable]) is None:
+            errors.append("%s=%r: must be true or false" % (rule.variable, settings[rule.variable]))
     relay = settings.get("kubespan_relay")
     if relay is not None and not isinstance(relay, bool) and str(relay).strip().lower() not in ("true", "false", "yes", "no", "1", "0"):
         errors.append("kubespan_relay=%r: must be true or false (true makes this member forward mesh traffic for peers that "
@@ -196,4 +233,5 @@ def settings_errors(settings: dict) -> List[str]:
         if name in settings and unit_path_problem(settings[name]):
             errors.append("%s=%r: %s" % (name, settings[name], UNIT_PATH_RULE))
     _dataplane(errors, settings, checked)
+    _discovery(errors, settings, checked)
     return errors

@@ -29,8 +29,9 @@ import socket
 import threading
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from ..base.errors import KubeSpanError
+from ..core import discovery_settings
 from ..core.discovery_affiliates import SOURCE_DISCOVERY, discovered_only, merge_affiliates, open_affiliates, seal_affiliate, seal_endpoints
+from ..core.discovery_settings import DiscoverySettingsError, service_target
 from ..core.endpoints import endpoint_problem, endpoints_from_inputs, filter_peer_endpoints
 from ..core.peers import PeerError, build_peer_set
 from ..core.settings import LINK_NAME, LISTEN_PORT
@@ -56,97 +57,41 @@ AFFILIATE_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "addr
                   "exclude_advertised_networks")
 
 
-class DiscoverySettingsError(KubeSpanError, ValueError):
-    """Discovery settings are invalid; the message names the setting."""
-
-
-MAX_SERVICES = 8  # discovery endpoints at once (Talos 1.14 runs one client per configured endpoint)
-MACHINE_TYPES = ("controlplane", "worker", "init")  # Talos's machine.Type names, published as machine_type
+MAX_SERVICES = discovery_settings.MAX_SERVICES  # discovery endpoints at once (the settings model's)
+MACHINE_TYPES = discovery_settings.MACHINE_TYPES  # Talos's machine.Type names, published as machine_type
 HELLO_INTERVAL = 900.0  # Hello again after 15 min, or after an error (Talos's client says Hello once per connection)
 
 
 def default_settings() -> dict:
-    return {"enabled": False, "endpoint": "", "endpoints": [], "insecure": False, "ca_file": "", "server_name": "",
-            "harvest_extra_endpoints": False, "ttl": DEFAULT_TTL, "timeout": RPC_TIMEOUT, "machine_type": "worker",
-            "api_server_port": 6443}
+    """The discovery settings as persisted when nothing is set: the settings model's defaults, and this agent's own
+    TTL and RPC timeout (no settings: no role variable, no module option)."""
+    return dict(discovery_settings.normalize(None), ttl=DEFAULT_TTL, timeout=RPC_TIMEOUT)
 
 
 def normalize_settings(raw: Optional[dict]) -> dict:
     """Discovery settings as persisted in the desired state; DiscoverySettingsError on bad values.
 
-    ``endpoints`` (kubespan_discovery_endpoints, Talos >= 1.14: one client per endpoint, results merged) wins over the
-    single ``endpoint`` (kubespan_discovery_endpoint); afterwards ``endpoints`` lists every service in order and
-    ``endpoint`` is the first of them (or "")."""
-    out = default_settings()
-    for key, value in (raw or {}).items():
-        if key in out and value is not None:
-            out[key] = value
-    out["enabled"] = bool(out["enabled"])
-    out["insecure"] = bool(out["insecure"])
-    out["harvest_extra_endpoints"] = bool(out["harvest_extra_endpoints"])
-    listed = out["endpoints"]
-    if isinstance(listed, str) or not isinstance(listed, (list, tuple)):
-        raise DiscoverySettingsError("kubespan_discovery_endpoints must be a list of endpoints (one item per line), got %s"
-                                     % type(listed).__name__)
-    endpoints = []
-    for item in [str(e or "").strip() for e in listed] or [str(out["endpoint"] or "").strip()]:
-        if item and item not in endpoints:
-            endpoints.append(item)
-    if len(endpoints) > MAX_SERVICES:
-        raise DiscoverySettingsError("kubespan_discovery_endpoints lists %d services: at most %d" % (len(endpoints), MAX_SERVICES))
-    out["endpoints"] = endpoints
-    out["endpoint"] = endpoints[0] if endpoints else ""
-    out["ca_file"] = str(out["ca_file"] or "")
-    out["server_name"] = str(out["server_name"] or "")
-    out["machine_type"] = str(out["machine_type"] or "worker")
-    if out["machine_type"] not in MACHINE_TYPES:
-        raise DiscoverySettingsError("kubespan_machine_type %r: use one of %s (Talos's machine.type)" % (out["machine_type"], ", ".join(MACHINE_TYPES)))
+    The settings' rules are core/discovery_settings.normalize (the role's early check runs them too); here only the
+    agent's own ``ttl`` and ``timeout`` are added and checked."""
+    out = dict(discovery_settings.normalize(raw), ttl=DEFAULT_TTL, timeout=RPC_TIMEOUT)
+    for key in ("ttl", "timeout"):
+        if (raw or {}).get(key) is not None:
+            out[key] = raw[key]
     try:
         out["ttl"] = float(out["ttl"])
         out["timeout"] = float(out["timeout"])
-        port = out["api_server_port"]
-        if isinstance(port, bool):
-            raise ValueError(port)
-        out["api_server_port"] = int(port)
     except (TypeError, ValueError):
-        raise DiscoverySettingsError("discovery ttl and timeout must be numbers, kubespan_api_server_port an integer")
+        raise DiscoverySettingsError("discovery ttl and timeout must be numbers")
     if not 0 < out["ttl"] <= 1800:
         raise DiscoverySettingsError("discovery ttl %s must be > 0 and <= 1800 seconds (the service's limit)" % out["ttl"])
     if not 0 < out["timeout"] <= 60:
         raise DiscoverySettingsError("discovery timeout %s must be > 0 and <= 60 seconds" % out["timeout"])
-    if not 1 <= out["api_server_port"] <= 65535:
-        raise DiscoverySettingsError("kubespan_api_server_port %s must be 1-65535" % out["api_server_port"])
-    if out["enabled"]:
-        if not endpoints:
-            raise DiscoverySettingsError("kubespan_discovery_endpoint is required (or kubespan_discovery_endpoints) when "
-                                         "kubespan_discovery_enabled is true (e.g. https://discovery.example.com:443 or "
-                                         "10.0.0.5:3000 with kubespan_discovery_insecure)")
-        for endpoint in endpoints:
-            target, tls = service_target(endpoint, out["insecure"])
-            if not tls and out["ca_file"]:
-                raise DiscoverySettingsError("kubespan_discovery_ca_file is set but the connection to %s is plaintext "
-                                             "(kubespan_discovery_insecure or an http:// endpoint)" % target)
     return out
 
 
 def service_settings(settings: dict, endpoint: str) -> dict:
     """The settings of one of the services (``endpoint``), for make_client and delete_affiliate."""
     return dict(settings, endpoint=endpoint, endpoints=[endpoint])
-
-
-def service_target(endpoint: str, insecure: bool) -> Tuple[str, bool]:
-    """(host:port, TLS) of a Talos-style service endpoint, as DiscoveryClient reads it; DiscoverySettingsError if unusable."""
-    text = str(endpoint).strip()
-    if "://" not in text:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise DiscoverySettingsError("kubespan_discovery_endpoint %r: expected https://host[:port]/, http://host:port/ or "
-                                         "host:port" % endpoint)
-    from .discovery_grpc import parse_service_endpoint
-    try:
-        return parse_service_endpoint(text, insecure)
-    except ValueError as exc:
-        raise DiscoverySettingsError("kubespan_discovery_endpoint: %s" % exc)
 
 
 def endpoint_literal(endpoint: str) -> Optional[str]:

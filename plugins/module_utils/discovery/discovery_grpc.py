@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterator, List, NamedTuple, Optional, Tuple
-from urllib.parse import unquote, urlsplit
+from typing import Iterator, List, NamedTuple, Optional
+from urllib.parse import unquote
 
 from ..base.errors import KubeSpanError
+from ..core.discovery_settings import parse_service_endpoint  # the endpoint forms are a settings rule
 from ..core.discovery_wire import (
     SERVICE_NAME,
     AffiliateDeleteRequest,
@@ -298,26 +299,6 @@ class WatchEvent(NamedTuple):
     snapshot: bool  # True for the first message: the whole cluster (replace what you knew)
     deleted: bool  # True: the affiliates (IDs only) were deleted
     affiliates: List[ServerAffiliate]
-
-
-def parse_service_endpoint(endpoint: str, insecure: bool = False) -> Tuple[str, bool]:
-    """Talos-style service endpoint -> (grpc target, use TLS).
-
-    ``https://discovery.example.com/`` -> ("discovery.example.com:443", True); ``http://10.0.0.1:3000`` ->
-    plaintext; a bare ``host:port`` uses TLS unless ``insecure``.
-    """
-    text = str(endpoint).strip()
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
-            raise ValueError("discovery endpoint %r: expected https://host[:port]/ or http://host[:port]/" % endpoint)
-        tls = parts.scheme in ("https", "grpcs") and not insecure
-        port = parts.port or (443 if parts.scheme in ("https", "grpcs") else 80)
-        host = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
-        return "%s:%d" % (host, port), tls
-    if not text:
-        raise ValueError("discovery endpoint is empty")
-    return text, not insecure
 
 
 class DiscoveryClient:

@@ -28,7 +28,7 @@ LAYERS: List[Tuple[str, Set[str]]] = [
     ("base", {"errors", "collector"}),
     ("core", {"settings", "wgtypes", "keys", "addressing", "ipset", "endpoints", "peerspec", "peers", "plan", "peerstatus",
               "dataplane", "firewall", "relay", "rpfilter", "observed", "settingscheck", "cluster", "settle", "discovery_wire",
-              "discovery_crypto", "discovery_affiliates", "listing", "meshplan"}),
+              "discovery_crypto", "discovery_affiliates", "discovery_settings", "listing", "meshplan"}),
     ("host", {"layout", "ports", "statefile", "rtnl", "netlink", "nft", "hostfw", "systemd", "wg_kernel", "wg_uapi", "identity",
               "requirements", "bundle"}),
     ("discovery", {"discovery_server", "discovery_grpc", "discovery_agent", "discovery_cli", "discovery_watchfile"}),

@@ -5,6 +5,7 @@ assignment of a model-held default; its positive control re-adds a duplicate in 
 """
 
 import ast
+import importlib.util
 import os
 import re
 import shutil
@@ -20,9 +21,14 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles imp
 from ansible_collections.kubespan.mesh.plugins.module_utils.core import settings as model
 from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import DataPlaneConfig
 from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery.discovery_agent import DiscoverySettingsError, normalize_settings
 from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import ROLE_VARIABLES, ReconcileError, Settings
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+# scripts/dev/settings-docs.py writes the one checked copy of each default: a line in the option's documentation
+_SPEC = importlib.util.spec_from_file_location("settings_docs", os.path.join(ROOT, "scripts", "dev", "settings-docs.py"))
+settings_docs = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(settings_docs)
 MODEL_FILE = os.path.relpath(os.path.realpath(model.__file__), os.path.realpath(ROOT))  # wherever it lives (layer folders)
 SCANNED = ["plugins", "playbooks"] + [os.path.join("roles", "kubespan", d)
                                       for d in ("defaults", "meta", "tasks", "templates", "vars", "handlers")]
@@ -31,7 +37,11 @@ ALIASES = {"kubespan_interface": ["link"], "kubespan_fwmark": ["wireguard_mark"]
            "kubespan_wireguard_implementation": ["implementation"], "kubespan_filters_peer_endpoints": ["peer_endpoint_filters"]}
 # Defaults distinctive enough to be refused in any "default" or CONSTANT assignment, whatever the name
 DISTINCTIVE = {model.MTU, model.LISTEN_PORT, model.RULE_PRIORITY, model.ROUTE_TABLE, model.STATE_DIR, model.LIB_DIR,
-               model.COMMAND_PATH}
+               model.COMMAND_PATH, model.API_SERVER_PORT, model.MACHINE_TYPE}
+
+
+def _discovery(setting):
+    return any(o.startswith("discovery.") for o in setting.options)
 
 
 def literals(value):
@@ -54,21 +64,36 @@ def patterns():
     end = r"(?![\w.:/-])"
     for setting in model.SETTINGS:
         label = setting.variable or setting.options[0]
-        names = {o.split(".")[-1] for o in setting.options} | set(ALIASES.get(setting.variable, []))
+        keys = {o.split(".")[-1] for o in setting.options} | set(ALIASES.get(setting.variable, []))
+        names = set(keys)
         if setting.variable:
             names.add(setting.variable)  # (role variables are matched in YAML only: in Python they are message text)
+        # the discovery keys (enabled, endpoint, insecure, ...) are too common as plain names: as such only the role
+        # variable is matched; the keys in a dict literal, an option spec or a lookup with a fallback
+        plain = {setting.variable} if _discovery(setting) else names
         for lit in literals(setting.default):
             raw = lit.replace("\\", "").strip("'\"") or lit[0]
             group = by_raw.setdefault(raw, [])
             for name in sorted(names):
                 key = re.escape(name)
-                group.append((label, re.compile(r"(^|[\s,(])%s\s*(:\s*[\w\[\], .]+)?\s*[:=]\s*%s%s" % (key, lit, end)),
-                              "%s = %s" % (name, lit)))
+                if name in plain:
+                    group.append((label, re.compile(r"(^|[\s,(])%s\s*(:\s*[\w\[\], .]+)?\s*[:=]\s*%s%s" % (key, lit, end)),
+                                  "%s = %s" % (name, lit)))
+                    group.append((label, re.compile(r"\b%s\s*\|\s*default\(\s*%s\s*[,)]" % (key, lit)),
+                                  "%s | default(%s)" % (name, lit)))
+                    group.append((label, re.compile(r"\bget\(\s*[\"']%s[\"']\s*\)\s*or\s*%s%s" % (key, lit, end)),
+                                  "get(%s) or %s" % (name, lit)))
                 group.append((label, re.compile(r"\b%s\s*=\s*dict\(.*\bdefault\s*=\s*%s%s" % (key, lit, end)),
                               "%s=dict(default=%s)" % (name, lit)))
-                group.append((label, re.compile(r"\b%s\s*\|\s*default\(\s*%s\s*[,)]" % (key, lit)), "%s | default(%s)" % (name, lit)))
-                group.append((label, re.compile(r"\bget\(\s*[\"']%s[\"']\s*\)\s*or\s*%s%s" % (key, lit, end)),
-                              "get(%s) or %s" % (name, lit)))
+            for name in sorted(keys) if _discovery(setting) else ():
+                key = re.escape(name)
+                group.append((label, re.compile(r"[\"']%s[\"']\s*:\s*%s%s" % (key, lit, end)), "'%s': %s" % (name, lit)))
+                if lit in ('""', "''"):
+                    continue  # x or "", get(x, ""): a string fallback, no default (peer records have endpoint keys too)
+                group.append((label, re.compile(r"\[\s*[\"']%s[\"']\s*\]\s*or\s*%s%s" % (key, lit, end)),
+                              "['%s'] or %s" % (name, lit)))
+                group.append((label, re.compile(r"\bget\(\s*[\"']%s[\"']\s*,\s*%s%s" % (key, lit, end)),
+                              "get('%s', %s)" % (name, lit)))
             if setting.default in DISTINCTIVE and not isinstance(setting.default, bool):
                 group.append((label, re.compile(r"\bdefault\s*[:=]\s*%s%s" % (lit, end)), "default: %s" % lit))
                 group.append((label, re.compile(r"^\s*[A-Z][A-Z0-9_]*\s*(:\s*\w+\s*)?=\s*%s%s" % (lit, end)), "CONSTANT = %s" % lit))
@@ -118,8 +143,8 @@ def duplicates(root):
             if number in skip:
                 continue
             code = line.split(" # ")[0] if rel.endswith(".py") else line.split(" #")[0]
-            if code.lstrip().startswith("#"):
-                continue
+            if code.lstrip().startswith("#") or settings_docs.LINE.match(line):
+                continue  # (the generated documentation line: test_the_documented_defaults_are_the_models checks it)
             for lit, group in pats.items():
                 if lit in code:
                     for variable, pattern, what in group:
@@ -174,6 +199,18 @@ def tree(tmp_path_factory):
     ("plugins/module_utils/core/peers.py", None,
      ("DEFAULT_ALLOWED_PEER_NETWORKS = ALLOWED_PEER_NETWORKS",
       'DEFAULT_ALLOWED_PEER_NETWORKS = ("10.0.0.0/8", "100.64.0.0/10", "fc00::/7")')),
+    # the discovery settings (in the model since session 9; 298c13f wrote them in the role and the agent as well)
+    ("roles/kubespan/defaults/main.yml", "kubespan_discovery_enabled: false\n", None),
+    ("roles/kubespan/defaults/main.yml", "kubespan_machine_type: worker   # machine.type\n", None),
+    ("roles/kubespan/tasks/mesh.yml", None, ("kubespan_harvest_extra_endpoints | default(omit)", "kubespan_harvest_extra_endpoints | default(false)")),
+    ("roles/kubespan/meta/argument_specs.yml", None, ("      kubespan_api_server_port:\n        type: int\n",
+                                                      "      kubespan_api_server_port:\n        type: int\n        default: 6443\n")),
+    ("plugins/modules/mesh.py", None, ('api_server_port=dict(type="int")', 'api_server_port=dict(type="int", default=6443)')),
+    ("plugins/module_utils/discovery/discovery_agent.py", None,
+     ("HELLO_INTERVAL = ", "API_SERVER_PORT = 6443\nHELLO_INTERVAL = ")),
+    ("plugins/module_utils/discovery/discovery_agent.py", None,
+     ("    return dict(discovery_settings.normalize(None), ttl",
+      '    base = {"enabled": False, "insecure": False}\n    return dict(discovery_settings.normalize(None), ttl')),
 ])
 def test_a_re_added_duplicate_is_found(tree, rel, line, anchor):
     """Positive control of the grep test: a copy of the tree with one duplicate default re-added fails it."""
@@ -205,6 +242,34 @@ def test_the_layers_take_their_defaults_from_the_model():
     defaults = model.effective({})
     assert defaults.pop("kubespan_agent_metrics_file") == ""  # "": <state_dir>/metrics.prom, filled by agentfiles.render_files
     assert settings_errors(defaults) == []
+
+
+def test_the_documented_defaults_are_the_models():
+    """ansible-doc shows each model-held option's default in one generated line (scripts/dev/settings-docs.py): every
+    such option of the modules and the role's argument spec has it, equal to the model's."""
+    stale = [rel for rel, (old, new) in settings_docs.generated().items() if old != new]
+    assert not stale, "run: python scripts/dev/settings-docs.py --write (%s)" % ", ".join(stale)
+    mesh = yaml.safe_load(settings_docs.generated()["plugins/modules/mesh.py"][0].split('DOCUMENTATION = r"""')[1].split('"""')[0])
+    assert "Default V(1420), from the settings model (core/settings.py)." in mesh["options"]["mtu"]["description"]
+    assert "Default V(6443), from the settings model (core/settings.py)." in \
+        mesh["options"]["discovery"]["suboptions"]["api_server_port"]["description"]
+
+
+@pytest.mark.parametrize("rel,anchor", [
+    ("plugins/modules/mesh.py", ("Default V(1420), from", "Default V(1400), from")),
+    ("plugins/modules/mesh.py", ("          - Default V(6443), from the settings model (core/settings.py).\n", "")),
+    ("roles/kubespan/meta/argument_specs.yml", ("Default V(worker), from", "Default V(init), from")),
+])
+def test_a_stale_documented_default_is_found(tmp_path, monkeypatch, rel, anchor):
+    """Positive control of the check above: a copy with one documented default changed or dropped is stale."""
+    for path in [os.path.join("plugins", "modules"), os.path.join("roles", "kubespan", "meta")]:
+        shutil.copytree(os.path.join(ROOT, path), str(tmp_path / path))
+    target = tmp_path / rel
+    text = target.read_text()
+    assert anchor[0] in text
+    target.write_text(text.replace(anchor[0], anchor[1], 1))
+    monkeypatch.setattr(settings_docs, "ROOT", str(tmp_path))
+    assert [r for r, (old, new) in settings_docs.generated().items() if old != new] == [rel]
 
 
 def test_effective_takes_the_users_value_else_the_model():
@@ -251,13 +316,25 @@ _NAMES = st.one_of(st.sampled_from(["kubespan", "ks:0", "a/b", "x y", "", "wg0",
 _PATHS = st.one_of(st.sampled_from(["/var/lib/kubespan", "/a b", "/a//b", "/a/", "a", "/x%i", "/"]), st.text(max_size=12))
 
 
+_ENDPOINT_SAMPLES = ["https://discovery.talos.dev/", "10.0.0.5:3000", "http://10.0.0.5:3000", "grpc://h:1", "[2001:db8::5]:3000",
+                     "ftp://x/", "nohostport", "", "host:0", "host:65536", "https://", "http://[::1", " 10.0.0.6:3000 "]
+_ENDPOINTS = st.one_of(st.sampled_from(_ENDPOINT_SAMPLES), st.text(max_size=10))
+_DISCOVERY = {"kubespan_discovery_endpoint": _ENDPOINTS, "kubespan_discovery_endpoints": st.lists(_ENDPOINTS, max_size=10),
+              "kubespan_discovery_ca_file": st.sampled_from(["", "/etc/ca.pem"]),
+              "kubespan_discovery_server_name": st.sampled_from(["", "disc.example"])}
+
+
 def _user_values():
     """Any subset of the model-held settings the data plane or the agent read, with good and bad values."""
     optional = {}
     for setting in model.SETTINGS:
         if not setting.variable or not setting.options:
             continue
-        if setting.kind == "int":
+        if setting.variable in _DISCOVERY:
+            optional[setting.variable] = _DISCOVERY[setting.variable]
+        elif setting.kind == "bool" and setting.options[0].startswith("discovery."):
+            optional[setting.variable] = st.booleans()  # (the module's type: bool converts; the early check too)
+        elif setting.kind == "int":
             optional[setting.variable] = _INTS
         elif setting.choices:
             optional[setting.variable] = st.one_of(st.sampled_from(setting.choices), st.text(max_size=8))
@@ -272,10 +349,12 @@ def _user_values():
 @given(_user_values())
 def test_whatever_the_module_or_the_agent_refuses_the_model_refuses(user):
     """Property over the model: the user's values, the rest filled by the model as the module does (fill_options),
-    are refused by engine.Settings (validate and the data plane) or agentfiles.AgentOptions only if the role's early
-    check (settings_errors on the user's values alone) refused them first."""
+    are refused by engine.Settings (validate and the data plane), agentfiles.AgentOptions or the node agent's discovery
+    settings (discovery_agent.normalize_settings) only if the role's early check (settings_errors on the user's values
+    alone) refused them first."""
     params = {option: None for option in model.BY_OPTION if "." not in option}
     params["agent"] = {"lib_dir": None, "interval": None, "metrics_file": None, "command_path": None}
+    params["discovery"] = {option.partition(".")[2]: None for option in model.BY_OPTION if option.startswith("discovery.")}
     for variable, value in user.items():
         option = model.BY_VARIABLE[variable].options[0]
         holder, _dot, key = option.rpartition(".")
@@ -294,6 +373,10 @@ def test_whatever_the_module_or_the_agent_refuses_the_model_refuses(user):
                      metrics_file=params["agent"]["metrics_file"] or str(params["state_dir"]).rstrip("/") + "/metrics.prom",
                      **{k: params["agent"][k] for k in ("lib_dir", "interval", "command_path")}).validate()
     except (ValueError, TypeError) as exc:
+        refused.append(str(exc))
+    try:
+        normalize_settings(params["discovery"])
+    except DiscoverySettingsError as exc:
         refused.append(str(exc))
     if refused:
         assert settings_errors(user), (user, refused)

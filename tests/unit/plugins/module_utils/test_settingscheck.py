@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.agent.agentfiles import AgentOptions
 from ansible_collections.kubespan.mesh.plugins.module_utils.core.dataplane import DataPlaneConfig
-from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.core.settingscheck import DISCOVERY_VARIABLES, settings_errors
+from ansible_collections.kubespan.mesh.plugins.module_utils.discovery.discovery_agent import DiscoverySettingsError, normalize_settings
 from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import ROLE_VARIABLES, ReconcileError, Settings
 
 DEFAULTS = {
@@ -89,6 +90,57 @@ def test_values_later_steps_refuse_are_refused_early(changes, needles):
     assert len(errors) == 1, errors
     for needle in needles:
         assert needle in errors[0], errors
+
+
+# The discovery settings (in the settings model since session 9): what the node agent refuses
+# (discovery_settings.normalize, run by discovery_agent.normalize_settings) is refused first, named with the fix.
+_ON = {"kubespan_discovery_enabled": True}
+
+
+@pytest.mark.parametrize("changes,needles", [
+    (dict(_ON), ["kubespan_discovery_endpoint is required", "kubespan_discovery_endpoints", "https://discovery.talos.dev/"]),
+    (dict(_ON, kubespan_discovery_endpoint="discovery.example.com"), ["kubespan_discovery_endpoint 'discovery.example.com'",
+                                                                      "https://host[:port]/"]),
+    (dict(_ON, kubespan_discovery_endpoint="ftp://x/"), ["kubespan_discovery_endpoint", "'ftp://x/'", "https://host[:port]/"]),
+    (dict(_ON, kubespan_discovery_endpoints=["10.0.0.5:3000", "host:0"]), ["kubespan_discovery_endpoint 'host:0'"]),
+    (dict(_ON, kubespan_discovery_endpoints=["10.0.0.%d:3000" % i for i in range(9)]),
+     ["kubespan_discovery_endpoints lists 9 services: at most 8"]),
+    ({"kubespan_discovery_endpoints": "10.0.0.5:3000"}, ["kubespan_discovery_endpoints must be a list", "one item per line"]),
+    (dict(_ON, kubespan_discovery_endpoint="http://10.0.0.5:3000", kubespan_discovery_ca_file="/etc/ca.pem"),
+     ["kubespan_discovery_ca_file is set", "plaintext", "unset one of them"]),
+    (dict(_ON, kubespan_discovery_endpoint="10.0.0.5:3000", kubespan_discovery_insecure="yes",
+          kubespan_discovery_ca_file="/etc/ca.pem"), ["kubespan_discovery_ca_file is set", "plaintext"]),
+    ({"kubespan_discovery_enabled": "maybe"}, ["kubespan_discovery_enabled='maybe'", "true or false"]),
+    ({"kubespan_harvest_extra_endpoints": "sometimes"}, ["kubespan_harvest_extra_endpoints='sometimes'", "true or false"]),
+    ({"kubespan_machine_type": "master"}, ["kubespan_machine_type='master'", "controlplane, worker, init"]),
+    ({"kubespan_api_server_port": 0}, ["kubespan_api_server_port=0", "1-65535", "Talos: 6443"]),
+    ({"kubespan_api_server_port": "https"}, ["kubespan_api_server_port=https", "1-65535"]),
+])
+def test_bad_discovery_values_are_refused_early_as_the_agent_refuses_them(changes, needles):
+    errors = settings_errors(dict(DEFAULTS, **changes))
+    assert len(errors) == 1, errors
+    for needle in needles:
+        assert needle in errors[0], errors
+    # the node agent refuses the same values (those the module's option types let through: "maybe" is no bool)
+    discovery = {key: changes[var] for key, var in DISCOVERY_VARIABLES.items() if var in changes}
+    typed = all(not isinstance(value, str) or key not in ("enabled", "insecure", "harvest_extra_endpoints", "api_server_port")
+                for key, value in discovery.items())
+    if typed:
+        with pytest.raises(DiscoverySettingsError):
+            normalize_settings(discovery)
+
+
+@pytest.mark.parametrize("changes", [
+    {"kubespan_discovery_enabled": False, "kubespan_discovery_endpoint": ""},  # off: nothing needed
+    {"kubespan_discovery_enabled": "false"},  # -e kubespan_discovery_enabled=false is a string
+    dict(_ON, kubespan_discovery_endpoint="https://discovery.talos.dev/"),
+    dict(_ON, kubespan_discovery_endpoint="10.0.0.5:3000", kubespan_discovery_insecure="true"),
+    dict(_ON, kubespan_discovery_endpoints=["10.0.0.5:3000", "[2001:db8::5]:3000"], kubespan_discovery_ca_file="/etc/ca.pem",
+         kubespan_discovery_server_name="disc.example", kubespan_machine_type="controlplane", kubespan_api_server_port="6444",
+         kubespan_harvest_extra_endpoints=True),
+])
+def test_good_discovery_values_pass(changes):
+    assert settings_errors(dict(DEFAULTS, **changes)) == []
 
 
 _DATAPLANE_FIELDS = {"mtu": "kubespan_mtu", "link": "kubespan_interface", "route_table": "kubespan_route_table",
