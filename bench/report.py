@@ -178,7 +178,8 @@ def record(args):
     meta = {"section": args.section, "commit": head, "code_commit": code, "dirty": dirty,
             "started": args.started or finished, "finished": finished,
             "load_start": [float(x) for x in args.load_start.split()] if args.load_start else None,
-            "load_end": list(os.getloadavg()), "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "load_end": [float(x) for x in args.load_end.split()] if getattr(args, "load_end", "") else list(os.getloadavg()),
+            "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
             "kernel": os.uname().release, "python": subprocess.run(["python3", "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]}
     if getattr(args, "sidebyside", ""):
         if args.role not in ("base", "new") or not args.pair or len(args.pair) != 2:
@@ -1008,6 +1009,7 @@ def main():
     r.add_argument("--results", required=True)
     r.add_argument("--load-start", default="")
     r.add_argument("--started", default="")
+    r.add_argument("--load-end", default="", help="the load at the section's end (default: now)")
     r.add_argument("--commit", default="", help="the commit measured (bench/sidebyside.sh; default: this checkout's HEAD)")
     r.add_argument("--sidebyside", default="", help="the side-by-side run's id (its start date) this run belongs to")
     r.add_argument("--role", default="", help="base or new, in that side-by-side run")

@@ -105,7 +105,7 @@ for i in 0 1; do
 done
 
 # --- scale ---------------------------------------------------------------------------------------------
-declare -A STARTED LOADSTART
+declare -A STARTED LOADSTART LOADEND
 banner "Scale: bench/scale.py --sizes $SIZES --full-cluster-max $SCALE_FULL_MAX, $SCALE_ROUNDS run(s) per commit, alternating"
 for ((r = 1; r <= SCALE_ROUNDS; r++)); do
     order=(0 1)
@@ -116,6 +116,7 @@ for ((r = 1; r <= SCALE_ROUNDS; r++)); do
         STARTED[$key]="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo "  ${LABELS[$i]} ${COMMITS[$i]:0:7} round $r (load $(load1))"
         (cd "${TREES[$i]}" && "$PY" bench/scale.py --sizes "$SIZES" --full-cluster-max "$SCALE_FULL_MAX" --out "$RAW/$key.json" | sed 's/^/    /')
+        LOADEND[$key]="$(cut -d' ' -f1-3 /proc/loadavg)"
     done
 done
 
@@ -190,6 +191,7 @@ for i in 0 1; do
     podman exec "${NODES[$i]}" python3 /root/agent_tick.py importtime "$imp_peers" >"$RAW/agent-importtime-${LABELS[$i]}.json"
 done
 for i in 0 1; do
+    LOADEND[agent-${LABELS[$i]}]="$(cut -d' ' -f1-3 /proc/loadavg)"
     "$PY" bench/report.py agent-entry --jsonl "$RAW/agent-${LABELS[$i]}.jsonl" --importtime "$RAW/agent-importtime-${LABELS[$i]}.json" \
         --out "$RAW/agent-${LABELS[$i]}.json"
 done
@@ -200,7 +202,7 @@ cleanup
 banner "Side by side"
 record() { # SECTION KEY I
     "$PY" bench/report.py record --section "$1" --raw "$RAW/$2.json" --results "$RESULTS" --load-start "${LOADSTART[$2]}" \
-        --started "${STARTED[$2]}" --commit "${COMMITS[$3]}" --sidebyside "$SIDE_ID" --role "${LABELS[$3]}" \
+        --load-end "${LOADEND[$2]}" --started "${STARTED[$2]}" --commit "${COMMITS[$3]}" --sidebyside "$SIDE_ID" --role "${LABELS[$3]}" \
         --pair "${COMMITS[0]}" "${COMMITS[1]}"
     sleep 1 # one file per second and commit; BASE's files are the older ones (the report's "newest code" is NEW)
 }

@@ -183,7 +183,7 @@ def _record_pair(tmp_path, base_agent, new_agent, base_scales, new_scales, sid="
         path.write_text(json.dumps(raw))
         finished = "2026-12-05T14:10:%02dZ" % next(clock)
         report.now = lambda finished=finished: finished
-        report.record(SimpleNamespace(section=section, raw=str(path), results=str(results), load_start="1.0 1.0 1.0", started=sid,
+        report.record(SimpleNamespace(section=section, raw=str(path), results=str(results), load_start="1.0 1.0 1.0", load_end="2.5 2.0 1.5", started=sid,
                                       commit="base" if role == "base" else "new", sidebyside=sid, role=role, pair=["base", "new"]))
     return results
 
@@ -212,6 +212,7 @@ def test_sidebyside_records_both_commits_and_tabulates_every_run(tmp_path, _two_
     assert [r["meta"]["code_commit"] for r in group["base"]] == ["b" * 40] * 3
     assert [r["meta"]["code_commit"] for r in group["new"]] == ["e" * 40] * 3
     assert all(not r["meta"]["dirty"] and r["meta"]["sidebyside"]["base"] == "b" * 40 for r in group["base"] + group["new"])
+    assert all(r["meta"]["load_end"] == [2.5, 2.0, 1.5] for r in group["base"] + group["new"])  # the section's end, not the record's
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.sidebyside_table(group["base"], group["new"])[2:]}
     cpu = rows["agent, 1000 peers: whole process CPU"]
     # median, range and count of ALL runs on each side; ratio of medians; overlapping ranges are no difference
