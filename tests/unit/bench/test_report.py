@@ -208,7 +208,9 @@ def test_sidebyside_records_both_commits_and_tabulates_every_run(tmp_path, _two_
     results = _record_pair(tmp_path, _agent_raw([900, 1000, 1100], 600, 30), _agent_raw([950, 1050, 1500], 800, 50),
                            [_scale_raw(60), _scale_raw(58)], [_scale_raw(34), _scale_raw(36)])
     runs = report.load_runs(str(results))
-    [group] = report.sidebyside_groups(runs).values()
+    groups = report.sidebyside_groups(runs)
+    assert len(groups) == 1
+    group = next(iter(groups.values()))
     assert [r["meta"]["code_commit"] for r in group["base"]] == ["b" * 40] * 3
     assert [r["meta"]["code_commit"] for r in group["new"]] == ["e" * 40] * 3
     assert all(not r["meta"]["dirty"] and r["meta"]["sidebyside"]["base"] == "b" * 40 for r in group["base"] + group["new"])
