@@ -164,17 +164,28 @@ def doublenat_entry(args):
 def record(args):
     """Wrap a section's raw JSON with where and when it was measured; one new file per run."""
     data = load(args.raw)
-    head = git("rev-parse", "HEAD")
-    code = git("log", "-1", "--format=%H", "--", *CODE_PATHS) or head
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS))
+    if getattr(args, "commit", ""):  # bench/sidebyside.sh: a commit's own tree (git archive: nothing uncommitted)
+        head = git("rev-parse", "--verify", args.commit + "^{commit}")
+        code = git("log", "-1", "--format=%H", head, "--", *CODE_PATHS) or head
+        dirty = False
+    else:
+        head = git("rev-parse", "HEAD")
+        code = git("log", "-1", "--format=%H", "--", *CODE_PATHS) or head
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS))
     with open("/proc/meminfo") as f:
         mem_kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal:")))
     finished = now()
     meta = {"section": args.section, "commit": head, "code_commit": code, "dirty": dirty,
             "started": args.started or finished, "finished": finished,
             "load_start": [float(x) for x in args.load_start.split()] if args.load_start else None,
-            "load_end": list(os.getloadavg()), "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
+            "load_end": [float(x) for x in args.load_end.split()] if getattr(args, "load_end", "") else list(os.getloadavg()),
+            "nproc": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
             "kernel": os.uname().release, "python": subprocess.run(["python3", "--version"], capture_output=True, text=True, check=False).stdout.split()[-1]}
+    if getattr(args, "sidebyside", ""):
+        if args.role not in ("base", "new") or not args.pair or len(args.pair) != 2:
+            raise SystemExit("record --sidebyside needs --role base|new and --pair BASE NEW")
+        meta["sidebyside"] = {"id": args.sidebyside, "role": args.role, "base": git("rev-parse", "--verify", args.pair[0] + "^{commit}"),
+                              "new": git("rev-parse", "--verify", args.pair[1] + "^{commit}")}
     write_result(args.results, meta, data)
 
 
@@ -724,6 +735,161 @@ def agent_section(runs):
     return out
 
 
+# --- side by side (bench/sidebyside.sh) -----------------------------------------------------------------
+
+
+def sidebyside_groups(runs):
+    """{id: {"base": [run, ...], "new": [run, ...]}}: the result files each side-by-side run recorded (meta "sidebyside")."""
+    groups = {}
+    for section in sorted(runs):
+        for run in runs[section]:
+            sb = run["meta"].get("sidebyside")
+            if sb:
+                groups.setdefault(sb["id"], {"base": [], "new": []})[sb["role"]].append(run)
+    return groups
+
+
+def _verdict(base, new):
+    """How two samples compare: by their ranges (every run counts, not one chosen), never by one number."""
+    if len(base) < 2 or len(new) < 2:
+        return "one run each: no spread"
+    if max(new) < min(base):
+        return "new lower (ranges apart)"
+    if min(new) > max(base):
+        return "**new higher (ranges apart)**"
+    return "ranges overlap"
+
+
+def _shown(values, fmt):
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt % values[0]
+    return "%s (%s to %s, %d runs)" % (fmt % statistics.median(values), fmt % min(values), fmt % max(values), len(values))
+
+
+def _import_cpu(run, which):
+    """Best-of-3 CPU of an import-profile baseline row: "cli" (the agent's command module, flat or layered name) or a label."""
+    imp = run["data"].get("importtime") or {}
+    for label, samples in (imp.get("baselines") or {}).items():
+        if label == which or (which == "cli" and label.endswith(".cli")):
+            return [min(x["cpu_s"] for x in samples)]
+    return []
+
+
+def sidebyside_figures(base_runs, new_runs):
+    """(figure, base values, new values, format, scale factor) for every figure both sides measured: the agent's
+    whole process, in-process ticks and imports per peer count, the planning per cluster size; controls (the same
+    code in both commits: interpreter start, json.loads) show how far the machine alone moves a figure."""
+    def agent(runs):
+        return [r for r in runs if r["meta"]["section"] == "agent"]
+
+    def scale(runs):
+        return [r for r in runs if r["meta"]["section"] == "scale"]
+
+    rows = []
+
+    def add(figure, fn, fmt, factor):
+        b = [v * factor for run in base_runs for v in fn(run)]
+        n = [v * factor for run in new_runs for v in fn(run)]
+        if b or n:
+            rows.append((figure, b, n, fmt))
+
+    peers = sorted({r["peers"] for run in agent(base_runs) + agent(new_runs) for r in run["data"]["rows"]})
+    for p in peers:
+        def rows_of(mode, key, p=p):
+            return lambda run: [r[key] for r in agent_rows(run, mode, p)] if run["meta"]["section"] == "agent" else []
+        add("agent, %d peers: whole process CPU" % p, rows_of("process", "process_cpu_s"), "%.0f ms", 1e3)
+        add("agent, %d peers: whole process max RSS" % p, rows_of("process", "max_rss_bytes"), "%.1f MB", 1.0 / 2**20)
+        add("agent, %d peers: in-process tick CPU, real device" % p, rows_of("real", "tick_cpu_s"), "%.0f ms", 1e3)
+        add("agent, %d peers: in-process tick CPU, synthetic device" % p, rows_of("synthetic", "tick_cpu_s"), "%.0f ms", 1e3)
+    add("agent: `import kubespan_mesh...cli` (best of 3)", lambda run: _import_cpu(run, "cli") if run["meta"]["section"] == "agent" else [],
+        "%.1f ms", 1e3)
+    add("control, same code in both: `python3 -c pass` (best of 3)",
+        lambda run: _import_cpu(run, "python3 -c pass") if run["meta"]["section"] == "agent" else [], "%.1f ms", 1e3)
+    sizes = sorted({s["n"] for run in scale(base_runs) + scale(new_runs) for s in run["data"]["sizes"]})
+    for n in sizes:
+        def size_of(fn, n=n):
+            def get(run):
+                s = scale_size(run, n) if run["meta"]["section"] == "scale" else None
+                return [fn(s)] if s else []
+            return get
+        add("scale, %d nodes: one node's planning (CPU)" % n, size_of(lambda s: s["per_node"]["total"]), "%.1f ms", 1e3)
+        add("scale, %d nodes: shipped path, whole cluster (CPU)" % n,
+            size_of(lambda s: s.get("shipped_cluster_s", s.get("cluster_independent_s"))), "%.2f s", 1.0)
+        add("scale, %d nodes: cold node (CPU)" % n, size_of(lambda s: s["cold_per_node_s"]), "%.1f ms", 1e3)
+        add("scale, %d nodes: one node's peak memory" % n, size_of(lambda s: s["per_node_peak_bytes"]), "%.2f MB", 1.0 / 2**20)
+        add("control, same code in both: `json.loads` of %d affiliates" % n, size_of(lambda s: s["baseline_json_s"]), "%.2f ms", 1e3)
+    return rows
+
+
+def sidebyside_table(base_runs, new_runs):
+    """Markdown lines: one row per figure, base and new (median, range, runs), the ratio of medians and how the ranges compare."""
+    bm, nm = base_runs[0]["meta"], new_runs[0]["meta"]
+    out = ["| figure | base %s | new %s | new / base (medians) | ranges |" % (commit_label(bm), commit_label(nm)),
+           "| --- | --- | --- | --- | --- |"]
+    for figure, b, n, fmt in sidebyside_figures(base_runs, new_runs):
+        ratio = "%.2f" % (statistics.median(n) / statistics.median(b)) if b and n and statistics.median(b) else "-"
+        out.append("| %s | %s | %s | %s | %s |" % (figure, _shown(b, fmt), _shown(n, fmt), ratio, _verdict(b, n) if b and n else "-"))
+    return out
+
+
+def sidebyside_section(runs):
+    groups = sidebyside_groups(runs)
+    if not groups:
+        return []
+    out = ["## Side by side: two commits in one run (bench/sidebyside.sh)", "",
+           "`bash bench/sidebyside.sh BASE NEW`: the scale and agent sections for both commits in ONE run, each commit's own",
+           "bench code and agent bundle, the measurements interleaved (the order flips every round; agent: BASE in",
+           "bench-node1, NEW in bench-node2, both devices up throughout). Each cell: the median, the range and the number",
+           "of runs. *ranges overlap*: no difference this run can show; *apart*: every run of one commit is below every",
+           "run of the other. The control rows run the same code in both: they show what the machine alone does to a figure.", ""]
+    for sid in sorted(groups, reverse=True):
+        g = groups[sid]
+        if not g["base"] or not g["new"]:
+            out += ["Run %s: only one commit recorded (%s): no table." % (sid, "base" if g["base"] else "new"), ""]
+            continue
+        every = g["base"] + g["new"]
+        loads = sorted({load_label(r["meta"]) for r in every})
+        out += ["### %s: base %s, new %s" % (sid.replace("T", " ").replace("Z", " UTC"), commit_label(g["base"][0]["meta"]),
+                                             commit_label(g["new"][0]["meta"])), "",
+                "Load (1-min) at each section's start -> end: %s. Files: %s." % (
+                    "; ".join(loads), ", ".join("`%s`" % r["file"] for r in every if "file" in r)), ""]
+        out += sidebyside_table(g["base"], g["new"]) + [""]
+    return out
+
+
+def sidebyside_from_raw(raw, pair):
+    """bench/sidebyside.sh --no-record: the raw files as runs (not recorded anywhere)."""
+    sides = {}
+    for role, commit in zip(("base", "new"), pair):
+        side = []
+        for path in sorted(glob.glob(os.path.join(raw, "scale-%s-*.json" % role))) + [os.path.join(raw, "agent-%s.json" % role)]:
+            if os.path.exists(path):
+                section = "agent" if os.path.basename(path).startswith("agent") else "scale"
+                side.append({"meta": {"section": section, "code_commit": commit, "dirty": False}, "data": load(path)})
+        if not side:
+            raise SystemExit("%s: no raw result of %s" % (raw, role))
+        sides[role] = side
+    return sides["base"], sides["new"]
+
+
+def sidebyside_print(args):
+    if args.raw:
+        if not args.pair:
+            raise SystemExit("sidebyside --raw needs --pair BASE NEW")
+        base, new = sidebyside_from_raw(args.raw, args.pair)
+    else:
+        groups = sidebyside_groups(load_runs(args.results))
+        if not groups:
+            raise SystemExit("%s: no side-by-side run recorded" % args.results)
+        sid = args.id or max(groups)
+        if sid not in groups or not groups[sid]["base"] or not groups[sid]["new"]:
+            raise SystemExit("side-by-side run %r: not recorded with both commits" % sid)
+        base, new = groups[sid]["base"], groups[sid]["new"]
+    print("\n".join(sidebyside_table(base, new)))
+
+
 def plot(scale_run, controller_run, path):
     import math
 
@@ -792,6 +958,7 @@ def write(args):
            "the same run, and every row carries the load average at its start and end. Pure-Python figures are CPU",
            "time, not wall time.", ""]
     out += summary(runs, load_goal_notes(args.goal_notes))
+    out += sidebyside_section(runs)
     out += converge_section(runs)
     out += scale_section(runs) + notes(args, "scale.md")
     out += controller_section(runs) + notes(args, "controller.md")
@@ -842,6 +1009,16 @@ def main():
     r.add_argument("--results", required=True)
     r.add_argument("--load-start", default="")
     r.add_argument("--started", default="")
+    r.add_argument("--load-end", default="", help="the load at the section's end (default: now)")
+    r.add_argument("--commit", default="", help="the commit measured (bench/sidebyside.sh; default: this checkout's HEAD)")
+    r.add_argument("--sidebyside", default="", help="the side-by-side run's id (its start date) this run belongs to")
+    r.add_argument("--role", default="", help="base or new, in that side-by-side run")
+    r.add_argument("--pair", nargs=2, default=None, metavar=("BASE", "NEW"), help="the side-by-side run's two commits")
+    sb = sub.add_parser("sidebyside")
+    sb.add_argument("--results", help="print the table of the side-by-side run --id from these result files")
+    sb.add_argument("--id", default="", help="the side-by-side run (default: the newest)")
+    sb.add_argument("--raw", help="or: from bench/sidebyside.sh's raw files (--no-record)")
+    sb.add_argument("--pair", nargs=2, default=None, metavar=("BASE", "NEW"))
     im = sub.add_parser("import-measurements")
     im.add_argument("--file", required=True, help="a test run's measurements.txt (scripts/test.sh: build/test-logs/)")
     im.add_argument("--commit", default="", help="the commit the run tested (default: HEAD of the checkout holding the file)")
@@ -859,7 +1036,7 @@ def main():
     args = ap.parse_args()
     {"converge-entry": converge_entry, "agent-entry": agent_entry, "failover-entry": failover_entry, "relay-entry": relay_entry,
      "doublenat-entry": doublenat_entry, "record": record, "import-measurements": import_measurements,
-     "write": write}[args.cmd](args)
+     "write": write, "sidebyside": sidebyside_print}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #   bash bench/run.sh --with-failover         also the failover scenario (bench/failover.sh, about 5 minutes)
 #   bash bench/run.sh --with-relay            also the relay scenario (bench/relay.sh, about 10 minutes)
 #   bash bench/run.sh --only doublenat        time to a direct path under double NAT (bench/doublenat.sh, about 6 minutes)
+#   bash bench/sidebyside.sh BASE NEW         scale and agent for two commits in one run, interleaved, one table (its --help)
 #   options: --sizes 100,1000,5000 (scale)  --hosts 25,50,100,300 (controller; 1000 takes ~70 min, 11 GB)  --nodes 3,6 (converge)
 #            --peers 0,10,100,1000 (agent)
 #
@@ -35,7 +36,7 @@ while (($#)); do
         --hosts) HOSTS="$2"; shift 2 ;;
         --nodes) NODE_COUNTS="$2"; shift 2 ;;
         --peers) PEER_COUNTS="$2"; shift 2 ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

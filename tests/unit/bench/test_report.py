@@ -147,3 +147,114 @@ def test_the_test_script_writes_the_line_the_import_reads():
     assert line and ">>\"$KUBESPAN_TEST_MEASUREMENTS\"" in line[0]
     sample = "ci suite: 2110 s on 2 cores, 19 passed, 0 failed"
     assert report.ci_suite_parse(sample)["seconds"] == 2110
+
+
+# --- side by side (bench/sidebyside.sh) ---------------------------------------------------------------------
+
+
+def _agent_raw(cpus_ms, tick_ms, cli_ms):
+    rows = [{"peers": 1000, "mode": "process", "process_cpu_s": c / 1e3, "max_rss_bytes": 50 * 2**20, "launcher": True} for c in cpus_ms]
+    rows.append({"peers": 1000, "mode": "real", "process_cpu_s": 0.9, "max_rss_bytes": 50 * 2**20, "tick_cpu_s": tick_ms / 1e3,
+                 "tick_children_cpu_s": 0.01, "tick_traced_peak_bytes": 2**20})
+    samples = [{"cpu_s": cli_ms / 1e3, "max_rss_bytes": 11 * 2**20}] * 3
+    base = [{"cpu_s": 0.01, "max_rss_bytes": 7 * 2**20}] * 3
+    return {"rows": rows, "importtime": {"peers": 100, "imports_total_us": 1, "top_imports_us": [],
+                                         "baselines": {"python3 -c pass": base, cli_label(cli_ms): samples}}}
+
+
+def cli_label(cli_ms):
+    # the flat module name before issue 14's layers, the layered one after: both are the agent's command module
+    return "import kubespan_mesh.cli" if cli_ms < 40 else "import kubespan_mesh.agent.cli"
+
+
+def _scale_raw(per_node_ms):
+    return {"sizes": [{"n": 1000, "per_node": {"total": per_node_ms / 1e3}, "shipped_cluster_s": per_node_ms, "shipped_estimated": False,
+                       "cold_per_node_s": 0.05, "per_node_peak_bytes": 3 * 2**20, "baseline_json_s": 0.004}], "growth": []}
+
+
+def _record_pair(tmp_path, base_agent, new_agent, base_scales, new_scales, sid="2026-12-05T14:00:00Z"):
+    """Record a side-by-side run as bench/sidebyside.sh does (base's files first), return the result folder."""
+    results = tmp_path / "results"
+    clock = iter(range(10, 60))
+    items = [("base", "scale", raw) for raw in base_scales] + [("base", "agent", base_agent)] + \
+            [("new", "scale", raw) for raw in new_scales] + [("new", "agent", new_agent)]
+    for i, (role, section, raw) in enumerate(items):
+        path = tmp_path / ("raw-%d.json" % i)
+        path.write_text(json.dumps(raw))
+        finished = "2026-12-05T14:10:%02dZ" % next(clock)
+        report.now = lambda finished=finished: finished
+        report.record(SimpleNamespace(section=section, raw=str(path), results=str(results), load_start="1.0 1.0 1.0", load_end="2.5 2.0 1.5", started=sid,
+                                      commit="base" if role == "base" else "new", sidebyside=sid, role=role, pair=["base", "new"]))
+    return results
+
+
+@pytest.fixture
+def _two_commits(monkeypatch):
+    """git knows two commits, "base" and "new" (their own code commits); no other git call."""
+    shas = {"base": "b" * 40, "new": "e" * 40}
+
+    def fake_git(*args):
+        if args[:2] == ("rev-parse", "--verify"):
+            return shas[args[2].split("^")[0]]
+        if args[:3] == ("log", "-1", "--format=%H"):
+            return args[3]
+        raise AssertionError("unexpected git call %r" % (args,))
+    monkeypatch.setattr(report, "git", fake_git)
+    monkeypatch.setattr(report, "now", report.now)
+    return shas
+
+
+def test_sidebyside_records_both_commits_and_tabulates_every_run(tmp_path, _two_commits):
+    results = _record_pair(tmp_path, _agent_raw([900, 1000, 1100], 600, 30), _agent_raw([950, 1050, 1500], 800, 50),
+                           [_scale_raw(60), _scale_raw(58)], [_scale_raw(34), _scale_raw(36)])
+    runs = report.load_runs(str(results))
+    groups = report.sidebyside_groups(runs)
+    assert len(groups) == 1
+    group = next(iter(groups.values()))
+    assert [r["meta"]["code_commit"] for r in group["base"]] == ["b" * 40] * 3
+    assert [r["meta"]["code_commit"] for r in group["new"]] == ["e" * 40] * 3
+    assert all(not r["meta"]["dirty"] and r["meta"]["sidebyside"]["base"] == "b" * 40 for r in group["base"] + group["new"])
+    assert all(r["meta"]["load_end"] == [2.5, 2.0, 1.5] for r in group["base"] + group["new"])  # the section's end, not the record's
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.sidebyside_table(group["base"], group["new"])[2:]}
+    cpu = rows["agent, 1000 peers: whole process CPU"]
+    # median, range and count of ALL runs on each side; ratio of medians; overlapping ranges are no difference
+    assert cpu[1] == "1000 ms (900 ms to 1100 ms, 3 runs)" and cpu[2] == "1050 ms (950 ms to 1500 ms, 3 runs)"
+    assert cpu[3] == "1.05" and cpu[4].startswith("ranges overlap")
+    planning = rows["scale, 1000 nodes: one node's planning (CPU)"]
+    assert planning[3] == "0.59" and planning[4].startswith("new lower (ranges apart)")
+    assert rows["agent, 1000 peers: in-process tick CPU, real device"][4].startswith("one run each")
+    # the command module's import under its flat (base) and layered (new) name; the control row is in both
+    assert rows["agent: `import kubespan_mesh...cli` (best of 3)"][1:3] == ["30.0 ms", "50.0 ms"]
+    assert rows["control, same code in both: `python3 -c pass` (best of 3)"][1:3] == ["10.0 ms", "10.0 ms"]
+    # the document carries the table; the summary's newest code commit is NEW (base's files were recorded first)
+    section = report.sidebyside_section(runs)
+    assert any(line.startswith("| agent, 1000 peers: whole process CPU |") for line in section)
+    assert any("base `bbbbbbb`, new `eeeeeee`" in line for line in section)
+    summary = report.summary(runs)
+    assert any(line.startswith("| One node's planning, 1,000 nodes") and "`eeeeeee`" in line for line in summary)
+
+
+def test_sidebyside_apart_when_every_new_run_is_higher(tmp_path, _two_commits):
+    results = _record_pair(tmp_path, _agent_raw([900, 950], 600, 30), _agent_raw([1200, 1300], 600, 30), [], [])
+    group = next(iter(report.sidebyside_groups(report.load_runs(str(results))).values()))
+    [cpu] = [line for line in report.sidebyside_table(group["base"], group["new"]) if "whole process CPU" in line]
+    assert "**new higher (ranges apart)**" in cpu
+
+
+def test_sidebyside_record_refuses_a_role_without_the_pair(tmp_path, _two_commits):
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps(_scale_raw(50)))
+    with pytest.raises(SystemExit, match="--role base|new"):
+        report.record(SimpleNamespace(section="scale", raw=str(raw), results=str(tmp_path / "r"), load_start="", started="",
+                                      commit="base", sidebyside="x", role="old", pair=["base", "new"]))
+
+
+def test_sidebyside_from_raw_files(tmp_path, capsys):
+    for name, raw in (("scale-base-1", _scale_raw(60)), ("agent-base", _agent_raw([900], 600, 30)),
+                      ("scale-new-1", _scale_raw(34)), ("agent-new", _agent_raw([950], 600, 50))):
+        (tmp_path / (name + ".json")).write_text(json.dumps(raw))
+    report.sidebyside_print(SimpleNamespace(raw=str(tmp_path), pair=["b" * 40, "e" * 40], results=None, id=""))
+    out = capsys.readouterr().out
+    assert "| agent, 1000 peers: whole process CPU | 900 ms | 950 ms | 1.06 | one run each: no spread |" in out
+    with pytest.raises(SystemExit, match="no raw result of base"):
+        report.sidebyside_from_raw(str(tmp_path / "none"), ["b", "e"])

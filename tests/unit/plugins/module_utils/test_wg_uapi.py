@@ -6,6 +6,7 @@ import binascii
 import pytest
 
 from ansible_collections.kubespan.mesh.plugins.module_utils.core.wgtypes import DeviceUpdate, PeerUpdate, WireGuardError
+from ansible_collections.kubespan.mesh.plugins.module_utils.host import wg_uapi
 from ansible_collections.kubespan.mesh.plugins.module_utils.host.wg_uapi import build_set_request, parse_get_response
 
 
@@ -47,6 +48,24 @@ def test_parse_get_response():
     assert p2.allowed_ips == ["10.244.0.0/24", "fd00::2/128"]
     p3 = dev.peers[key(3)]
     assert p3.preshared_key is None and p3.last_handshake == 0 and p3.endpoint is None
+
+
+def test_a_second_read_reuses_the_parsed_addresses_and_a_bad_one_still_fails():
+    """Every sample of an agent tick reads the device: the same endpoint and allowed-IP strings are parsed once
+    (memoized), the result is the same, and a malformed value raises on every read (an error is never cached)."""
+    text = ("public_key=%s\nendpoint=[2001:DB8:0::7]:51820\nallowed_ip=10.245.0.0/24\nallowed_ip=fd00::7/128\n"
+            "errno=0\n\n" % hexkey(7))
+    wg_uapi._read_cidr.cache_clear()
+    wg_uapi._read_endpoint.cache_clear()
+    first = parse_get_response(text)
+    second = parse_get_response(text)
+    assert first == second and second.peers[key(7)].endpoint == "[2001:db8::7]:51820"
+    assert wg_uapi._read_cidr.cache_info().hits == 2 and wg_uapi._read_endpoint.cache_info().hits == 1
+    assert wg_uapi._read_cidr.cache_info().maxsize and wg_uapi._read_endpoint.cache_info().maxsize  # bounded
+    bad = "public_key=%s\nallowed_ip=10.245.0.300/24\nerrno=0\n\n" % hexkey(7)
+    for _attempt in range(2):
+        with pytest.raises(WireGuardError, match="line 2, key allowed_ip"):
+            parse_get_response(bad)
 
 
 @pytest.mark.parametrize("text,match", [
