@@ -13,7 +13,7 @@ import ipaddress
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import List, Optional
 
 from ..base.errors import KubeSpanError
@@ -186,11 +186,14 @@ def refresh_address(state_dir: str, log, lock_timeout: float = 20.0, node: Optio
     if new == old or ident.subnet != str(subnet):
         return False
     with state_lock(state_dir, timeout=lock_timeout):
-        ident.address = "%s/128" % new
-        save_identity(state_dir, ident, node_file=False)
-        node.forget_identity()
+        # a copy: the cached identity keeps the file's content if the save fails (the re-apply then uses the old address)
+        moved = replace(ident, address="%s/128" % new)
+        try:
+            save_identity(state_dir, moved, node_file=False)
+        finally:
+            node.forget_identity()
         state = dict(node.state() or state)  # under the lock: read again if a playbook run rewrote it (NodeState)
-        state["address"] = ident.address
+        state["address"] = moved.address
         local = state.get("local_affiliate")
         if isinstance(local, dict):
             local = dict(local, address=new)

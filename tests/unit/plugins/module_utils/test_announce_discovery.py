@@ -20,6 +20,7 @@ from ansible_collections.kubespan.mesh.plugins.module_utils.host.netlink import 
 from ansible_collections.kubespan.mesh.plugins.module_utils.host.statefile import write_json
 from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile import engine
 from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.engine import STATE_VERSION, load_state, state_path
+from ansible_collections.kubespan.mesh.plugins.module_utils.reconcile.nodestate import NodeState
 
 SECRET = "TPbGXrYlvuXgAl8dERpwjlA5tnEMoihPDPxlovcLtVg="
 SUBNET = "fd7f:175a:b97c:5602::/64"
@@ -377,3 +378,30 @@ def test_agent_recomputes_the_address_from_the_current_first_physical_mac(tmp_pa
     logs.clear()
     assert engine.refresh_address(d, logs.append) and "node-id" in logs[0]
     assert not engine.refresh_address(d, logs.append)
+
+
+def test_a_failed_address_save_leaves_the_tick_with_the_identity_on_disk(tmp_path, monkeypatch):
+    """The address check must not change the tick's cached identity unless the file was written: the re-apply that
+    follows in the same tick reads it from the same NodeState (review of the node-state change)."""
+    d = str(tmp_path)
+    prefix = ula_prefix(CLUSTER)
+    old = str(eui64_address(prefix, "2e:1a:b6:53:81:69"))
+    ident = new_identity()
+    ident.address, ident.subnet = old + "/128", str(prefix)
+    save_identity(d, ident)
+    state = {"version": STATE_VERSION, "settings": {"address_source": "auto"}, "cluster_id": CLUSTER, "cluster_secret": SECRET,
+             "address": old + "/128", "subnet": str(prefix), "members": None, "peers": [], "local_affiliate": None}
+    write_json(state_path(d), state)
+    monkeypatch.setattr(engine, "Netlink", FakeNetlink)
+    FakeNetlink.links_now = [("eth0", 1, None, "ea:71:1b:b2:cc:ee")]
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine, "save_identity", full_disk)
+    node = NodeState(d)
+    assert node.identity().address == old + "/128"
+    with pytest.raises(OSError):
+        engine.refresh_address(d, lambda _line: None, node=node)
+    assert node.identity().address == old + "/128"  # what the re-apply of this tick would use
+    assert load_identity(d).address == old + "/128" and load_state(d)["address"] == old + "/128"
