@@ -49,19 +49,19 @@ def parse_service_endpoint(endpoint: str, insecure: bool) -> Tuple[str, bool]:
     return text, not insecure
 
 
-def service_target(endpoint: str, insecure: bool) -> Tuple[str, bool]:
+def service_target(endpoint: str, insecure: bool, variable: str = "kubespan_discovery_endpoint") -> Tuple[str, bool]:
     """(host:port, TLS) of a Talos-style service endpoint, as the discovery client reads it; DiscoverySettingsError
-    if unusable."""
+    naming ``variable`` (the role variable the endpoint came from) if unusable."""
     text = str(endpoint).strip()
     if "://" not in text:
         host, sep, port = text.rpartition(":")
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise DiscoverySettingsError("kubespan_discovery_endpoint %r: expected %s (Talos's public service: %s)"
-                                         % (endpoint, ENDPOINT_FORMS, model.TALOS_DISCOVERY_ENDPOINT))
+            raise DiscoverySettingsError("%s %r: expected %s (Talos's public service: %s)"
+                                         % (variable, endpoint, ENDPOINT_FORMS, model.TALOS_DISCOVERY_ENDPOINT))
     try:
         return parse_service_endpoint(text, insecure)
     except ValueError as exc:
-        raise DiscoverySettingsError("kubespan_discovery_endpoint: %s" % exc)
+        raise DiscoverySettingsError("%s: %s" % (variable, exc))
 
 
 def normalize(raw: Optional[dict]) -> dict:
@@ -110,8 +110,9 @@ def normalize(raw: Optional[dict]) -> dict:
                                          "kubespan_discovery_enabled is true (e.g. https://discovery.example.com:443, "
                                          "10.0.0.5:3000 with kubespan_discovery_insecure, or Talos's public service %s)"
                                          % model.TALOS_DISCOVERY_ENDPOINT)
+        source = "kubespan_discovery_endpoints item" if any(str(e or "").strip() for e in listed) else "kubespan_discovery_endpoint"
         for endpoint in endpoints:
-            target, tls = service_target(endpoint, out["insecure"])
+            target, tls = service_target(endpoint, out["insecure"], source)
             if not tls and out["ca_file"]:
                 raise DiscoverySettingsError("kubespan_discovery_ca_file is set but the connection to %s is plaintext "
                                              "(kubespan_discovery_insecure or an http:// endpoint): unset one of them"

@@ -102,7 +102,7 @@ _ON = {"kubespan_discovery_enabled": True}
     (dict(_ON, kubespan_discovery_endpoint="discovery.example.com"), ["kubespan_discovery_endpoint 'discovery.example.com'",
                                                                       "https://host[:port]/"]),
     (dict(_ON, kubespan_discovery_endpoint="ftp://x/"), ["kubespan_discovery_endpoint", "'ftp://x/'", "https://host[:port]/"]),
-    (dict(_ON, kubespan_discovery_endpoints=["10.0.0.5:3000", "host:0"]), ["kubespan_discovery_endpoint 'host:0'"]),
+    (dict(_ON, kubespan_discovery_endpoints=["10.0.0.5:3000", "host:0"]), ["kubespan_discovery_endpoints item 'host:0'"]),
     (dict(_ON, kubespan_discovery_endpoints=["10.0.0.%d:3000" % i for i in range(9)]),
      ["kubespan_discovery_endpoints lists 9 services: at most 8"]),
     ({"kubespan_discovery_endpoints": "10.0.0.5:3000"}, ["kubespan_discovery_endpoints must be a list", "one item per line"]),
@@ -184,3 +184,13 @@ def test_whatever_the_agent_files_refuse_the_early_check_refuses(values):
     errors = settings_errors({names[k]: v for k, v in values.items()})
     if refused:
         assert errors, values
+
+
+@pytest.mark.parametrize("raw, named", [
+    ({"enabled": True, "endpoints": ["disc.example:443", "bad"]}, "kubespan_discovery_endpoints item 'bad'"),
+    ({"enabled": True, "endpoint": "bad"}, "kubespan_discovery_endpoint 'bad'"),
+])
+def test_a_bad_discovery_endpoint_is_blamed_on_the_variable_it_came_from(raw, named):
+    with pytest.raises(DiscoverySettingsError) as err:
+        normalize_settings(raw)
+    assert str(err.value).startswith(named)
