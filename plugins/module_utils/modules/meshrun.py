@@ -11,7 +11,7 @@ discovery) or leave the discovery service (without); reconcile the mesh under th
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ..agent.agent import status_records
 from ..agent.agentfiles import AgentOptions, decode_bundle, enable_units, install
@@ -30,6 +30,7 @@ from ..discovery.discovery_agent import (
     plan_peers,
     strip_affiliate,
 )
+from ..host.identity import Identity
 from ..host.requirements import missing
 from ..host.statefile import state_lock
 from ..reconcile.engine import (
@@ -103,14 +104,15 @@ def teardown(p: dict, check_mode: bool, warn: Warn) -> dict:
     return dict(changed=res.changed or bool(changes), changes=changes + res.changes, peers=[], implementation="")
 
 
-def _identity(p: dict, cluster_id: str, settings: Settings, check_mode: bool, warn: Warn) -> dict:
-    """With ``identity``: the identity ensured and the result's head; a result to return at once has ``stop``."""
+def _identity(p: dict, cluster_id: str, settings: Settings, check_mode: bool, warn: Warn) -> Tuple[dict, Optional[Identity]]:
+    """With ``identity``: (the result's head, the identity ensured); a head to return at once has ``stop``. The
+    identity (its private key) is never put into the head, which becomes the module's result."""
     i = p["identity"]
     settle = dict(settled=False) if p.get("settle") else {}
     gaps = missing(i["requirements"])
     if gaps:
         return dict(stop=True, changed=False, missing_requirements=gaps, changes=[], peers=[], implementation="",
-                    **(dict(settle, settle_reason="missing requirements") if settle else {}))
+                    **(dict(settle, settle_reason="missing requirements") if settle else {})), None
     ident, facts, id_changed = ensure_identity(
         settings.state_dir, cluster_id, i["address_source"], check_mode, settings.listen_port, settings.interface,
         i["endpoint_filters"], i["extra_endpoints"], i["advertised_networks"], i["exclude_advertised_networks"],
@@ -118,13 +120,13 @@ def _identity(p: dict, cluster_id: str, settings: Settings, check_mode: bool, wa
     if facts.get("would_create"):
         return dict(stop=True, changed=True, would_create=True, missing_requirements={}, peers=[], implementation="",
                     changes=["create identity and mesh (identity does not exist yet)"],
-                    **(dict(settle, settle_reason="no identity yet") if settle else {}))
-    head = dict(identity=facts, affiliate=affiliate_of(p.get("local_name") or "", facts), missing_requirements={}, ident=ident)
+                    **(dict(settle, settle_reason="no identity yet") if settle else {})), None
+    head = dict(identity=facts, affiliate=affiliate_of(p.get("local_name") or "", facts), missing_requirements={})
     if facts.get("previous_address"):
         warn(address_change_message(facts["previous_address"], facts["address"], facts["address_source"]))
     if id_changed:
         head["identity_changed"] = True
-    return head
+    return head, ident
 
 
 def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
@@ -134,15 +136,14 @@ def present(p: dict, check_mode: bool, diff: bool, warn: Warn) -> dict:
     settings = settings_request(p)
     discovery = discovery_request(p)
     state_dir = settings.state_dir
-    head = {}
+    head, ensured = {}, None
     if p.get("identity") is not None:
-        head = _identity(p, cluster_id, settings, check_mode, warn)
+        head, ensured = _identity(p, cluster_id, settings, check_mode, warn)
         if head.pop("stop", False):
             return head
     # the run's files, each read once (NodeState); the identity ensured above is not read back (in check mode it may
     # hold an address not written: the file's is used, as before)
     node = NodeState(state_dir)
-    ensured = head.pop("ident", None)
     ident = ensured if ensured is not None and not check_mode else node.identity()
     if ident is None:
         if check_mode:
