@@ -10,6 +10,7 @@ import subprocess
 # systemctl (daemon-reload, enable, start) waits for systemd, which on a loaded or slow machine took over 60 s
 # (tests/vm: two emulated guests under load); the limit only ends a hung call.
 SYSTEMCTL_TIMEOUT = 300
+WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"  # wireguard-go for the mesh interface (agentfiles renders it)
 
 
 def systemctl(*args) -> subprocess.CompletedProcess:

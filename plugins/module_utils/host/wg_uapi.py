@@ -26,7 +26,7 @@ from ..core.wgtypes import (
     normalize_cidr,
     normalize_endpoint,
 )
-from .systemd import systemctl
+from .systemd import WIREGUARD_GO_UNIT, systemctl
 
 DEFAULT_SOCKET_DIR = "/var/run/wireguard"
 ZERO_KEY_HEX = "0" * 64
@@ -225,9 +225,6 @@ class UapiWireGuard:
 
     def __exit__(self, *exc):
         self.close()
-
-
-WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 
 
 def ensure_running(ifname: str, timeout: float = 15.0, unit: str = WIREGUARD_GO_UNIT) -> bool:

@@ -30,11 +30,11 @@ from ..host.netlink import host_never_routed as netlink_never_routed
 from ..host.nft import apply_batch, list_table, nft_available
 from ..host.ports import udp_port_in_use
 from ..host.statefile import StateFileError, ensure_dir, read_json, state_lock, write_json
+from ..host.systemd import WIREGUARD_GO_UNIT
 from .nodestate import STATE_VERSION, NodeState, load_state, state_path
 
 DEFAULT_STATE_DIR = model.STATE_DIR
 STATE_FILE = layout.STATE
-WIREGUARD_GO_UNIT = "kubespan-wireguard-go.service"
 PEER_KEYS = ("name", "node_id", "public_key", "address", "endpoints", "allowed_ips", "addresses", "additional_addresses",
              "exclude_advertised_networks")
 
